@@ -1,0 +1,142 @@
+//! Wires the pipeline together and serves it: store → runtime → plugins → dispatcher (recovering
+//! unfinished events) → HTTP (ingress, admin, sink, health), and shuts down gracefully.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::capabilities::http::HttpCapability;
+use crate::config::{Config, Secrets};
+use crate::dispatcher::{DispatchDeps, Dispatcher};
+use crate::plugins::PluginRegistry;
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::sink::Sink;
+use crate::storage::sqlite::SqliteStorage;
+use crate::storage::Storage;
+use crate::tenants::Tenants;
+use crate::{admin, ingress, sink};
+
+/// How long shutdown waits for running attempts.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Shared state of the HTTP handlers.
+pub struct App {
+    /// Tenants by name.
+    pub tenants: Arc<Tenants>,
+    /// The journal and kv.
+    pub storage: Arc<dyn Storage>,
+    /// Hands accepted events to plugins.
+    pub dispatcher: Dispatcher,
+    /// Loaded plugins.
+    pub registry: Arc<PluginRegistry>,
+    /// The request sink, when enabled.
+    pub sink: Option<Sink>,
+    /// The webhook body limit.
+    pub max_body_bytes: usize,
+}
+
+/// The HTTP routes.
+pub fn router(app: Arc<App>, admin_token: Option<Secrets>) -> Router {
+    let mut router = Router::new()
+        .route(
+            "/hooks/{tenant}/{source}",
+            post(ingress::receive).layer(DefaultBodyLimit::max(app.max_body_bytes)),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/sink/{name}", post(sink::receive));
+    if let Some(token) = admin_token {
+        router = router.merge(admin::router(app.clone(), token));
+    }
+    router
+        .fallback(|| async { ingress::error(StatusCode::NOT_FOUND, "no such endpoint: webhooks go to POST /hooks/{tenant}/{source}") })
+        .with_state(app)
+}
+
+/// Runs hookhost until SIGINT/SIGTERM.
+pub async fn serve(config: Config) -> Result<()> {
+    let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&config.database, config.durability)?);
+    let max_memory_mib = config.tenants.values().map(|t| t.limits.memory_mib).max().unwrap_or(64);
+    let runtime = Arc::new(Runtime::new(&RuntimeConfig {
+        cache_dir: config.cache_dir.clone().context("cache_dir is resolved at load")?,
+        max_instances: (config.dispatch.workers as u32 * 2).max(16),
+        max_memory_mib,
+    })?);
+    let tenants = Arc::new(Tenants::from_config(&config)?);
+    let registry = Arc::new(PluginRegistry::default());
+    let dispatcher = Dispatcher::start(
+        DispatchDeps {
+            storage: storage.clone(),
+            runtime: runtime.clone(),
+            registry: registry.clone(),
+            tenants: tenants.clone(),
+            http_client: HttpCapability::shared_client()?,
+        },
+        config.dispatch.workers,
+    );
+    let unfinished = storage.unfinished().context("cannot read unfinished events from the journal")?;
+    if !unfinished.is_empty() {
+        tracing::info!(count = unfinished.len(), "resuming unfinished events");
+    }
+    for event in unfinished {
+        dispatcher.enqueue(event);
+    }
+
+    // Compile plugins off the request path: webhooks are accepted at once and wait for them.
+    {
+        let (runtime, registry, tenants) = (runtime.clone(), registry.clone(), tenants.clone());
+        tokio::task::spawn_blocking(move || {
+            for tenant in tenants.iter() {
+                let _ = registry.load(&runtime, &tenant.name, &tenant.plugin_path);
+            }
+        });
+    }
+
+    let admin_token = config.admin.token.clone().map(|t| Secrets(vec![t]));
+    if admin_token.is_none() {
+        tracing::warn!("no admin token configured: the admin API is disabled");
+    }
+    let app = Arc::new(App {
+        tenants,
+        storage,
+        dispatcher: dispatcher.clone(),
+        registry,
+        sink: config.sink.then(Sink::default),
+        max_body_bytes: config.max_body_bytes,
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}: is another process using it?", config.listen))?;
+    let addr = listener.local_addr()?;
+    // Tests and scripts read this line to find the port when listening on port 0.
+    println!("hookhost listening on http://{addr}");
+    tracing::info!(%addr, "listening");
+    axum::serve(listener, router(app, admin_token))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server failed")?;
+    tracing::info!("stopped accepting webhooks; finishing running attempts");
+    if !dispatcher.drain(DRAIN_TIMEOUT).await {
+        tracing::warn!("attempts still running after {DRAIN_TIMEOUT:?}; they will run again on the next start");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,241 @@
+//! `kv`: the tenant's private key-value store, seen through one attempt.
+//!
+//! Writes are buffered in the attempt's overlay and committed with the attempt's outcome in one
+//! transaction (see `Storage::finish_attempt`), so a failed, trapped or timed-out attempt leaves no
+//! change behind, and a retried event never sees half of a previous attempt's writes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::storage::{KvWrite, Storage};
+
+/// Longest key, in bytes.
+pub const MAX_KEY_BYTES: u32 = 512;
+
+/// Why a kv operation was refused (mirrors WIT `kv.error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvError {
+    /// Empty or longer than [`MAX_KEY_BYTES`].
+    InvalidKey(u32),
+    /// Value over the tenant's limit (bytes).
+    ValueTooLarge(u64),
+    /// The tenant's key limit is reached.
+    TooManyKeys(u64),
+    /// The store failed.
+    Storage(String),
+}
+
+/// Limits on a tenant's kv.
+#[derive(Debug, Clone, Copy)]
+pub struct KvLimits {
+    /// Largest value in bytes.
+    pub max_value_bytes: usize,
+    /// Most keys the tenant may hold.
+    pub max_keys: u64,
+}
+
+/// One attempt's view of a tenant's kv: the committed store plus this attempt's own writes.
+pub struct KvTxn {
+    tenant: String,
+    storage: Arc<dyn Storage>,
+    limits: KvLimits,
+    /// Key → new value, or `None` for a deletion.
+    overlay: BTreeMap<String, Option<Vec<u8>>>,
+    /// Net keys this attempt adds to the committed store.
+    added: i64,
+}
+
+impl KvTxn {
+    /// A fresh view of `tenant`'s kv.
+    pub fn new(tenant: &str, storage: Arc<dyn Storage>, limits: KvLimits) -> KvTxn {
+        KvTxn { tenant: tenant.to_string(), storage, limits, overlay: BTreeMap::new(), added: 0 }
+    }
+
+    fn check_key(key: &str) -> Result<(), KvError> {
+        if key.is_empty() || key.len() > MAX_KEY_BYTES as usize {
+            return Err(KvError::InvalidKey(MAX_KEY_BYTES));
+        }
+        Ok(())
+    }
+
+    fn committed(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.storage.kv_get(&self.tenant, key).map_err(|e| KvError::Storage(format!("{e:#}")))
+    }
+
+    /// The value as this attempt sees it.
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        Self::check_key(key)?;
+        match self.overlay.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.committed(key),
+        }
+    }
+
+    /// Whether the key exists in the committed store (ignoring this attempt's writes).
+    fn exists_committed(&self, key: &str) -> Result<bool, KvError> {
+        Ok(self.committed(key)?.is_some())
+    }
+
+    /// Sets a value (visible to others once the attempt succeeds).
+    pub fn set(&mut self, key: &str, value: Vec<u8>) -> Result<(), KvError> {
+        Self::check_key(key)?;
+        if value.len() > self.limits.max_value_bytes {
+            return Err(KvError::ValueTooLarge(self.limits.max_value_bytes as u64));
+        }
+        let visible_before = self.get(key)?.is_some();
+        if !visible_before {
+            let count = self
+                .storage
+                .kv_count(&self.tenant)
+                .map_err(|e| KvError::Storage(format!("{e:#}")))? as i64;
+            if count + self.added >= self.limits.max_keys as i64 {
+                return Err(KvError::TooManyKeys(self.limits.max_keys));
+            }
+            self.added += 1;
+        }
+        self.overlay.insert(key.to_string(), Some(value));
+        Ok(())
+    }
+
+    /// Deletes a key; returns whether it existed (as this attempt saw it).
+    pub fn delete(&mut self, key: &str) -> Result<bool, KvError> {
+        Self::check_key(key)?;
+        let existed = self.get(key)?.is_some();
+        if existed {
+            self.added -= 1;
+        }
+        if self.exists_committed(key)? {
+            self.overlay.insert(key.to_string(), None);
+        } else {
+            self.overlay.remove(key);
+        }
+        Ok(existed)
+    }
+
+    /// Sets the value only if the key is absent (as this attempt sees it).
+    pub fn set_if_absent(&mut self, key: &str, value: Vec<u8>) -> Result<bool, KvError> {
+        if self.get(key)?.is_some() {
+            return Ok(false);
+        }
+        self.set(key, value)?;
+        Ok(true)
+    }
+
+    /// Up to `limit` keys starting with `prefix`, ascending, as this attempt sees them.
+    pub fn list_keys(&self, prefix: &str, limit: u32) -> Result<Vec<String>, KvError> {
+        let limit = limit.min(10_000);
+        let in_overlay = self.overlay.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix));
+        let deleted = in_overlay.clone().filter(|(_, v)| v.is_none()).count() as u32;
+        let mut keys: Vec<String> = self
+            .storage
+            .kv_list(&self.tenant, prefix, limit.saturating_add(deleted))
+            .map_err(|e| KvError::Storage(format!("{e:#}")))?;
+        keys.retain(|k| !matches!(self.overlay.get(k), Some(None)));
+        keys.extend(in_overlay.filter(|(_, v)| v.is_some()).map(|(k, _)| k.clone()));
+        keys.sort();
+        keys.dedup();
+        keys.truncate(limit as usize);
+        Ok(keys)
+    }
+
+    /// The writes to commit if the attempt succeeds.
+    pub fn into_writes(self) -> Vec<KvWrite> {
+        self.overlay
+            .into_iter()
+            .map(|(k, v)| match v {
+                Some(v) => KvWrite::Set(k, v),
+                None => KvWrite::Delete(k),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Durability;
+    use crate::storage::sqlite::SqliteStorage;
+    use crate::storage::{AttemptOutcome, AttemptRecord, EventState, FinishedAttempt};
+
+    fn storage() -> (tempfile::TempDir, Arc<dyn Storage>) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStorage::open(&dir.path().join("kv.db"), Durability::Fast).unwrap();
+        (dir, Arc::new(s))
+    }
+
+    const LIMITS: KvLimits = KvLimits { max_value_bytes: 8, max_keys: 3 };
+
+    async fn commit(storage: &Arc<dyn Storage>, tenant: &str, writes: Vec<KvWrite>) {
+        storage
+            .finish_attempt(FinishedAttempt {
+                seq: 0,
+                tenant: tenant.into(),
+                record: AttemptRecord {
+                    attempt: 1,
+                    plugin_version: "t".into(),
+                    started_at_ms: 0,
+                    duration_us: 0,
+                    outcome: AttemptOutcome::Done,
+                    logs: vec![],
+                    logs_dropped: 0,
+                },
+                kv_writes: writes,
+                next_state: EventState::Done,
+                next_attempt_at_ms: 0,
+            })
+            .await
+            .unwrap_err(); // there is no event 0: the whole attempt, kv writes included, is refused
+    }
+
+    #[test]
+    fn reads_see_own_writes_and_nothing_leaks_before_commit() {
+        let (_d, s) = storage();
+        let mut a = KvTxn::new("acme", s.clone(), LIMITS);
+        a.set("k", b"v".to_vec()).unwrap();
+        assert_eq!(a.get("k").unwrap(), Some(b"v".to_vec()));
+        let b = KvTxn::new("acme", s.clone(), LIMITS);
+        assert_eq!(b.get("k").unwrap(), None, "uncommitted write visible to another attempt");
+        let other = KvTxn::new("globex", s, LIMITS);
+        assert_eq!(other.get("k").unwrap(), None);
+        assert_eq!(a.into_writes(), vec![KvWrite::Set("k".into(), b"v".to_vec())]);
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let (_d, s) = storage();
+        let mut t = KvTxn::new("acme", s, LIMITS);
+        assert_eq!(t.set("", b"v".to_vec()), Err(KvError::InvalidKey(MAX_KEY_BYTES)));
+        assert_eq!(t.set(&"x".repeat(513), b"v".to_vec()), Err(KvError::InvalidKey(MAX_KEY_BYTES)));
+        assert_eq!(t.set("k", vec![0; 9]), Err(KvError::ValueTooLarge(8)));
+        t.set("a", vec![]).unwrap();
+        t.set("b", vec![]).unwrap();
+        t.set("c", vec![]).unwrap();
+        t.set("c", vec![1]).unwrap(); // overwriting is not a new key
+        assert_eq!(t.set("d", vec![]), Err(KvError::TooManyKeys(3)));
+        assert!(t.delete("a").unwrap());
+        t.set("d", vec![]).unwrap();
+    }
+
+    #[test]
+    fn set_if_absent_and_list_follow_the_overlay() {
+        let (_d, s) = storage();
+        let mut t = KvTxn::new("acme", s, KvLimits { max_value_bytes: 8, max_keys: 100 });
+        assert!(t.set_if_absent("n/1", b"x".to_vec()).unwrap());
+        assert!(!t.set_if_absent("n/1", b"y".to_vec()).unwrap());
+        t.set("n/2", vec![]).unwrap();
+        t.set("m/1", vec![]).unwrap();
+        assert_eq!(t.list_keys("n/", 10).unwrap(), vec!["n/1", "n/2"]);
+        assert_eq!(t.list_keys("", 2).unwrap(), vec!["m/1", "n/1"]);
+        assert!(t.delete("n/1").unwrap());
+        assert!(!t.delete("n/1").unwrap());
+        assert_eq!(t.list_keys("n/", 10).unwrap(), vec!["n/2"]);
+        assert_eq!(t.get("n/1").unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_writes_nothing() {
+        let (_d, s) = storage();
+        commit(&s, "acme", vec![KvWrite::Set("k".into(), b"v".to_vec())]).await;
+        assert_eq!(KvTxn::new("acme", s, LIMITS).get("k").unwrap(), None);
+    }
+}

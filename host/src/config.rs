@@ -1,0 +1,369 @@
+//! The operator's configuration file (TOML): listen address, store, admin token, and the tenants
+//! with their plugin, limits, capabilities and webhook sources.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server listens on (webhooks, admin API, health).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The embedded SQLite database file (relative paths are relative to the config file).
+    pub database: PathBuf,
+    /// Whether each acknowledged webhook is fsynced before the 2xx (`durable`, the default) or
+    /// only written to the OS (`fast`: survives a process crash, not a power loss).
+    #[serde(default)]
+    pub durability: Durability,
+    /// Where precompiled plugins are cached (default: `<database dir>/cache`).
+    pub cache_dir: Option<PathBuf>,
+    /// Largest webhook body accepted, in bytes; larger ones get 413 before being buffered.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// The admin API.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// How events are dispatched to plugins.
+    #[serde(default)]
+    pub dispatch: DispatchConfig,
+    /// A built-in request sink (`POST /sink/{name}`) that records what plugins send, so the demo
+    /// and a merchant's dev loop have a "merchant backend" without running one.
+    #[serde(default)]
+    pub sink: bool,
+    /// The merchants, by tenant name (used in webhook URLs: `/hooks/{tenant}/{source}`).
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:8080".parse().expect("valid literal address")
+}
+
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+
+/// Whether acknowledged webhooks survive power loss.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Durability {
+    /// fsync before acknowledging (grouped across concurrent requests).
+    #[default]
+    Durable,
+    /// Write to the OS before acknowledging; fsync periodically.
+    Fast,
+}
+
+/// The admin API (`/admin/...`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer token required on every admin request. Without one the admin API is disabled.
+    pub token: Option<Secret>,
+}
+
+/// Dispatcher settings shared by all tenants.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    /// How many events run at once across all tenants.
+    pub workers: usize,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig { workers: 32 }
+    }
+}
+
+/// One merchant.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// The plugin component (`.wasm`), relative to the config file.
+    pub plugin: PathBuf,
+    /// Hosts the plugin may call over HTTP: `host` or `host:port`. Everything else is denied.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Values the plugin reads through the `config` capability.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Secrets the plugin reads through `config.get-secret`; never logged or shown.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, Secret>,
+    /// Resource limits for each attempt.
+    #[serde(default)]
+    pub limits: Limits,
+    /// How failed attempts are retried.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// The webhook endpoints of this tenant, by source name.
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+}
+
+/// Per-attempt resource limits, with defaults safe for a shared host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Wall-clock time for one attempt, including host calls.
+    pub timeout_ms: u64,
+    /// Linear memory the plugin may grow to, in MiB.
+    pub memory_mib: u64,
+    /// Log bytes kept per attempt; more are dropped (and counted).
+    pub log_bytes: usize,
+    /// Largest kv value, in bytes.
+    pub kv_value_bytes: usize,
+    /// Most keys the tenant's kv may hold.
+    pub kv_max_keys: u64,
+    /// Outbound HTTP requests per attempt.
+    pub http_requests: u32,
+    /// Timeout of one outbound request.
+    pub http_timeout_ms: u64,
+    /// Largest outbound response body, in bytes.
+    pub http_response_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout_ms: 5_000,
+            memory_mib: 64,
+            log_bytes: 64 * 1024,
+            kv_value_bytes: 256 * 1024,
+            kv_max_keys: 100_000,
+            http_requests: 10,
+            http_timeout_ms: 10_000,
+            http_response_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Retries with exponential backoff and jitter; after `max_attempts` an event is a dead letter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// Delay before the first retry.
+    pub base_ms: u64,
+    /// Longest delay between attempts.
+    pub cap_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 8,
+            base_ms: 1_000,
+            cap_ms: 10 * 60 * 1_000,
+        }
+    }
+}
+
+/// A webhook endpoint: which provider sends to it and how its requests are authenticated.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "provider", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// Fincart order status: the `Authorization` header carries the webhook token verbatim.
+    Fincart {
+        /// The token(s) Fincart sends; several during a rotation.
+        token: Secrets,
+    },
+}
+
+/// A secret value. Written in the config as the value itself, `env:VAR` or `file:PATH`; resolved
+/// when the config is loaded. Its `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret's value, for comparing or handing to a plugin. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// A secret from a literal (tests, tooling).
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    fn resolve(spec: &str) -> Result<Secret> {
+        let value = if let Some(var) = spec.strip_prefix("env:") {
+            std::env::var(var).with_context(|| {
+                format!("secret refers to environment variable {var}, which is not set: export it or write the value in the config")
+            })?
+        } else if let Some(path) = spec.strip_prefix("file:") {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("secret refers to file {path}, which cannot be read"))?;
+            text.trim_end_matches(['\n', '\r']).to_string()
+        } else {
+            spec.to_string()
+        };
+        if value.is_empty() {
+            bail!("a secret is empty: give it a value (an empty secret would accept anything)");
+        }
+        Ok(Secret(value))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let spec = String::deserialize(d)?;
+        Secret::resolve(&spec).map_err(|e| serde::de::Error::custom(format!("{e:#}")))
+    }
+}
+
+/// One or more secrets accepted at once, so a provider's secret can be rotated without downtime.
+#[derive(Debug, Clone)]
+pub struct Secrets(pub Vec<Secret>);
+
+impl<'de> Deserialize<'de> for Secrets {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(Secret),
+            Many(Vec<Secret>),
+        }
+        let list = match OneOrMany::deserialize(d)? {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        };
+        if list.is_empty() {
+            return Err(serde::de::Error::custom("at least one secret is required"));
+        }
+        Ok(Secrets(list))
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file; relative paths in it become relative to its folder.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let mut config: Config = toml::from_str(&text)
+            .with_context(|| format!("config file {} is invalid", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let abs = |p: &PathBuf| if p.is_absolute() { p.clone() } else { base.join(p) };
+        self.database = abs(&self.database);
+        self.cache_dir = Some(match &self.cache_dir {
+            Some(dir) => abs(dir),
+            None => self
+                .database
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("cache"),
+        });
+        for tenant in self.tenants.values_mut() {
+            tenant.plugin = abs(&tenant.plugin);
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let valid_name = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        for (name, tenant) in &self.tenants {
+            if !valid_name(name) {
+                bail!("tenant name {name:?} must be 1-64 letters, digits, '-' or '_' (it appears in URLs)");
+            }
+            for source in tenant.sources.keys() {
+                if !valid_name(source) {
+                    bail!("source name {source:?} of tenant {name} must be 1-64 letters, digits, '-' or '_'");
+                }
+            }
+            if tenant.limits.timeout_ms == 0 || tenant.limits.memory_mib == 0 {
+                bail!("tenant {name}: limits.timeout_ms and limits.memory_mib must be above zero");
+            }
+            if tenant.retry.max_attempts == 0 {
+                bail!("tenant {name}: retry.max_attempts must be at least 1");
+            }
+        }
+        if self.dispatch.workers == 0 {
+            bail!("dispatch.workers must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_resolve_from_env_and_never_print() {
+        std::env::set_var("HOOKHOST_TEST_SECRET_A", "s3cr3t");
+        let cfg: Config = toml::from_str(
+            r#"
+            database = "db.sqlite"
+            [tenants.acme]
+            plugin = "p.wasm"
+            [tenants.acme.sources.fc]
+            provider = "fincart"
+            token = ["env:HOOKHOST_TEST_SECRET_A", "literal"]
+            "#,
+        )
+        .unwrap();
+        let SourceConfig::Fincart { token } = &cfg.tenants["acme"].sources["fc"];
+        assert_eq!(token.0[0].expose(), "s3cr3t");
+        assert_eq!(token.0[1].expose(), "literal");
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("s3cr3t") && !shown.contains("literal"), "{shown}");
+    }
+
+    #[test]
+    fn missing_env_secret_says_which_variable() {
+        let err = toml::from_str::<Config>(
+            r#"
+            database = "db.sqlite"
+            [admin]
+            token = "env:HOOKHOST_TEST_SURELY_UNSET"
+            "#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("HOOKHOST_TEST_SURELY_UNSET"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_names_are_rejected() {
+        assert!(toml::from_str::<Config>("database = 'x'\nlisten_addr = '1'").is_err());
+        let mut cfg: Config = toml::from_str(
+            "database = 'x'\n[tenants.'a b']\nplugin = 'p.wasm'",
+        )
+        .unwrap();
+        cfg.resolve_paths(Path::new("/etc"));
+        assert!(cfg.validate().unwrap_err().to_string().contains("a b"));
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let mut cfg: Config =
+            toml::from_str("database = 'data/h.db'\n[tenants.a]\nplugin = 'p.wasm'").unwrap();
+        cfg.resolve_paths(Path::new("/srv/hh"));
+        assert_eq!(cfg.database, Path::new("/srv/hh/data/h.db"));
+        assert_eq!(cfg.cache_dir.as_deref(), Some(Path::new("/srv/hh/data/cache")));
+        assert_eq!(cfg.tenants["a"].plugin, Path::new("/srv/hh/p.wasm"));
+    }
+}

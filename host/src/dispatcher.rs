@@ -1,0 +1,301 @@
+//! The dispatcher: hands journaled events to plugins.
+//!
+//! Events of the same (tenant, order) run one at a time in the order they were received, so an
+//! order's status changes are never handled out of order; different orders run in parallel up to
+//! the worker limit. A failed attempt (error, trap, timeout, `retry-after`) is retried with
+//! exponential backoff and jitter, holding back later events of that order; after the tenant's
+//! last attempt the event becomes a dead letter and the order moves on. Each attempt's record, kv
+//! writes and the event's next state are committed together.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::{mpsc, watch};
+
+use crate::capabilities::http::HttpCapability;
+use crate::capabilities::kv::KvTxn;
+use crate::capabilities::log::LogCapture;
+use crate::config::RetryPolicy;
+use crate::now_ms;
+use crate::plugins::PluginRegistry;
+use crate::runtime::{AttemptContext, PluginOutcome, Runtime};
+use crate::storage::{AttemptOutcome, AttemptRecord, EventState, FinishedAttempt, Storage, StoredEvent};
+use crate::tenants::Tenants;
+
+/// How long an event waits before looking again for a plugin that is not loaded.
+const NO_PLUGIN_WAIT_MS: u64 = 1_000;
+
+type OrderKey = (String, String);
+
+/// What the dispatcher is told.
+enum Message {
+    Enqueue(StoredEvent),
+    Finished(OrderKey, Next),
+}
+
+/// What happens to an order's head event after an attempt.
+enum Next {
+    /// Finished (done, skipped or dead): the order's next event may run.
+    Completed,
+    /// Try the same event again at this time (attempts now made given).
+    Retry { at_ms: u64, attempts: u32 },
+}
+
+/// Handle used by ingress to hand over newly journaled events.
+#[derive(Clone)]
+pub struct Dispatcher {
+    tx: mpsc::UnboundedSender<Message>,
+    in_flight: watch::Receiver<usize>,
+}
+
+/// What the dispatcher's workers need.
+pub struct DispatchDeps {
+    /// The journal.
+    pub storage: Arc<dyn Storage>,
+    /// The wasm runtime.
+    pub runtime: Arc<Runtime>,
+    /// Loaded plugins.
+    pub registry: Arc<PluginRegistry>,
+    /// Tenants' settings.
+    pub tenants: Arc<Tenants>,
+    /// Shared outbound HTTP client.
+    pub http_client: reqwest::Client,
+}
+
+impl Dispatcher {
+    /// Starts the dispatcher with `workers` concurrent attempts.
+    pub fn start(deps: DispatchDeps, workers: usize) -> Dispatcher {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (in_flight_tx, in_flight) = watch::channel(0);
+        let core = Core { deps: Arc::new(deps), workers, tx: tx.clone(), in_flight: in_flight_tx };
+        tokio::spawn(core.run(rx));
+        Dispatcher { tx, in_flight }
+    }
+
+    /// Queues a journaled event.
+    pub fn enqueue(&self, event: StoredEvent) {
+        // The loop only ends when every sender is gone, so this cannot fail while `self` lives.
+        let _ = self.tx.send(Message::Enqueue(event));
+    }
+
+    /// Waits until no attempt is running, or `timeout` passes; returns whether it drained.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        let mut rx = self.in_flight.clone();
+        let drained = tokio::time::timeout(timeout, rx.wait_for(|n| *n == 0)).await.is_ok();
+        drained
+    }
+}
+
+#[derive(Default)]
+struct OrderQueue {
+    events: VecDeque<StoredEvent>,
+    /// An attempt of the head event is running.
+    busy: bool,
+    /// The head event waits for a timer.
+    waiting: bool,
+}
+
+struct Core {
+    deps: Arc<DispatchDeps>,
+    workers: usize,
+    tx: mpsc::UnboundedSender<Message>,
+    in_flight: watch::Sender<usize>,
+}
+
+impl Core {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<Message>) {
+        let mut queues: HashMap<OrderKey, OrderQueue> = HashMap::new();
+        let mut ready: VecDeque<OrderKey> = VecDeque::new();
+        let mut timers: BinaryHeap<Reverse<(u64, OrderKey)>> = BinaryHeap::new();
+        let mut running = 0usize;
+        loop {
+            while running < self.workers {
+                let Some(key) = ready.pop_front() else { break };
+                let Some(queue) = queues.get_mut(&key) else { continue };
+                let Some(event) = queue.events.front().cloned() else { continue };
+                queue.busy = true;
+                running += 1;
+                let deps = self.deps.clone();
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let next = attempt(&deps, event).await;
+                    let _ = tx.send(Message::Finished(key, next));
+                });
+            }
+            self.in_flight.send_replace(running);
+            let next_timer = timers.peek().map(|Reverse((at, _))| *at);
+            let sleep = async {
+                match next_timer {
+                    Some(at) => tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_ms()))).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                message = rx.recv() => match message {
+                    None => return,
+                    Some(Message::Enqueue(event)) => {
+                        let key = (event.tenant.clone(), event.event.order_key());
+                        let queue = queues.entry(key.clone()).or_default();
+                        queue.events.push_back(event);
+                        if queue.events.len() == 1 {
+                            schedule_head(&key, queue, &mut ready, &mut timers);
+                        }
+                    }
+                    Some(Message::Finished(key, next)) => {
+                        running -= 1;
+                        let Some(queue) = queues.get_mut(&key) else { continue };
+                        queue.busy = false;
+                        match next {
+                            Next::Completed => {
+                                queue.events.pop_front();
+                            }
+                            Next::Retry { at_ms, attempts } => {
+                                if let Some(head) = queue.events.front_mut() {
+                                    head.next_attempt_at_ms = at_ms;
+                                    head.attempts = attempts;
+                                }
+                            }
+                        }
+                        if queue.events.is_empty() {
+                            queues.remove(&key);
+                        } else {
+                            schedule_head(&key, queue, &mut ready, &mut timers);
+                        }
+                    }
+                },
+                _ = sleep => {
+                    let now = now_ms();
+                    while let Some(Reverse((at, _))) = timers.peek() {
+                        if *at > now {
+                            break;
+                        }
+                        let Reverse((_, key)) = timers.pop().expect("peeked");
+                        if let Some(queue) = queues.get_mut(&key) {
+                            queue.waiting = false;
+                            ready.push_back(key);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn schedule_head(
+    key: &OrderKey,
+    queue: &mut OrderQueue,
+    ready: &mut VecDeque<OrderKey>,
+    timers: &mut BinaryHeap<Reverse<(u64, OrderKey)>>,
+) {
+    if queue.busy || queue.waiting {
+        return;
+    }
+    let Some(head) = queue.events.front() else { return };
+    if head.next_attempt_at_ms <= now_ms() {
+        ready.push_back(key.clone());
+    } else {
+        queue.waiting = true;
+        timers.push(Reverse((head.next_attempt_at_ms, key.clone())));
+    }
+}
+
+/// The delay before retry number `attempt` (1 = the first retry): exponential from the policy's
+/// base, capped, with "equal jitter" (half fixed, half random) so retries of many events spread out.
+pub fn backoff_ms(policy: &RetryPolicy, attempt: u32) -> u64 {
+    let exp = policy.base_ms.saturating_mul(1u64 << attempt.saturating_sub(1).min(40));
+    let delay = exp.min(policy.cap_ms).max(1);
+    delay / 2 + rand::rng().random_range(0..=delay / 2)
+}
+
+/// Runs one attempt of `event` and records it; returns what the order's queue should do next.
+async fn attempt(deps: &DispatchDeps, event: StoredEvent) -> Next {
+    let Some(tenant) = deps.tenants.get(&event.tenant) else {
+        tracing::warn!(tenant = %event.tenant, seq = event.seq, "event's tenant is not configured; it waits");
+        return Next::Retry { at_ms: now_ms() + NO_PLUGIN_WAIT_MS * 10, attempts: event.attempts };
+    };
+    let Some(plugin) = deps.registry.get(&event.tenant) else {
+        return Next::Retry { at_ms: now_ms() + NO_PLUGIN_WAIT_MS, attempts: event.attempts };
+    };
+    let number = event.attempts + 1;
+    let limits = &tenant.limits;
+    let cx = AttemptContext {
+        kv: KvTxn::new(&event.tenant, deps.storage.clone(), tenant.kv_limits),
+        http: HttpCapability::new(deps.http_client.clone(), tenant.allow.clone(), tenant.http_limits),
+        config: tenant.config.clone(),
+        log: LogCapture::new(&event.tenant, limits.log_bytes),
+        timeout: Duration::from_millis(limits.timeout_ms),
+        memory_bytes: (limits.memory_mib as usize) << 20,
+        log_bytes_hint: limits.log_bytes,
+    };
+    let started_at_ms = now_ms();
+    let report = deps.runtime.run(&plugin, &event, number, cx).await;
+    let policy = &tenant.retry;
+    let (outcome, retry_in_ms) = match report.result {
+        Ok(PluginOutcome::Done) => (AttemptOutcome::Done, None),
+        Ok(PluginOutcome::Skipped(reason)) => (AttemptOutcome::Skipped { reason }, None),
+        Ok(PluginOutcome::RetryAfter(seconds)) => {
+            (AttemptOutcome::RetryAfter { seconds }, Some((u64::from(seconds) * 1000).min(policy.cap_ms)))
+        }
+        Err(message) => (AttemptOutcome::Error { message }, Some(backoff_ms(policy, number))),
+    };
+    let (next_state, next_attempt_at_ms) = match (&outcome, retry_in_ms) {
+        (AttemptOutcome::Done, _) => (EventState::Done, 0),
+        (AttemptOutcome::Skipped { .. }, _) => (EventState::Skipped, 0),
+        (_, _) if number >= policy.max_attempts => (EventState::Dead, 0),
+        (_, delay) => (EventState::Pending, now_ms() + delay.unwrap_or(0)),
+    };
+    match &outcome {
+        AttemptOutcome::Error { message } => tracing::warn!(tenant = %event.tenant, seq = event.seq, attempt = number,
+            version = %plugin.version, dead = next_state == EventState::Dead, "attempt failed: {message}"),
+        _ => tracing::debug!(tenant = %event.tenant, seq = event.seq, attempt = number, version = %plugin.version,
+            us = report.duration.as_micros() as u64, "attempt finished: {outcome:?}"),
+    }
+    let finished = FinishedAttempt {
+        seq: event.seq,
+        tenant: event.tenant.clone(),
+        record: AttemptRecord {
+            attempt: number,
+            plugin_version: plugin.version.clone(),
+            started_at_ms,
+            duration_us: report.duration.as_micros() as u64,
+            outcome,
+            logs: report.logs,
+            logs_dropped: report.logs_dropped,
+        },
+        kv_writes: report.kv_writes,
+        next_state,
+        next_attempt_at_ms,
+    };
+    if let Err(e) = deps.storage.finish_attempt(finished).await {
+        // The attempt's effects were not recorded: run it again (at-least-once).
+        tracing::error!(tenant = %event.tenant, seq = event.seq, "cannot record the attempt; it will run again: {e:#}");
+        return Next::Retry { at_ms: now_ms() + NO_PLUGIN_WAIT_MS, attempts: event.attempts };
+    }
+    match next_state {
+        EventState::Pending => Next::Retry { at_ms: next_attempt_at_ms, attempts: number },
+        _ => Next::Completed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let policy = RetryPolicy { max_attempts: 10, base_ms: 1000, cap_ms: 8000 };
+        for _ in 0..100 {
+            let first = backoff_ms(&policy, 1);
+            assert!((500..=1000).contains(&first), "{first}");
+            let third = backoff_ms(&policy, 3);
+            assert!((2000..=4000).contains(&third), "{third}");
+            let capped = backoff_ms(&policy, 30);
+            assert!((4000..=8000).contains(&capped), "{capped}");
+        }
+        let spread: std::collections::HashSet<_> = (0..50).map(|_| backoff_ms(&policy, 5)).collect();
+        assert!(spread.len() > 5, "no jitter: {spread:?}");
+    }
+}

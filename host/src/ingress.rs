@@ -1,0 +1,169 @@
+//! HTTP ingress: `POST /hooks/{tenant}/{source}`. Checks, in this order: the tenant and source
+//! exist (404), the body is within the limit (413), the credentials (401, with a generic message:
+//! the reason goes to the log), the content type (415), the JSON (400 with the parser's position),
+//! the provider's required fields (422 naming the field). Only then is the event journaled, and
+//! only after the journal commit is it acknowledged (200) and handed to the dispatcher.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::app::App;
+use crate::providers::{NormalizeError, WebhookRequest};
+use crate::storage::{Appended, NewEvent, StoredEvent};
+
+/// The response header that marks a duplicate delivery (acknowledged, not dispatched again).
+pub const DUPLICATE_HEADER: &str = "hookhost-duplicate";
+
+/// A JSON error response: `{"error": "..."}` with a status code.
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// Headers never stored with an event: credentials and signatures.
+fn is_sensitive(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["authorization", "cookie", "proxy-authorization"].contains(&name.as_str())
+        || ["token", "secret", "signature", "sign-hash", "hmac", "api-key", "apikey", "password"]
+            .iter()
+            .any(|s| name.contains(s))
+}
+
+fn is_json_content_type(headers: &HeaderMap) -> Result<(), String> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(()) };
+    let value = value.to_str().unwrap_or("").to_ascii_lowercase();
+    let essence = value.split(';').next().unwrap_or("").trim();
+    if essence == "application/json" || essence.ends_with("+json") || essence == "text/json" {
+        Ok(())
+    } else {
+        Err(format!("content type {essence:?} is not supported: send the webhook as application/json"))
+    }
+}
+
+/// Receives one webhook.
+pub async fn receive(
+    State(app): State<Arc<App>>,
+    Path((tenant_name, source_name)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let received_at_ms = crate::now_ms();
+    let Some(tenant) = app.tenants.get(&tenant_name) else {
+        return error(StatusCode::NOT_FOUND, format!("no tenant named {tenant_name:?}"));
+    };
+    let Some(provider) = tenant.sources.get(&source_name) else {
+        return error(StatusCode::NOT_FOUND, format!("tenant {tenant_name:?} has no source named {source_name:?}"));
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body is larger than the limit of {} bytes", app.max_body_bytes),
+            )
+        }
+        Err(rejection) => return error(rejection.status(), format!("cannot read the body: {}", rejection.body_text())),
+    };
+    let request = WebhookRequest { headers: &headers, body: &body, query: query.as_deref() };
+    if let Err(why) = provider.authenticate(&request) {
+        tracing::warn!(tenant = %tenant_name, source = %source_name, reason = why.0, "webhook rejected: unauthorized");
+        return error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    if let Err(message) = is_json_content_type(&headers) {
+        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, message);
+    }
+    let payload: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body is not valid JSON: {e} (line {}, column {})", e.line(), e.column()),
+            )
+        }
+    };
+    let event = match provider.normalize(&request, &payload) {
+        Ok(e) => e,
+        Err(e @ (NormalizeError::MissingField(_) | NormalizeError::WrongType { .. } | NormalizeError::NotAnObject)) => {
+            return error(StatusCode::UNPROCESSABLE_ENTITY, format!("{} payload: {e}", provider.name()))
+        }
+    };
+    let kept_headers = headers
+        .iter()
+        .filter(|(k, _)| !is_sensitive(k.as_str()))
+        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let new = NewEvent {
+        tenant: tenant_name.clone(),
+        source: source_name.clone(),
+        received_at_ms,
+        headers: kept_headers,
+        body: body.to_vec(),
+        event,
+    };
+    let stored = StoredEvent {
+        seq: 0,
+        tenant: new.tenant.clone(),
+        source: new.source.clone(),
+        received_at_ms,
+        attempts: 0,
+        next_attempt_at_ms: received_at_ms,
+        body: new.body.clone(),
+        event: new.event.clone(),
+    };
+    match app.storage.append(new).await {
+        Ok(Appended::Accepted(seq)) => {
+            tracing::info!(tenant = %tenant_name, source = %source_name, seq, id = %stored.event.id, "webhook accepted");
+            app.dispatcher.enqueue(StoredEvent { seq, ..stored });
+            (StatusCode::OK, Json(json!({ "status": "accepted", "event": seq }))).into_response()
+        }
+        Ok(Appended::Duplicate(seq)) => {
+            tracing::info!(tenant = %tenant_name, source = %source_name, seq, "duplicate webhook acknowledged, not dispatched");
+            let mut response = (StatusCode::OK, Json(json!({ "status": "duplicate", "event": seq }))).into_response();
+            response.headers_mut().insert(DUPLICATE_HEADER, HeaderValue::from_static("true"));
+            response
+        }
+        Err(e) => {
+            tracing::error!(tenant = %tenant_name, source = %source_name, "cannot journal webhook: {e:#}");
+            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "the webhook could not be stored; retry later");
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            response
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_never_kept() {
+        for name in ["Authorization", "x-shopify-hmac-sha256", "Selldone-Sign-Hash", "x-api-key", "X-Webhook-Secret", "stripe-signature"] {
+            assert!(is_sensitive(name), "{name}");
+        }
+        for name in ["content-type", "user-agent", "webhook-id", "x-github-delivery"] {
+            assert!(!is_sensitive(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn content_types() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_str(v).unwrap());
+            is_json_content_type(&h)
+        };
+        assert!(with("application/json").is_ok());
+        assert!(with("Application/JSON; charset=utf-8").is_ok());
+        assert!(with("application/vnd.api+json").is_ok());
+        assert!(with("application/x-www-form-urlencoded").is_err());
+        assert!(with("text/xml").is_err());
+        assert!(is_json_content_type(&HeaderMap::new()).is_ok());
+    }
+}

@@ -1,0 +1,31 @@
+//! hookhost receives e-commerce and payment webhooks, authenticates them, normalizes them into one
+//! event shape, journals them durably, and hands each event to the tenant's WebAssembly plugin.
+//!
+//! The modules, in the order a webhook travels through them:
+//! [`ingress`] (HTTP) → [`providers`] (authenticate, normalize into an [`event`]) →
+//! [`storage`] (journal, dedupe) → [`dispatcher`] (ordering, retries, dead letters) →
+//! [`runtime`] (wasmtime, a fresh instance per event) with [`capabilities`] → outcome recorded in
+//! [`storage`]. Around them: [`config`], [`tenants`], [`plugins`] (the registry), [`admin`],
+//! [`sink`] and [`app`] (wiring and serving).
+
+pub mod config;
+pub mod ingress;
+pub mod providers;
+pub mod event;
+pub mod storage;
+pub mod dispatcher;
+pub mod runtime;
+pub mod capabilities;
+pub mod plugins;
+pub mod tenants;
+pub mod admin;
+pub mod sink;
+pub mod app;
+
+/// Milliseconds since the Unix epoch, the unit of every timestamp hookhost stores.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

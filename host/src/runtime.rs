@@ -1,0 +1,519 @@
+//! The WebAssembly runtime: the only module that touches wasmtime.
+//!
+//! One [`Engine`] (component model, pooling allocator, copy-on-write memory images, epoch
+//! interruption) serves every tenant. A plugin is compiled once (off the request path, cached on
+//! disk by content hash and the engine's compatibility hash) and pre-linked into an `InstancePre`;
+//! each event then gets a fresh `Store` and instance, with the tenant's time and memory limits and
+//! its own capabilities. WASI p2 is linked so that components from other languages load, but
+//! nothing is granted: no preopened directories, no environment, no arguments, no sockets.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::capabilities::config::ConfigValues;
+use crate::capabilities::http::{HttpCapability, HttpError, HttpRequest, Method};
+use crate::capabilities::kv::{KvError, KvTxn};
+use crate::capabilities::log::{Level, LogCapture};
+use crate::event::{CanonicalStatus, EventKind};
+use crate::storage::{KvWrite, LogLine, StoredEvent};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit/v0.1.0",
+        world: "merchant-plugin",
+        imports: {
+            "hookhost:plugin/http.send": async | trappable,
+            default: trappable,
+        },
+        exports: { default: async },
+    });
+}
+
+use bindings::hookhost::plugin::{config as wit_config, http as wit_http, kv as wit_kv, log as wit_log, types as wit};
+use bindings::{MerchantPlugin, MerchantPluginPre};
+
+/// How often the epoch ticks; deadlines are checked at this granularity and a running plugin
+/// yields to other tasks this often.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Engine-wide settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where precompiled components are cached.
+    pub cache_dir: PathBuf,
+    /// Most instances alive at once (sizes the pooling allocator).
+    pub max_instances: u32,
+    /// Largest linear memory any tenant may be given, in MiB (sizes the pool's slots).
+    pub max_memory_mib: u64,
+}
+
+/// A compiled, type-checked plugin ready to be instantiated per event.
+pub struct LoadedPlugin {
+    pre: MerchantPluginPre<PluginState>,
+    /// Content hash of the component (the version recorded with every attempt).
+    pub version: String,
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    /// When it was loaded (ms since the epoch).
+    pub loaded_at_ms: u64,
+    /// Whether it came from the precompiled cache.
+    pub from_cache: bool,
+    /// How long loading took.
+    pub load_time: Duration,
+}
+
+/// What an attempt is given: its capabilities and limits.
+pub struct AttemptContext {
+    /// The tenant's kv, as this attempt sees it.
+    pub kv: KvTxn,
+    /// Outbound HTTP.
+    pub http: HttpCapability,
+    /// The tenant's config.
+    pub config: ConfigValues,
+    /// Log capture.
+    pub log: LogCapture,
+    /// Wall-clock limit.
+    pub timeout: Duration,
+    /// Memory limit in bytes.
+    pub memory_bytes: usize,
+    /// Bytes of stdout/stderr output kept (what is printed beyond fails to write).
+    pub log_bytes_hint: usize,
+}
+
+/// What the plugin returned (WIT `outcome`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginOutcome {
+    /// Handled.
+    Done,
+    /// Not handled, on purpose.
+    Skipped(String),
+    /// Call again after this many seconds.
+    RetryAfter(u32),
+}
+
+/// The result of running one attempt.
+#[derive(Debug)]
+pub struct AttemptReport {
+    /// The outcome, or why there is none (the plugin's error, a trap, a limit).
+    pub result: Result<PluginOutcome, String>,
+    /// kv writes made (to commit only on success).
+    pub kv_writes: Vec<KvWrite>,
+    /// Log lines kept.
+    pub logs: Vec<LogLine>,
+    /// Log lines dropped.
+    pub logs_dropped: u32,
+    /// How long the attempt took.
+    pub duration: Duration,
+}
+
+/// The per-event store data.
+pub struct PluginState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    kv: KvTxn,
+    http: HttpCapability,
+    config: ConfigValues,
+    log: LogCapture,
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Caps linear memory and counts instances per store; refusing growth traps with a message that
+/// says which limit was hit.
+struct MemoryLimiter {
+    max_bytes: usize,
+    exceeded: Option<String>,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            let message = format!(
+                "plugin exceeded its memory limit: it asked for {} MiB (has {} MiB), the tenant's limit is {} MiB",
+                desired >> 20,
+                current >> 20,
+                self.max_bytes >> 20
+            );
+            self.exceeded = Some(message.clone());
+            return Err(wasmtime::format_err!(message));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// The engine and linker shared by all plugins.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<PluginState>,
+    cache_dir: PathBuf,
+    compat: String,
+    _ticker: Arc<()>,
+}
+
+impl Runtime {
+    /// Creates the engine, the linker (WASI with nothing granted + hookhost's capabilities) and the
+    /// epoch ticker.
+    pub fn new(config: &RuntimeConfig) -> Result<Runtime> {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(config.max_instances)
+            .total_core_instances(config.max_instances * 4)
+            .total_memories(config.max_instances * 2)
+            .total_tables(config.max_instances * 4)
+            .total_stacks(config.max_instances)
+            .max_memory_size((config.max_memory_mib as usize) << 20)
+            .max_component_instance_size(1 << 20)
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(8)
+            .max_tables_per_component(16)
+            .linear_memory_keep_resident(64 << 10)
+            .table_keep_resident(16 << 10);
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .memory_init_cow(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm).map_err(|e| anyhow!("cannot create the wasmtime engine: {e:#}"))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow!("cannot link WASI: {e:#}"))?;
+        MerchantPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| anyhow!("cannot link hookhost's capabilities: {e:#}"))?;
+
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let compat = format!("{:016x}", hasher.finish());
+
+        // The ticker stops when the runtime (the only other holder of the Arc) is dropped.
+        let ticker = Arc::new(());
+        let weak = Arc::downgrade(&ticker);
+        let ticking = engine.clone();
+        thread::Builder::new()
+            .name("hookhost-epoch".into())
+            .spawn(move || {
+                while weak.upgrade().is_some() {
+                    thread::sleep(EPOCH_TICK);
+                    ticking.increment_epoch();
+                }
+            })
+            .context("cannot start the epoch ticker thread")?;
+        Ok(Runtime { engine, linker, cache_dir: config.cache_dir.clone(), compat, _ticker: ticker })
+    }
+
+    /// Loads a plugin: reads the component, compiles it (or loads the cached precompiled form),
+    /// and checks that it is a `hookhost:plugin/merchant-plugin` whose imports hookhost provides.
+    /// Blocking and possibly slow (seconds for large components): call it off the request path.
+    pub fn load(&self, path: &Path) -> Result<LoadedPlugin> {
+        let started = Instant::now();
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read plugin {}", path.display()))?;
+        let digest = hex::encode(Sha256::digest(&bytes));
+        let version = digest[..16].to_string();
+        let cached = self.cache_dir.join(format!("{digest}-{}.cwasm", self.compat));
+        let (component, from_cache) = match self.load_cached(&cached) {
+            Some(c) => (c, true),
+            None => (self.compile_and_cache(&bytes, &cached, path)?, false),
+        };
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| anyhow!("{e:#}"))
+            .with_context(|| format!("plugin {} imports something hookhost does not provide", path.display()))?;
+        let pre = MerchantPluginPre::new(pre)
+            .map_err(|e| anyhow!("{e:#}"))
+            .with_context(|| {
+                format!("plugin {} is not a hookhost:plugin/merchant-plugin@0.1.0 component (does it export `handler`?)", path.display())
+            })?;
+        Ok(LoadedPlugin {
+            pre,
+            version,
+            path: path.to_path_buf(),
+            loaded_at_ms: crate::now_ms(),
+            from_cache,
+            load_time: started.elapsed(),
+        })
+    }
+
+    fn load_cached(&self, cached: &Path) -> Option<Component> {
+        if !cached.exists() {
+            return None;
+        }
+        // SAFETY: the file is in hookhost's own cache directory, written by `compile_and_cache`
+        // with this engine's configuration (the compatibility hash is in its name); wasmtime also
+        // checks the header. A corrupt or foreign file fails to load and is recompiled.
+        match unsafe { Component::deserialize_file(&self.engine, cached) } {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(path = %cached.display(), "ignoring unusable precompiled plugin: {e:#}");
+                None
+            }
+        }
+    }
+
+    fn compile_and_cache(&self, bytes: &[u8], cached: &Path, source: &Path) -> Result<Component> {
+        let artifact = self
+            .engine
+            .precompile_component(bytes)
+            .map_err(|e| anyhow!("{e:#}"))
+            .with_context(|| format!("plugin {} is not a valid WebAssembly component", source.display()))?;
+        if let Err(e) = write_atomically(cached, &artifact) {
+            tracing::warn!(path = %cached.display(), "cannot cache the precompiled plugin (it will be compiled again next start): {e:#}");
+        }
+        // SAFETY: `artifact` was produced just now by this engine's `precompile_component`.
+        unsafe { Component::deserialize(&self.engine, &artifact) }.map_err(|e| anyhow!("{e:#}"))
+    }
+
+    /// Runs one attempt of `event` in a fresh instance of `plugin`.
+    pub async fn run(&self, plugin: &LoadedPlugin, event: &StoredEvent, attempt: u32, cx: AttemptContext) -> AttemptReport {
+        let started = Instant::now();
+        let output = MemoryOutputPipe::new(cx.log_bytes_hint);
+        let state = PluginState {
+            // Nothing granted: no args, env, preopens, sockets or name lookup. What the plugin
+            // prints (a Rust panic message, Python's print) is kept with the attempt's logs.
+            wasi: WasiCtx::builder().stdout(output.clone()).stderr(output.clone()).build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter { max_bytes: cx.memory_bytes, exceeded: None },
+            kv: cx.kv,
+            http: cx.http,
+            config: cx.config,
+            log: cx.log,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let deadline = started + cx.timeout;
+        let timeout_ms = cx.timeout.as_millis();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(wasmtime::format_err!("plugin exceeded its time limit of {timeout_ms} ms"))
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        let input = to_wit(event, attempt);
+        let call = async {
+            let instance = plugin.pre.instantiate_async(&mut store).await?;
+            instance.hookhost_plugin_handler().call_handle(&mut store, &input).await
+        };
+        // Host calls are bounded by their own timeouts; this is the backstop for the whole call.
+        let result = match tokio::time::timeout(cx.timeout + Duration::from_secs(1), call).await {
+            Err(_) => Err(format!("plugin exceeded its time limit of {timeout_ms} ms")),
+            Ok(Ok(Ok(outcome))) => Ok(match outcome {
+                wit::Outcome::Done => PluginOutcome::Done,
+                wit::Outcome::Skipped(why) => PluginOutcome::Skipped(why),
+                wit::Outcome::RetryAfter(s) => PluginOutcome::RetryAfter(s),
+            }),
+            Ok(Ok(Err(message))) => Err(format!("plugin returned an error: {message}")),
+            Ok(Err(trap)) => Err(describe_trap(&trap, store.data().limiter.exceeded.as_deref())),
+        };
+        let mut state = store.into_data();
+        let printed = output.contents();
+        for line in String::from_utf8_lossy(&printed).lines().filter(|l| !l.trim().is_empty()) {
+            state.log.write(Level::Print, line.to_string());
+        }
+        let (logs, logs_dropped) = state.log.finish();
+        AttemptReport {
+            // Only a handled event (done or skipped) commits its kv writes; retry-after, errors,
+            // traps and timeouts leave no change behind.
+            kv_writes: match result {
+                Ok(PluginOutcome::Done | PluginOutcome::Skipped(_)) => state.kv.into_writes(),
+                _ => Vec::new(),
+            },
+            result,
+            logs,
+            logs_dropped,
+            duration: started.elapsed(),
+        }
+    }
+}
+
+/// A trap as a merchant should read it: what happened, in plain words, and where (the innermost
+/// wasm functions, repeated frames folded), without a hundred-frame backtrace.
+fn describe_trap(trap: &wasmtime::Error, memory_exceeded: Option<&str>) -> String {
+    if let Some(message) = memory_exceeded {
+        return message.to_string();
+    }
+    let what = match trap.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::StackOverflow) => "plugin overflowed its call stack (runaway recursion?)".to_string(),
+        Some(wasmtime::Trap::MemoryOutOfBounds) => {
+            "plugin accessed memory out of bounds (in Rust or C plugins this is usually a stack overflow from deep recursion)".to_string()
+        }
+        Some(wasmtime::Trap::UnreachableCodeReached) => {
+            "plugin trapped: a Rust panic or abort ends this way (its message, if any, is in the attempt's logs)".to_string()
+        }
+        Some(code) => format!("plugin trapped: {code}"),
+        None => format!("plugin failed: {}", trap.root_cause()),
+    };
+    let Some(backtrace) = trap.downcast_ref::<wasmtime::WasmBacktrace>() else { return what };
+    let mut frames: Vec<(String, usize)> = Vec::new();
+    for frame in backtrace.frames() {
+        let name = frame.func_name().unwrap_or("?").to_string();
+        if let Some((last, count)) = frames.last_mut() {
+            if *last == name {
+                *count += 1;
+                continue;
+            }
+        }
+        if frames.len() == 4 {
+            break;
+        }
+        frames.push((name, 1));
+    }
+    if frames.is_empty() {
+        return what;
+    }
+    let at: Vec<String> = frames
+        .into_iter()
+        .map(|(name, n)| if n > 1 { format!("{name} (x{n})") } else { name })
+        .collect();
+    format!("{what}; at {}", at.join(" < "))
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().context("cache path has no folder")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} into place", tmp.display()))?;
+    Ok(())
+}
+
+fn to_wit(stored: &StoredEvent, attempt: u32) -> wit::Event {
+    let e = &stored.event;
+    wit::Event {
+        id: e.id.clone(),
+        tenant: stored.tenant.clone(),
+        source: stored.source.clone(),
+        provider: e.provider.clone(),
+        kind: match e.kind {
+            EventKind::OrderStatusChanged => wit::EventKind::OrderStatusChanged,
+            EventKind::OrderUpdated => wit::EventKind::OrderUpdated,
+            EventKind::Payment => wit::EventKind::Payment,
+            EventKind::Payout => wit::EventKind::Payout,
+            EventKind::Transaction => wit::EventKind::Transaction,
+            EventKind::Other => wit::EventKind::Other,
+        },
+        order_id: e.order_id.clone(),
+        merchant_ref: e.merchant_ref.clone(),
+        status: match e.status {
+            CanonicalStatus::Pending => wit::CanonicalStatus::Pending,
+            CanonicalStatus::Processing => wit::CanonicalStatus::Processing,
+            CanonicalStatus::Succeeded => wit::CanonicalStatus::Succeeded,
+            CanonicalStatus::Failed => wit::CanonicalStatus::Failed,
+            CanonicalStatus::Cancelled => wit::CanonicalStatus::Cancelled,
+            CanonicalStatus::Refunded => wit::CanonicalStatus::Refunded,
+            CanonicalStatus::Unknown => wit::CanonicalStatus::Unknown,
+        },
+        raw_status: e.raw_status.clone(),
+        raw_sub_status: e.raw_sub_status.clone(),
+        reason: e.reason.clone(),
+        amount: e.amount.as_ref().map(|m| wit::Money { amount: m.amount.clone(), currency: m.currency.clone() }),
+        occurred_at_ms: e.occurred_at_ms,
+        received_at_ms: stored.received_at_ms,
+        attempt,
+        payload: String::from_utf8_lossy(&stored.body).into_owned(),
+    }
+}
+
+impl wit::Host for PluginState {}
+
+impl wit_log::Host for PluginState {
+    fn write(&mut self, level: wit_log::Level, message: String) -> wasmtime::Result<()> {
+        let level = match level {
+            wit_log::Level::Trace => Level::Trace,
+            wit_log::Level::Debug => Level::Debug,
+            wit_log::Level::Info => Level::Info,
+            wit_log::Level::Warn => Level::Warn,
+            wit_log::Level::Error => Level::Error,
+        };
+        self.log.write(level, message);
+        Ok(())
+    }
+}
+
+fn kv_error(e: KvError) -> wit_kv::Error {
+    match e {
+        KvError::InvalidKey(max) => wit_kv::Error::InvalidKey(max),
+        KvError::ValueTooLarge(max) => wit_kv::Error::ValueTooLarge(max),
+        KvError::TooManyKeys(max) => wit_kv::Error::TooManyKeys(max),
+        KvError::Storage(m) => wit_kv::Error::Storage(m),
+    }
+}
+
+impl wit_kv::Host for PluginState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, wit_kv::Error>> {
+        Ok(self.kv.get(&key).map_err(kv_error))
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), wit_kv::Error>> {
+        Ok(self.kv.set(&key, value).map_err(kv_error))
+    }
+
+    fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, wit_kv::Error>> {
+        Ok(self.kv.delete(&key).map_err(kv_error))
+    }
+
+    fn list_keys(&mut self, prefix: String, limit: u32) -> wasmtime::Result<Result<Vec<String>, wit_kv::Error>> {
+        Ok(self.kv.list_keys(&prefix, limit).map_err(kv_error))
+    }
+
+    fn set_if_absent(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<bool, wit_kv::Error>> {
+        Ok(self.kv.set_if_absent(&key, value).map_err(kv_error))
+    }
+}
+
+impl wit_http::Host for PluginState {
+    async fn send(&mut self, request: wit_http::Request) -> wasmtime::Result<Result<wit_http::Response, wit_http::Error>> {
+        let request = HttpRequest {
+            method: match request.method {
+                wit_http::Method::Get => Method::Get,
+                wit_http::Method::Head => Method::Head,
+                wit_http::Method::Post => Method::Post,
+                wit_http::Method::Put => Method::Put,
+                wit_http::Method::Patch => Method::Patch,
+                wit_http::Method::Delete => Method::Delete,
+            },
+            url: request.url,
+            headers: request.headers,
+            body: request.body,
+            timeout_ms: request.timeout_ms,
+        };
+        Ok(match self.http.send(request).await {
+            Ok(r) => Ok(wit_http::Response { status: r.status, headers: r.headers, body: r.body }),
+            Err(e) => Err(match e {
+                HttpError::Denied(m) => wit_http::Error::Denied(m),
+                HttpError::InvalidRequest(m) => wit_http::Error::InvalidRequest(m),
+                HttpError::Timeout => wit_http::Error::Timeout,
+                HttpError::Transport(m) => wit_http::Error::Transport(m),
+                HttpError::ResponseTooLarge(n) => wit_http::Error::ResponseTooLarge(n),
+                HttpError::TooManyRequests(n) => wit_http::Error::TooManyRequests(n),
+            }),
+        })
+    }
+}
+
+impl wit_config::Host for PluginState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.config.get(&key))
+    }
+
+    fn get_secret(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.config.get_secret(&key))
+    }
+}

@@ -1,0 +1,251 @@
+//! The journal and the tenants' kv, behind one trait so that a PostgreSQL backend (for several
+//! replicas) can be added without touching the pipeline. SQLite is the embedded default.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::event::NormalizedEvent;
+
+pub mod sqlite;
+
+/// A boxed future, so the trait stays object-safe (`Arc<dyn Storage>`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An accepted webhook, to be journaled before it is acknowledged.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// Tenant name.
+    pub tenant: String,
+    /// Source name.
+    pub source: String,
+    /// When hookhost accepted it (ms since the epoch).
+    pub received_at_ms: u64,
+    /// The request headers worth keeping (never credentials).
+    pub headers: Vec<(String, String)>,
+    /// The raw body, verbatim.
+    pub body: Vec<u8>,
+    /// The normalized event.
+    pub event: NormalizedEvent,
+}
+
+/// What the journal did with an appended event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// New: journaled under this sequence number and to be dispatched.
+    Accepted(i64),
+    /// Already journaled (same tenant, source and dedupe key) under this sequence number; it is not
+    /// dispatched again.
+    Duplicate(i64),
+}
+
+/// Where an event is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventState {
+    /// Waiting for (another) attempt.
+    Pending,
+    /// The plugin returned `done`.
+    Done,
+    /// The plugin returned `skipped`.
+    Skipped,
+    /// Every attempt failed; kept for inspection and replay.
+    Dead,
+}
+
+impl EventState {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventState::Pending => "pending",
+            EventState::Done => "done",
+            EventState::Skipped => "skipped",
+            EventState::Dead => "dead",
+        }
+    }
+
+    fn parse(s: &str) -> EventState {
+        match s {
+            "done" => EventState::Done,
+            "skipped" => EventState::Skipped,
+            "dead" => EventState::Dead,
+            _ => EventState::Pending,
+        }
+    }
+}
+
+/// An event as the dispatcher needs it.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// Journal sequence number (global receive order).
+    pub seq: i64,
+    /// Tenant name.
+    pub tenant: String,
+    /// Source name.
+    pub source: String,
+    /// When it was accepted.
+    pub received_at_ms: u64,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Not before this time (ms since the epoch).
+    pub next_attempt_at_ms: u64,
+    /// The raw body.
+    pub body: Vec<u8>,
+    /// The normalized event.
+    pub event: NormalizedEvent,
+}
+
+/// One line a plugin logged during an attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// trace, debug, info, warn or error.
+    pub level: String,
+    /// The text.
+    pub message: String,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum AttemptOutcome {
+    /// The plugin returned `done`.
+    Done,
+    /// The plugin returned `skipped` with this reason.
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+    /// The plugin asked to be called again after this many seconds.
+    RetryAfter {
+        /// Seconds.
+        seconds: u32,
+    },
+    /// The plugin returned an error, trapped, timed out or ran out of memory.
+    Error {
+        /// What happened, for the merchant.
+        message: String,
+    },
+}
+
+/// The record of one attempt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// The plugin version (content hash) that ran.
+    pub plugin_version: String,
+    /// When it started (ms since the epoch).
+    pub started_at_ms: u64,
+    /// How long it took, in microseconds.
+    pub duration_us: u64,
+    /// How it ended.
+    #[serde(flatten)]
+    pub outcome: AttemptOutcome,
+    /// What the plugin logged (bounded by the tenant's limit).
+    pub logs: Vec<LogLine>,
+    /// Log lines dropped over the limit.
+    pub logs_dropped: u32,
+}
+
+/// One kv change of an attempt, applied only if the attempt succeeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvWrite {
+    /// Set key to value.
+    Set(String, Vec<u8>),
+    /// Remove key.
+    Delete(String),
+}
+
+/// The end of an attempt: its record, its kv changes and the event's next state, committed in one
+/// transaction.
+#[derive(Debug, Clone)]
+pub struct FinishedAttempt {
+    /// The event.
+    pub seq: i64,
+    /// Its tenant (whose kv the writes go to).
+    pub tenant: String,
+    /// The attempt.
+    pub record: AttemptRecord,
+    /// kv writes to commit (empty unless the attempt succeeded).
+    pub kv_writes: Vec<KvWrite>,
+    /// The event's state after this attempt.
+    pub next_state: EventState,
+    /// For `Pending`: when to try again.
+    pub next_attempt_at_ms: u64,
+}
+
+/// A kv entry, for the admin API.
+#[derive(Debug, Clone, Serialize)]
+pub struct KvEntry {
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: Vec<u8>,
+    /// When it was last written (ms since the epoch).
+    pub updated_at_ms: u64,
+}
+
+/// An event as the admin API lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventSummary {
+    /// Journal sequence number.
+    pub seq: i64,
+    /// Tenant.
+    pub tenant: String,
+    /// Source.
+    pub source: String,
+    /// Where it is in its life.
+    pub state: EventState,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When it was accepted.
+    pub received_at_ms: u64,
+    /// When it reached done, skipped or dead.
+    pub finished_at_ms: Option<u64>,
+    /// When the next attempt is due (pending only).
+    pub next_attempt_at_ms: Option<u64>,
+    /// The last attempt's error, if it failed.
+    pub last_error: Option<String>,
+    /// Duplicate deliveries received after it.
+    pub duplicates: u64,
+    /// The normalized event.
+    pub event: NormalizedEvent,
+}
+
+/// One event with everything known about it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventDetail {
+    /// The summary.
+    #[serde(flatten)]
+    pub summary: EventSummary,
+    /// The headers kept with it.
+    pub headers: Vec<(String, String)>,
+    /// The raw body (as text when it is UTF-8).
+    pub body: String,
+    /// Every attempt, oldest first.
+    pub attempts_detail: Vec<AttemptRecord>,
+}
+
+/// The storage behind the pipeline.
+pub trait Storage: Send + Sync {
+    /// Journals an accepted webhook durably (per the durability setting), deduplicating on
+    /// (tenant, source, event id) atomically with the insert. Concurrent calls share commits.
+    fn append(&self, event: NewEvent) -> BoxFuture<'_, Result<Appended>>;
+    /// Records an attempt, applies its kv writes and moves the event on, atomically.
+    fn finish_attempt(&self, finished: FinishedAttempt) -> BoxFuture<'_, Result<()>>;
+    /// Every event still pending, in receive order (for recovery at start).
+    fn unfinished(&self) -> Result<Vec<StoredEvent>>;
+    /// A kv value of a tenant.
+    fn kv_get(&self, tenant: &str, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Up to `limit` kv keys of a tenant starting with `prefix`, ascending.
+    fn kv_list(&self, tenant: &str, prefix: &str, limit: u32) -> Result<Vec<String>>;
+    /// How many kv keys a tenant has.
+    fn kv_count(&self, tenant: &str) -> Result<u64>;
+    /// Up to `limit` kv entries of a tenant starting with `prefix` (admin).
+    fn kv_entries(&self, tenant: &str, prefix: &str, limit: u32) -> Result<Vec<KvEntry>>;
+    /// A tenant's events, newest first, before `before_seq` when given (admin, paginated).
+    fn events(&self, tenant: &str, limit: u32, before_seq: Option<i64>) -> Result<Vec<EventSummary>>;
+    /// One event with its attempts (admin).
+    fn event_detail(&self, seq: i64) -> Result<Option<EventDetail>>;
+}

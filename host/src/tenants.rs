@@ -1,0 +1,82 @@
+//! Tenants as the pipeline uses them: the config turned into ready-to-use pieces (providers with
+//! their secrets, parsed allow-lists, limits), looked up by name on every webhook and attempt.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::capabilities::config::ConfigValues;
+use crate::capabilities::http::{AllowList, HttpLimits};
+use crate::capabilities::kv::KvLimits;
+use crate::config::{Config, Limits, RetryPolicy};
+use crate::providers::{self, Provider};
+
+/// One tenant, ready to serve.
+pub struct Tenant {
+    /// Name (in URLs and the journal).
+    pub name: String,
+    /// Its plugin component.
+    pub plugin_path: PathBuf,
+    /// Its sources, by name.
+    pub sources: HashMap<String, Box<dyn Provider>>,
+    /// Resource limits per attempt.
+    pub limits: Limits,
+    /// kv limits (derived from `limits`).
+    pub kv_limits: KvLimits,
+    /// Outbound HTTP limits (derived from `limits`).
+    pub http_limits: HttpLimits,
+    /// Hosts the plugin may call.
+    pub allow: Arc<AllowList>,
+    /// Values and secrets for the plugin.
+    pub config: ConfigValues,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+}
+
+/// All tenants by name.
+#[derive(Default)]
+pub struct Tenants(HashMap<String, Arc<Tenant>>);
+
+impl Tenants {
+    /// Builds every tenant from the config.
+    pub fn from_config(config: &Config) -> Result<Tenants> {
+        let mut tenants = HashMap::new();
+        for (name, t) in &config.tenants {
+            let allow = AllowList::parse(&t.allowed_hosts).with_context(|| format!("tenant {name}: allowed_hosts"))?;
+            let sources = t.sources.iter().map(|(s, cfg)| (s.clone(), providers::from_config(cfg))).collect();
+            let l = t.limits.clone();
+            tenants.insert(
+                name.clone(),
+                Arc::new(Tenant {
+                    name: name.clone(),
+                    plugin_path: t.plugin.clone(),
+                    sources,
+                    kv_limits: KvLimits { max_value_bytes: l.kv_value_bytes, max_keys: l.kv_max_keys },
+                    http_limits: HttpLimits {
+                        max_requests: l.http_requests,
+                        timeout: Duration::from_millis(l.http_timeout_ms),
+                        max_response_bytes: l.http_response_bytes,
+                    },
+                    limits: l,
+                    allow: Arc::new(allow),
+                    config: ConfigValues::new(t.config.clone(), t.secrets.clone()),
+                    retry: t.retry.clone(),
+                }),
+            );
+        }
+        Ok(Tenants(tenants))
+    }
+
+    /// A tenant by name.
+    pub fn get(&self, name: &str) -> Option<Arc<Tenant>> {
+        self.0.get(name).cloned()
+    }
+
+    /// Every tenant.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Tenant>> {
+        self.0.values()
+    }
+}

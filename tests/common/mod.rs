@@ -1,0 +1,251 @@
+//! Shared helpers for the end-to-end tests: build the plugins, start the real `hookhost` binary on
+//! an ephemeral port with a config written for the test, talk to it over real HTTP, and run a
+//! local "merchant backend" that records what plugins send it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The admin token every test host uses.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"))
+}
+
+/// The component built from a plugin crate (e.g. "order-sync"), building every plugin once per
+/// test process (cargo makes this a no-op when they are up to date).
+pub fn plugin(crate_name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .current_dir(workspace())
+            .args(["build", "--release", "--target", "wasm32-wasip2"])
+            .args(["-p", "order-sync", "-p", "payment-gate", "-p", "payout-ledger", "-p", "recorder", "-p", "misbehave"])
+            .status()
+            .expect("run cargo to build the plugins");
+        assert!(status.success(), "building the plugins failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`)");
+    });
+    let path = target_dir().join("wasm32-wasip2/release").join(format!("{}.wasm", crate_name.replace('-', "_")));
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A running `hookhost serve`, killed when dropped.
+pub struct Host {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    /// Holds the config, database and logs.
+    pub dir: tempfile::TempDir,
+    client: reqwest::Client,
+}
+
+impl Host {
+    /// Starts hookhost with `tenants_toml` (the `[tenants...]` part of a config) and waits until it
+    /// listens. The database lives in a fresh temporary folder; the precompiled-plugin cache is
+    /// shared by all tests so each plugin is compiled once.
+    pub async fn start(tenants_toml: &str) -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        Host::start_in(dir, tenants_toml).await
+    }
+
+    /// Like [`Host::start`], in an existing folder (to restart on the same database).
+    pub async fn start_in(dir: tempfile::TempDir, tenants_toml: &str) -> Host {
+        let cache = target_dir().join("hookhost-test-cache");
+        let config = format!(
+            "listen = \"127.0.0.1:0\"\ndatabase = \"hookhost.db\"\ncache_dir = {cache:?}\nsink = true\n\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n\n{tenants_toml}"
+        );
+        let config_path = dir.path().join("hookhost.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("hookhost.log")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hookhost"))
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info,hookhost=debug")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start hookhost");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("hookhost listening on ") {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(base) => base,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("hookhost did not start listening; its log:\n{}", std::fs::read_to_string(dir.path().join("hookhost.log")).unwrap_or_default())
+            }
+        };
+        Host { child, base, dir, client: reqwest::Client::new() }
+    }
+
+    /// The host's log so far (for assertion messages).
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("hookhost.log")).unwrap_or_default()
+    }
+
+    /// Sends a webhook: POST /hooks/{tenant}/{source} with the given headers and raw body.
+    pub async fn send(&self, tenant: &str, source: &str, headers: &[(&str, &str)], body: impl Into<Vec<u8>>) -> reqwest::Response {
+        let mut request = self.client.post(format!("{}/hooks/{tenant}/{source}", self.base)).body(body.into());
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        request.send().await.expect("send webhook")
+    }
+
+    /// GET an admin path (e.g. "/admin/tenants/acme/kv") as JSON.
+    pub async fn admin(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("admin request");
+        assert!(response.status().is_success(), "admin GET {path}: {}", response.status());
+        response.json().await.unwrap()
+    }
+
+    /// A tenant's kv as a map of key → value text.
+    pub async fn kv(&self, tenant: &str) -> std::collections::BTreeMap<String, String> {
+        let v = self.admin(&format!("/admin/tenants/{tenant}/kv?limit=1000")).await;
+        v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["key"].as_str().unwrap().to_string(), e["value"].as_str().unwrap_or("").to_string()))
+            .collect()
+    }
+
+    /// One event's detail.
+    pub async fn event(&self, seq: i64) -> Value {
+        self.admin(&format!("/admin/events/{seq}")).await
+    }
+
+    /// A tenant's events, newest first.
+    pub async fn events(&self, tenant: &str) -> Vec<Value> {
+        self.admin(&format!("/admin/tenants/{tenant}/events?limit=500")).await["events"].as_array().unwrap().clone()
+    }
+
+    /// Waits until event `seq` reaches one of the final states, and returns its detail.
+    pub async fn wait_finished(&self, seq: i64, timeout: Duration) -> Value {
+        wait_for(&format!("event {seq} to finish"), timeout, async || {
+            let e = self.event(seq).await;
+            (e["state"] != "pending").then_some(e)
+        })
+        .await
+    }
+
+    /// Sends SIGKILL and waits for the process to end.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A local HTTP server standing in for a merchant's backend: records every request's path and
+/// JSON body; answers with `status` (changeable while running).
+#[derive(Clone)]
+pub struct Backend {
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    received: Arc<Mutex<Vec<(String, Value)>>>,
+    status: Arc<Mutex<u16>>,
+}
+
+impl Backend {
+    /// Starts the backend on an ephemeral loopback port.
+    pub async fn start() -> Backend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let backend = Backend { addr, received: Arc::default(), status: Arc::new(Mutex::new(200)) };
+        let state = backend.clone();
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri, body: axum::body::Bytes| {
+            let state = state.clone();
+            async move {
+                let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                state.received.lock().unwrap().push((uri.path().to_string(), json));
+                axum::http::StatusCode::from_u16(*state.status.lock().unwrap()).unwrap()
+            }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        backend
+    }
+
+    /// Every request so far: (path, JSON body).
+    pub fn received(&self) -> Vec<(String, Value)> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Makes the backend answer with `status` from now on.
+    pub fn set_status(&self, status: u16) {
+        *self.status.lock().unwrap() = status;
+    }
+}
+
+/// The Fincart sample payload from `shared/providers/fincart-order-status.md` (comments removed).
+pub const FINCART_SAMPLE: &str = r##"{
+  "status": "processing",
+  "subStatus": "out for delivery",
+  "rejectionReason": null,
+  "supportNote": "Customer requested a delay",
+  "trackingNumber": "ARX123456XXX",
+  "returnTrackingNumber": null,
+  "statusUpdatedDate": 1738336796675,
+  "orderId": "67387ce18aa2230090e0XXXX",
+  "orderNumber": "ZZZ-DR-0013XXX",
+  "courier": "J&T",
+  "courierLogo": "logo",
+  "action": "Order Updated",
+  "invoiced": true,
+  "invoicedAt": 1738336796675,
+  "refNumber": "#1123"
+}"##;
+
+/// A Fincart status change for `order` (merchant ref `ref_number`).
+pub fn fincart_status(order: &str, ref_number: &str, status: &str, sub_status: &str, at_ms: u64) -> String {
+    serde_json::json!({
+        "status": status, "subStatus": sub_status, "rejectionReason": null, "trackingNumber": "TRK1",
+        "statusUpdatedDate": at_ms, "orderId": order, "orderNumber": "N-1", "courier": "J&T",
+        "action": "Order Status Changed", "refNumber": ref_number,
+    })
+    .to_string()
+}

@@ -1,0 +1,69 @@
+//! Test plugin that misbehaves on request, to prove the host contains it. The payload's
+//! `misbehave` field says how: `trap` (panic), `loop` (never returns), `alloc` (allocates without
+//! bound), `recurse` (overflows the stack), `error` (returns an error), `retry` (asks to retry),
+//! `fail-then-ok` (fails on the first attempt after writing kv, succeeds later), `env` / `file`
+//! (tries to read the environment or a file through WASI); anything else succeeds. Every
+//! successful event increments kv `ok`.
+use hookhost_guest::prelude::*;
+
+struct Misbehave;
+
+#[inline(never)]
+#[allow(unconditional_recursion)]
+fn recurse(n: u64, pad: &mut [u8; 256]) -> u64 {
+    pad[(n % 256) as usize] = n as u8;
+    let mut next = [0u8; 256];
+    next[0] = pad[0];
+    recurse(n + 1, &mut next) + u64::from(pad[1])
+}
+
+impl Plugin for Misbehave {
+    fn handle(event: Event) -> Result<Outcome> {
+        let payload: serde_json::Value = event.payload_as()?;
+        let mode = payload["misbehave"].as_str().unwrap_or("");
+        kv::set_string(&format!("touched/{}", event.id), mode)?;
+        match mode {
+            "trap" => panic!("misbehave: deliberate panic"),
+            "loop" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "alloc" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "recurse" => {
+                let mut pad = [0u8; 256];
+                let n = recurse(0, &mut pad);
+                return Ok(Outcome::Skipped(format!("impossible: {n}")));
+            }
+            "error" => bail!("misbehave: deliberate error"),
+            "retry" => return Ok(Outcome::RetryAfter(1)),
+            "fail-then-ok" if event.attempt == 1 => {
+                kv::set_string("fail-then-ok/leaked", "this write must not survive")?;
+                return Err(Error::msg("misbehave: first attempt fails"));
+            }
+            "env" => {
+                let vars: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+                return Ok(Outcome::Skipped(format!("env vars visible: {}", vars.len())));
+            }
+            "file" => {
+                return match std::fs::read_to_string("/etc/passwd") {
+                    Ok(_) => Err(Error::msg("misbehave: could read /etc/passwd")),
+                    Err(e) => Ok(Outcome::Skipped(format!("file access refused: {e}"))),
+                };
+            }
+            _ => {}
+        }
+        let ok: u64 = kv::get_json("ok")?.unwrap_or(0);
+        kv::set_json("ok", &(ok + 1))?;
+        Ok(Outcome::Done)
+    }
+}
+
+export_plugin!(Misbehave);
