@@ -43,7 +43,11 @@ async fn fincart_webhook_reaches_the_plugin_and_the_merchant_backend() {
     let host = Host::start(&order_sync_tenant(&backend)).await;
 
     // The document's sample (an "Order Updated" while out for delivery).
-    let seq = accepted_seq(host.send("acme", "fincart", &[JSON, AUTH], FINCART_SAMPLE).await).await;
+    let seq = accepted_seq(
+        host.send("acme", "fincart", &[JSON, AUTH], FINCART_SAMPLE)
+            .await,
+    )
+    .await;
     let event = host.wait_finished(seq, Duration::from_secs(60)).await;
     assert_eq!(event["state"], "done", "{event}\n{}", host.logs());
     assert_eq!(event["event"]["kind"], "order-updated");
@@ -55,12 +59,28 @@ async fn fincart_webhook_reaches_the_plugin_and_the_merchant_backend() {
     let order: Value = serde_json::from_str(&kv["order/#1123"]).unwrap();
     assert_eq!(order["status"], "processing");
     assert_eq!(order["sub_status"], "out for delivery");
-    assert!(backend.received().is_empty(), "not delivered yet, nothing to tell the backend");
+    assert!(
+        backend.received().is_empty(),
+        "not delivered yet, nothing to tell the backend"
+    );
 
     // Delivered: the plugin records it and tells the backend once.
-    let delivered = fincart_status("67387ce18aa2230090e0XXXX", "#1123", "successful", "delivered to customer", 1738336900000);
-    let seq = accepted_seq(host.send("acme", "fincart", &[JSON, AUTH], delivered.clone()).await).await;
-    assert_eq!(host.wait_finished(seq, Duration::from_secs(30)).await["state"], "done");
+    let delivered = fincart_status(
+        "67387ce18aa2230090e0XXXX",
+        "#1123",
+        "successful",
+        "delivered to customer",
+        1738336900000,
+    );
+    let seq = accepted_seq(
+        host.send("acme", "fincart", &[JSON, AUTH], delivered.clone())
+            .await,
+    )
+    .await;
+    assert_eq!(
+        host.wait_finished(seq, Duration::from_secs(30)).await["state"],
+        "done"
+    );
     let received = wait_for("the backend notice", Duration::from_secs(10), async || {
         let r = backend.received();
         (!r.is_empty()).then_some(r)
@@ -72,7 +92,10 @@ async fn fincart_webhook_reaches_the_plugin_and_the_merchant_backend() {
     assert_eq!(received[0].1["status"], "succeeded");
     assert_eq!(received[0].1["subStatus"], "delivered to customer");
     let kv = host.kv("acme").await;
-    assert_eq!(serde_json::from_str::<Value>(&kv["order/#1123"]).unwrap()["status"], "succeeded");
+    assert_eq!(
+        serde_json::from_str::<Value>(&kv["order/#1123"]).unwrap()["status"],
+        "succeeded"
+    );
     assert_eq!(kv["notified/#1123"], "1");
 
     // The same delivery again (providers retry): acknowledged as a duplicate, not dispatched.
@@ -80,7 +103,10 @@ async fn fincart_webhook_reaches_the_plugin_and_the_merchant_backend() {
     assert_eq!(again.status(), 200);
     assert_eq!(again.headers()["hookhost-duplicate"], "true");
     let body: Value = again.json().await.unwrap();
-    assert_eq!((body["status"].as_str(), body["event"].as_i64()), (Some("duplicate"), Some(seq)));
+    assert_eq!(
+        (body["status"].as_str(), body["event"].as_i64()),
+        (Some("duplicate"), Some(seq))
+    );
     let events = host.events("acme").await;
     assert_eq!(events.len(), 2, "{events:?}");
     assert_eq!(events[0]["duplicates"], 1);
@@ -99,39 +125,83 @@ async fn bad_requests_get_clear_errors_and_are_never_dispatched() {
     };
     let sample = FINCART_SAMPLE;
 
-    let (status, message) = error_of(host.send("acme", "fincart", &[JSON, ("authorization", "wrong")], sample).await).await;
+    let (status, message) = error_of(
+        host.send(
+            "acme",
+            "fincart",
+            &[JSON, ("authorization", "wrong")],
+            sample,
+        )
+        .await,
+    )
+    .await;
     assert_eq!((status, message.as_str()), (401, "unauthorized"));
     let (status, _) = error_of(host.send("acme", "fincart", &[JSON], sample).await).await;
     assert_eq!(status, 401);
-    let (status, message) = error_of(host.send("nobody", "fincart", &[JSON, AUTH], sample).await).await;
+    let (status, message) =
+        error_of(host.send("nobody", "fincart", &[JSON, AUTH], sample).await).await;
     assert_eq!(status, 404);
     assert!(message.contains("nobody"), "{message}");
-    let (status, message) = error_of(host.send("acme", "shopify", &[JSON, AUTH], sample).await).await;
+    let (status, message) =
+        error_of(host.send("acme", "shopify", &[JSON, AUTH], sample).await).await;
     assert_eq!(status, 404);
     assert!(message.contains("shopify"), "{message}");
-    let (status, message) =
-        error_of(host.send("acme", "fincart", &[("content-type", "application/x-www-form-urlencoded"), AUTH], "a=b").await).await;
+    let (status, message) = error_of(
+        host.send(
+            "acme",
+            "fincart",
+            &[("content-type", "application/x-www-form-urlencoded"), AUTH],
+            "a=b",
+        )
+        .await,
+    )
+    .await;
     assert_eq!(status, 415);
     assert!(message.contains("application/json"), "{message}");
-    let (status, message) = error_of(host.send("acme", "fincart", &[JSON, AUTH], "{\"orderId\": \"x\",\n \"status\": }").await).await;
+    let (status, message) = error_of(
+        host.send(
+            "acme",
+            "fincart",
+            &[JSON, AUTH],
+            "{\"orderId\": \"x\",\n \"status\": }",
+        )
+        .await,
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(message.contains("line 2"), "{message}");
-    let (status, message) = error_of(host.send("acme", "fincart", &[JSON, AUTH], r#"{"status":"pending"}"#).await).await;
+    let (status, message) = error_of(
+        host.send("acme", "fincart", &[JSON, AUTH], r#"{"status":"pending"}"#)
+            .await,
+    )
+    .await;
     assert_eq!(status, 422);
     assert!(message.contains("orderId"), "{message}");
-    let (status, message) = error_of(host.send("acme", "fincart", &[JSON, AUTH], "[1,2]").await).await;
+    let (status, message) =
+        error_of(host.send("acme", "fincart", &[JSON, AUTH], "[1,2]").await).await;
     assert_eq!(status, 422);
     assert!(message.contains("object"), "{message}");
-    let huge = format!(r#"{{"orderId":"x","status":"pending","pad":"{}"}}"#, "x".repeat(1024 * 1024));
+    let huge = format!(
+        r#"{{"orderId":"x","status":"pending","pad":"{}"}}"#,
+        "x".repeat(1024 * 1024)
+    );
     let (status, message) = error_of(host.send("acme", "fincart", &[JSON, AUTH], huge).await).await;
     assert_eq!(status, 413);
     assert!(message.contains("limit"), "{message}");
 
-    assert!(host.events("acme").await.is_empty(), "a rejected webhook was journaled");
-    assert!(!host.logs().contains(TOKEN), "the source's token appeared in the log");
+    assert!(
+        host.events("acme").await.is_empty(),
+        "a rejected webhook was journaled"
+    );
+    assert!(
+        !host.logs().contains(TOKEN),
+        "the source's token appeared in the log"
+    );
 
     // The admin API wants its token.
-    let anonymous = reqwest::get(format!("{}/admin/tenants/acme/events", host.base)).await.unwrap();
+    let anonymous = reqwest::get(format!("{}/admin/tenants/acme/events", host.base))
+        .await
+        .unwrap();
     assert_eq!(anonymous.status(), 401);
 
     // Unknown fields and an unknown status pass through as `unknown`.
@@ -141,7 +211,14 @@ async fn bad_requests_get_clear_errors_and_are_never_dispatched() {
     assert_eq!(event["state"], "done", "{event}");
     assert_eq!(event["event"]["status"], "unknown");
     assert_eq!(event["event"]["raw_status"], "lost in space");
-    assert!(event["headers"].as_array().unwrap().iter().all(|h| h[0] != "authorization"), "credentials stored");
+    assert!(
+        event["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h[0] != "authorization"),
+        "credentials stored"
+    );
 }
 
 fn misbehave_tenant(max_attempts: u32) -> String {
@@ -181,49 +258,111 @@ async fn misbehaving_plugins_are_contained_and_the_host_keeps_serving() {
     ];
     let mut seqs = Vec::new();
     for (mode, _) in &cases {
-        seqs.push(accepted_seq(host.send("rogue", "fc", &[JSON, AUTH], misbehaving(&format!("o-{mode}"), mode)).await).await);
+        seqs.push(
+            accepted_seq(
+                host.send(
+                    "rogue",
+                    "fc",
+                    &[JSON, AUTH],
+                    misbehaving(&format!("o-{mode}"), mode),
+                )
+                .await,
+            )
+            .await,
+        );
     }
-    let ok = accepted_seq(host.send("rogue", "fc", &[JSON, AUTH], misbehaving("o-fine", "none")).await).await;
+    let ok = accepted_seq(
+        host.send("rogue", "fc", &[JSON, AUTH], misbehaving("o-fine", "none"))
+            .await,
+    )
+    .await;
     for ((mode, expected), seq) in cases.iter().zip(&seqs) {
         let event = host.wait_finished(*seq, Duration::from_secs(60)).await;
         assert_eq!(event["state"], "dead", "{mode}: {event}");
         let attempts = event["attempts_detail"].as_array().unwrap();
         assert_eq!(attempts.len(), 2, "{mode}: retried per policy: {event}");
         let error = event["last_error"].as_str().unwrap();
-        assert!(error.contains(expected), "{mode}: {error:?} should mention {expected:?}");
+        assert!(
+            error.contains(expected),
+            "{mode}: {error:?} should mention {expected:?}"
+        );
         assert_eq!(attempts[1]["attempt"], 2);
     }
     // A panic's message reaches the attempt's logs.
     let trap = host.event(seqs[0]).await;
     let logs = trap["attempts_detail"][0]["logs"].to_string();
     assert!(logs.contains("misbehave: deliberate panic"), "{logs}");
-    assert_eq!(host.wait_finished(ok, Duration::from_secs(30)).await["state"], "done");
+    assert_eq!(
+        host.wait_finished(ok, Duration::from_secs(30)).await["state"],
+        "done"
+    );
     let kv = host.kv("rogue").await;
     assert_eq!(kv.get("ok").map(String::as_str), Some("1"));
     // Failed attempts leave no kv writes behind (each wrote `touched/<id>` before misbehaving).
-    assert_eq!(kv.keys().filter(|k| k.starts_with("touched/")).count(), 1, "{kv:?}");
-    let health = reqwest::get(format!("{}/healthz", host.base)).await.unwrap();
+    assert_eq!(
+        kv.keys().filter(|k| k.starts_with("touched/")).count(),
+        1,
+        "{kv:?}"
+    );
+    let health = reqwest::get(format!("{}/healthz", host.base))
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
 }
 
 #[tokio::test]
 async fn a_retried_attempt_starts_from_clean_kv_and_wasi_grants_nothing() {
     let host = Host::start(&misbehave_tenant(3)).await;
-    let retried = accepted_seq(host.send("rogue", "fc", &[JSON, AUTH], misbehaving("o-1", "fail-then-ok")).await).await;
-    let env = accepted_seq(host.send("rogue", "fc", &[JSON, AUTH], misbehaving("o-2", "env")).await).await;
-    let file = accepted_seq(host.send("rogue", "fc", &[JSON, AUTH], misbehaving("o-3", "file")).await).await;
+    let retried = accepted_seq(
+        host.send(
+            "rogue",
+            "fc",
+            &[JSON, AUTH],
+            misbehaving("o-1", "fail-then-ok"),
+        )
+        .await,
+    )
+    .await;
+    let env = accepted_seq(
+        host.send("rogue", "fc", &[JSON, AUTH], misbehaving("o-2", "env"))
+            .await,
+    )
+    .await;
+    let file = accepted_seq(
+        host.send("rogue", "fc", &[JSON, AUTH], misbehaving("o-3", "file"))
+            .await,
+    )
+    .await;
 
     let event = host.wait_finished(retried, Duration::from_secs(60)).await;
     assert_eq!(event["state"], "done", "{event}");
     let attempts = event["attempts_detail"].as_array().unwrap();
-    assert_eq!((attempts[0]["outcome"].as_str(), attempts[1]["outcome"].as_str()), (Some("error"), Some("done")));
-    assert!(!host.kv("rogue").await.contains_key("fail-then-ok/leaked"), "a failed attempt's kv write survived");
+    assert_eq!(
+        (
+            attempts[0]["outcome"].as_str(),
+            attempts[1]["outcome"].as_str()
+        ),
+        (Some("error"), Some("done"))
+    );
+    assert!(
+        !host.kv("rogue").await.contains_key("fail-then-ok/leaked"),
+        "a failed attempt's kv write survived"
+    );
 
     let env = host.wait_finished(env, Duration::from_secs(30)).await;
-    assert_eq!(env["attempts_detail"][0]["reason"], "env vars visible: 0", "{env}");
+    assert_eq!(
+        env["attempts_detail"][0]["reason"], "env vars visible: 0",
+        "{env}"
+    );
     let file = host.wait_finished(file, Duration::from_secs(30)).await;
     assert_eq!(file["state"], "skipped", "{file}");
-    assert!(file["attempts_detail"][0]["reason"].as_str().unwrap().starts_with("file access refused"), "{file}");
+    assert!(
+        file["attempts_detail"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("file access refused"),
+        "{file}"
+    );
 }
 
 #[tokio::test]
@@ -234,14 +373,25 @@ async fn events_of_one_order_run_in_order_and_survive_a_restart() {
     // The backend is down: the delivered notice fails and is retried; meanwhile nothing is lost.
     backend.set_status(503);
     let mut seqs = Vec::new();
-    for (i, (status, sub)) in [("pending", "new"), ("processing", "picked up"), ("successful", "delivered to customer")].iter().enumerate() {
+    for (i, (status, sub)) in [
+        ("pending", "new"),
+        ("processing", "picked up"),
+        ("successful", "delivered to customer"),
+    ]
+    .iter()
+    .enumerate()
+    {
         let body = fincart_status("ord-7", "#7", status, sub, 1_000 + i as u64);
         seqs.push(accepted_seq(host.send("acme", "fincart", &[JSON, AUTH], body).await).await);
     }
-    wait_for("a failed notice attempt", Duration::from_secs(60), async || {
-        let e = host.event(seqs[2]).await;
-        (e["attempts"].as_u64() >= Some(1)).then_some(())
-    })
+    wait_for(
+        "a failed notice attempt",
+        Duration::from_secs(60),
+        async || {
+            let e = host.event(seqs[2]).await;
+            (e["attempts"].as_u64() >= Some(1)).then_some(())
+        },
+    )
     .await;
     let dir = host.kill();
     backend.set_status(200);
@@ -251,19 +401,40 @@ async fn events_of_one_order_run_in_order_and_survive_a_restart() {
         assert_eq!(event["state"], "done", "{event}\n{}", host.logs());
     }
     // Ordered: each attempt of a later event started after the earlier event finished.
-    let first_done = host.event(seqs[0]).await["finished_at_ms"].as_u64().unwrap();
+    let first_done = host.event(seqs[0]).await["finished_at_ms"]
+        .as_u64()
+        .unwrap();
     let second = host.event(seqs[1]).await;
-    assert!(second["attempts_detail"][0]["started_at_ms"].as_u64().unwrap() >= first_done);
+    assert!(
+        second["attempts_detail"][0]["started_at_ms"]
+            .as_u64()
+            .unwrap()
+            >= first_done
+    );
     let kv = host.kv("acme").await;
-    assert_eq!(serde_json::from_str::<Value>(&kv["order/#7"]).unwrap()["status"], "succeeded");
-    let notices = wait_for("the notice after restart", Duration::from_secs(30), async || {
-        let r: Vec<_> = backend.received().into_iter().filter(|(_, b)| b["order"] == "#7").collect();
-        (r.len() >= 2).then_some(r)
-    })
+    assert_eq!(
+        serde_json::from_str::<Value>(&kv["order/#7"]).unwrap()["status"],
+        "succeeded"
+    );
+    let notices = wait_for(
+        "the notice after restart",
+        Duration::from_secs(30),
+        async || {
+            let r: Vec<_> = backend
+                .received()
+                .into_iter()
+                .filter(|(_, b)| b["order"] == "#7")
+                .collect();
+            (r.len() >= 2).then_some(r)
+        },
+    )
     .await;
     // Attempts reached the backend (503 before the kill, 200 after the restart); the notice was
     // committed once, with the successful attempt.
     let attempts = host.event(seqs[2]).await["attempts"].as_u64().unwrap() as usize;
-    assert!(notices.len() >= attempts && attempts >= 2, "{notices:?} vs {attempts} attempts");
+    assert!(
+        notices.len() >= attempts && attempts >= 2,
+        "{notices:?} vs {attempts} attempts"
+    );
     assert_eq!(kv["notified/#7"], "1");
 }

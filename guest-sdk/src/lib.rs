@@ -177,7 +177,8 @@ impl Event {
 
     /// The provider's payload parsed into `T` (use `serde_json::Value` for ad-hoc access).
     pub fn payload_as<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_str(&self.payload).context("the event payload does not have the expected shape")
+        serde_json::from_str(&self.payload)
+            .context("the event payload does not have the expected shape")
     }
 }
 
@@ -204,9 +205,15 @@ pub mod kv {
     fn map<T>(r: core::result::Result<T, raw::Error>, key: &str) -> Result<T> {
         r.map_err(|e| {
             crate::Error::msg(match e {
-                raw::Error::InvalidKey(max) => format!("kv key {key:?} is empty or longer than {max} bytes"),
-                raw::Error::ValueTooLarge(max) => format!("kv value for {key:?} is larger than {max} bytes"),
-                raw::Error::TooManyKeys(max) => format!("kv store is full ({max} keys); cannot add {key:?}"),
+                raw::Error::InvalidKey(max) => {
+                    format!("kv key {key:?} is empty or longer than {max} bytes")
+                }
+                raw::Error::ValueTooLarge(max) => {
+                    format!("kv value for {key:?} is larger than {max} bytes")
+                }
+                raw::Error::TooManyKeys(max) => {
+                    format!("kv store is full ({max} keys); cannot add {key:?}")
+                }
                 raw::Error::Storage(m) => format!("kv store failed on {key:?}: {m}"),
             })
         })
@@ -237,7 +244,10 @@ pub mod kv {
     /// The JSON value stored under `key`, deserialized.
     pub fn get_json<T: serde::de::DeserializeOwned>(key: &str) -> Result<Option<T>> {
         get(key)?
-            .map(|v| serde_json::from_slice(&v).context(format!("kv value of {key:?} is not the expected JSON")))
+            .map(|v| {
+                serde_json::from_slice(&v)
+                    .context(format!("kv value of {key:?} is not the expected JSON"))
+            })
             .transpose()
     }
 
@@ -288,8 +298,12 @@ pub mod http {
             if (200..300).contains(&self.status) {
                 Ok(self)
             } else {
-                let body = String::from_utf8_lossy(&self.body[..self.body.len().min(200)]).into_owned();
-                Err(Error::msg(format!("HTTP {} from the server: {body}", self.status)))
+                let body =
+                    String::from_utf8_lossy(&self.body[..self.body.len().min(200)]).into_owned();
+                Err(Error::msg(format!(
+                    "HTTP {} from the server: {body}",
+                    self.status
+                )))
             }
         }
 
@@ -315,7 +329,10 @@ pub mod http {
         let request = raw::Request {
             method,
             url: url.to_string(),
-            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             body,
             timeout_ms,
         };
@@ -330,8 +347,12 @@ pub mod http {
                 raw::Error::InvalidRequest(why) => format!("invalid request to {url}: {why}"),
                 raw::Error::Timeout => format!("request to {url} timed out"),
                 raw::Error::Transport(why) => format!("request to {url} failed: {why}"),
-                raw::Error::ResponseTooLarge(max) => format!("response from {url} is over {max} bytes"),
-                raw::Error::TooManyRequests(max) => format!("more than {max} requests in one attempt"),
+                raw::Error::ResponseTooLarge(max) => {
+                    format!("response from {url} is over {max} bytes")
+                }
+                raw::Error::TooManyRequests(max) => {
+                    format!("more than {max} requests in one attempt")
+                }
             })),
         }
     }

@@ -27,20 +27,27 @@ pub fn router(app: Arc<App>, token: Secrets) -> Router<Arc<App>> {
         .route("/admin/tenants/{tenant}/events", get(events))
         .route("/admin/events/{seq}", get(event))
         .route("/admin/sink", get(sink))
-        .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
-            let token = token.clone();
-            async move {
-                let presented = req
-                    .headers()
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "));
-                match presented {
-                    Some(p) if matches_any_secret(p.trim().as_bytes(), &token) => next.run(req).await,
-                    _ => error(StatusCode::UNAUTHORIZED, "admin API needs `Authorization: Bearer <admin token>`"),
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| {
+                let token = token.clone();
+                async move {
+                    let presented = req
+                        .headers()
+                        .get(header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "));
+                    match presented {
+                        Some(p) if matches_any_secret(p.trim().as_bytes(), &token) => {
+                            next.run(req).await
+                        }
+                        _ => error(
+                            StatusCode::UNAUTHORIZED,
+                            "admin API needs `Authorization: Bearer <admin token>`",
+                        ),
+                    }
                 }
-            }
-        }))
+            },
+        ))
         .with_state(app)
 }
 
@@ -51,7 +58,11 @@ async fn tenants(State(app): State<Arc<App>>) -> Response {
         .tenants
         .iter()
         .map(|t| {
-            let mut sources: Vec<_> = t.sources.iter().map(|(name, p)| json!({ "name": name, "provider": p.name() })).collect();
+            let mut sources: Vec<_> = t
+                .sources
+                .iter()
+                .map(|(name, p)| json!({ "name": name, "provider": p.name() }))
+                .collect();
             sources.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
             json!({
                 "name": t.name,
@@ -73,11 +84,18 @@ struct KvQuery {
 }
 
 /// A tenant's kv entries (values as text when UTF-8, else base64).
-async fn kv(State(app): State<Arc<App>>, Path(tenant): Path<String>, Query(q): Query<KvQuery>) -> Response {
+async fn kv(
+    State(app): State<Arc<App>>,
+    Path(tenant): Path<String>,
+    Query(q): Query<KvQuery>,
+) -> Response {
     if app.tenants.get(&tenant).is_none() {
         return error(StatusCode::NOT_FOUND, format!("no tenant named {tenant:?}"));
     }
-    match app.storage.kv_entries(&tenant, &q.prefix, q.limit.unwrap_or(100).min(1000)) {
+    match app
+        .storage
+        .kv_entries(&tenant, &q.prefix, q.limit.unwrap_or(100).min(1000))
+    {
         Ok(entries) => {
             let entries: Vec<_> = entries
                 .into_iter()
@@ -99,14 +117,20 @@ struct EventsQuery {
 }
 
 /// A tenant's events, newest first; `next_before` is the cursor for the next page.
-async fn events(State(app): State<Arc<App>>, Path(tenant): Path<String>, Query(q): Query<EventsQuery>) -> Response {
+async fn events(
+    State(app): State<Arc<App>>,
+    Path(tenant): Path<String>,
+    Query(q): Query<EventsQuery>,
+) -> Response {
     if app.tenants.get(&tenant).is_none() {
         return error(StatusCode::NOT_FOUND, format!("no tenant named {tenant:?}"));
     }
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     match app.storage.events(&tenant, limit, q.before) {
         Ok(events) => {
-            let next = (events.len() == limit as usize).then(|| events.last().map(|e| e.seq)).flatten();
+            let next = (events.len() == limit as usize)
+                .then(|| events.last().map(|e| e.seq))
+                .flatten();
             Json(json!({ "tenant": tenant, "events": events, "next_before": next })).into_response()
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
@@ -126,6 +150,9 @@ async fn event(State(app): State<Arc<App>>, Path(seq): Path<i64>) -> Response {
 async fn sink(State(app): State<Arc<App>>) -> Response {
     match &app.sink {
         Some(sink) => Json(json!({ "requests": sink.all() })).into_response(),
-        None => error(StatusCode::NOT_FOUND, "the sink is disabled: set `sink = true` in the config"),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "the sink is disabled: set `sink = true` in the config",
+        ),
     }
 }

@@ -53,16 +53,30 @@ pub fn router(app: Arc<App>, admin_token: Option<Secrets>) -> Router {
         router = router.merge(admin::router(app.clone(), token));
     }
     router
-        .fallback(|| async { ingress::error(StatusCode::NOT_FOUND, "no such endpoint: webhooks go to POST /hooks/{tenant}/{source}") })
+        .fallback(|| async {
+            ingress::error(
+                StatusCode::NOT_FOUND,
+                "no such endpoint: webhooks go to POST /hooks/{tenant}/{source}",
+            )
+        })
         .with_state(app)
 }
 
 /// Runs hookhost until SIGINT/SIGTERM.
 pub async fn serve(config: Config) -> Result<()> {
-    let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&config.database, config.durability)?);
-    let max_memory_mib = config.tenants.values().map(|t| t.limits.memory_mib).max().unwrap_or(64);
+    let storage: Arc<dyn Storage> =
+        Arc::new(SqliteStorage::open(&config.database, config.durability)?);
+    let max_memory_mib = config
+        .tenants
+        .values()
+        .map(|t| t.limits.memory_mib)
+        .max()
+        .unwrap_or(64);
     let runtime = Arc::new(Runtime::new(&RuntimeConfig {
-        cache_dir: config.cache_dir.clone().context("cache_dir is resolved at load")?,
+        cache_dir: config
+            .cache_dir
+            .clone()
+            .context("cache_dir is resolved at load")?,
         max_instances: (config.dispatch.workers as u32 * 2).max(16),
         max_memory_mib,
     })?);
@@ -78,7 +92,9 @@ pub async fn serve(config: Config) -> Result<()> {
         },
         config.dispatch.workers,
     );
-    let unfinished = storage.unfinished().context("cannot read unfinished events from the journal")?;
+    let unfinished = storage
+        .unfinished()
+        .context("cannot read unfinished events from the journal")?;
     if !unfinished.is_empty() {
         tracing::info!(count = unfinished.len(), "resuming unfinished events");
     }
@@ -110,7 +126,12 @@ pub async fn serve(config: Config) -> Result<()> {
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("cannot listen on {}: is another process using it?", config.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {}: is another process using it?",
+                config.listen
+            )
+        })?;
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to find the port when listening on port 0.
     println!("hookhost listening on http://{addr}");
@@ -121,7 +142,9 @@ pub async fn serve(config: Config) -> Result<()> {
         .context("HTTP server failed")?;
     tracing::info!("stopped accepting webhooks; finishing running attempts");
     if !dispatcher.drain(DRAIN_TIMEOUT).await {
-        tracing::warn!("attempts still running after {DRAIN_TIMEOUT:?}; they will run again on the next start");
+        tracing::warn!(
+            "attempts still running after {DRAIN_TIMEOUT:?}; they will run again on the next start"
+        );
     }
     Ok(())
 }

@@ -264,7 +264,13 @@ impl Config {
     }
 
     fn resolve_paths(&mut self, base: &Path) {
-        let abs = |p: &PathBuf| if p.is_absolute() { p.clone() } else { base.join(p) };
+        let abs = |p: &PathBuf| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                base.join(p)
+            }
+        };
         self.database = abs(&self.database);
         self.cache_dir = Some(match &self.cache_dir {
             Some(dir) => abs(dir),
@@ -283,7 +289,8 @@ impl Config {
         let valid_name = |s: &str| {
             !s.is_empty()
                 && s.len() <= 64
-                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
         for (name, tenant) in &self.tenants {
             if !valid_name(name) {
@@ -330,7 +337,10 @@ mod tests {
         assert_eq!(token.0[0].expose(), "s3cr3t");
         assert_eq!(token.0[1].expose(), "literal");
         let shown = format!("{cfg:?}");
-        assert!(!shown.contains("s3cr3t") && !shown.contains("literal"), "{shown}");
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("literal"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -343,16 +353,17 @@ mod tests {
             "#,
         )
         .unwrap_err();
-        assert!(err.to_string().contains("HOOKHOST_TEST_SURELY_UNSET"), "{err}");
+        assert!(
+            err.to_string().contains("HOOKHOST_TEST_SURELY_UNSET"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_keys_and_bad_names_are_rejected() {
         assert!(toml::from_str::<Config>("database = 'x'\nlisten_addr = '1'").is_err());
-        let mut cfg: Config = toml::from_str(
-            "database = 'x'\n[tenants.'a b']\nplugin = 'p.wasm'",
-        )
-        .unwrap();
+        let mut cfg: Config =
+            toml::from_str("database = 'x'\n[tenants.'a b']\nplugin = 'p.wasm'").unwrap();
         cfg.resolve_paths(Path::new("/etc"));
         assert!(cfg.validate().unwrap_err().to_string().contains("a b"));
     }
@@ -363,7 +374,10 @@ mod tests {
             toml::from_str("database = 'data/h.db'\n[tenants.a]\nplugin = 'p.wasm'").unwrap();
         cfg.resolve_paths(Path::new("/srv/hh"));
         assert_eq!(cfg.database, Path::new("/srv/hh/data/h.db"));
-        assert_eq!(cfg.cache_dir.as_deref(), Some(Path::new("/srv/hh/data/cache")));
+        assert_eq!(
+            cfg.cache_dir.as_deref(),
+            Some(Path::new("/srv/hh/data/cache"))
+        );
         assert_eq!(cfg.tenants["a"].plugin, Path::new("/srv/hh/p.wasm"));
     }
 }

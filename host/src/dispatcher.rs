@@ -22,7 +22,9 @@ use crate::config::RetryPolicy;
 use crate::now_ms;
 use crate::plugins::PluginRegistry;
 use crate::runtime::{AttemptContext, PluginOutcome, Runtime};
-use crate::storage::{AttemptOutcome, AttemptRecord, EventState, FinishedAttempt, Storage, StoredEvent};
+use crate::storage::{
+    AttemptOutcome, AttemptRecord, EventState, FinishedAttempt, Storage, StoredEvent,
+};
 use crate::tenants::Tenants;
 
 /// How long an event waits before looking again for a plugin that is not loaded.
@@ -32,7 +34,7 @@ type OrderKey = (String, String);
 
 /// What the dispatcher is told.
 enum Message {
-    Enqueue(StoredEvent),
+    Enqueue(Box<StoredEvent>),
     Finished(OrderKey, Next),
 }
 
@@ -70,7 +72,12 @@ impl Dispatcher {
     pub fn start(deps: DispatchDeps, workers: usize) -> Dispatcher {
         let (tx, rx) = mpsc::unbounded_channel();
         let (in_flight_tx, in_flight) = watch::channel(0);
-        let core = Core { deps: Arc::new(deps), workers, tx: tx.clone(), in_flight: in_flight_tx };
+        let core = Core {
+            deps: Arc::new(deps),
+            workers,
+            tx: tx.clone(),
+            in_flight: in_flight_tx,
+        };
         tokio::spawn(core.run(rx));
         Dispatcher { tx, in_flight }
     }
@@ -78,13 +85,15 @@ impl Dispatcher {
     /// Queues a journaled event.
     pub fn enqueue(&self, event: StoredEvent) {
         // The loop only ends when every sender is gone, so this cannot fail while `self` lives.
-        let _ = self.tx.send(Message::Enqueue(event));
+        let _ = self.tx.send(Message::Enqueue(Box::new(event)));
     }
 
     /// Waits until no attempt is running, or `timeout` passes; returns whether it drained.
     pub async fn drain(&self, timeout: Duration) -> bool {
         let mut rx = self.in_flight.clone();
-        let drained = tokio::time::timeout(timeout, rx.wait_for(|n| *n == 0)).await.is_ok();
+        let drained = tokio::time::timeout(timeout, rx.wait_for(|n| *n == 0))
+            .await
+            .is_ok();
         drained
     }
 }
@@ -114,8 +123,12 @@ impl Core {
         loop {
             while running < self.workers {
                 let Some(key) = ready.pop_front() else { break };
-                let Some(queue) = queues.get_mut(&key) else { continue };
-                let Some(event) = queue.events.front().cloned() else { continue };
+                let Some(queue) = queues.get_mut(&key) else {
+                    continue;
+                };
+                let Some(event) = queue.events.front().cloned() else {
+                    continue;
+                };
                 queue.busy = true;
                 running += 1;
                 let deps = self.deps.clone();
@@ -129,7 +142,9 @@ impl Core {
             let next_timer = timers.peek().map(|Reverse((at, _))| *at);
             let sleep = async {
                 match next_timer {
-                    Some(at) => tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_ms()))).await,
+                    Some(at) => {
+                        tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_ms()))).await
+                    }
                     None => std::future::pending().await,
                 }
             };
@@ -139,7 +154,7 @@ impl Core {
                     Some(Message::Enqueue(event)) => {
                         let key = (event.tenant.clone(), event.event.order_key());
                         let queue = queues.entry(key.clone()).or_default();
-                        queue.events.push_back(event);
+                        queue.events.push_back(*event);
                         if queue.events.len() == 1 {
                             schedule_head(&key, queue, &mut ready, &mut timers);
                         }
@@ -193,7 +208,9 @@ fn schedule_head(
     if queue.busy || queue.waiting {
         return;
     }
-    let Some(head) = queue.events.front() else { return };
+    let Some(head) = queue.events.front() else {
+        return;
+    };
     if head.next_attempt_at_ms <= now_ms() {
         ready.push_back(key.clone());
     } else {
@@ -205,7 +222,9 @@ fn schedule_head(
 /// The delay before retry number `attempt` (1 = the first retry): exponential from the policy's
 /// base, capped, with "equal jitter" (half fixed, half random) so retries of many events spread out.
 pub fn backoff_ms(policy: &RetryPolicy, attempt: u32) -> u64 {
-    let exp = policy.base_ms.saturating_mul(1u64 << attempt.saturating_sub(1).min(40));
+    let exp = policy
+        .base_ms
+        .saturating_mul(1u64 << attempt.saturating_sub(1).min(40));
     let delay = exp.min(policy.cap_ms).max(1);
     delay / 2 + rand::rng().random_range(0..=delay / 2)
 }
@@ -214,16 +233,26 @@ pub fn backoff_ms(policy: &RetryPolicy, attempt: u32) -> u64 {
 async fn attempt(deps: &DispatchDeps, event: StoredEvent) -> Next {
     let Some(tenant) = deps.tenants.get(&event.tenant) else {
         tracing::warn!(tenant = %event.tenant, seq = event.seq, "event's tenant is not configured; it waits");
-        return Next::Retry { at_ms: now_ms() + NO_PLUGIN_WAIT_MS * 10, attempts: event.attempts };
+        return Next::Retry {
+            at_ms: now_ms() + NO_PLUGIN_WAIT_MS * 10,
+            attempts: event.attempts,
+        };
     };
     let Some(plugin) = deps.registry.get(&event.tenant) else {
-        return Next::Retry { at_ms: now_ms() + NO_PLUGIN_WAIT_MS, attempts: event.attempts };
+        return Next::Retry {
+            at_ms: now_ms() + NO_PLUGIN_WAIT_MS,
+            attempts: event.attempts,
+        };
     };
     let number = event.attempts + 1;
     let limits = &tenant.limits;
     let cx = AttemptContext {
         kv: KvTxn::new(&event.tenant, deps.storage.clone(), tenant.kv_limits),
-        http: HttpCapability::new(deps.http_client.clone(), tenant.allow.clone(), tenant.http_limits),
+        http: HttpCapability::new(
+            deps.http_client.clone(),
+            tenant.allow.clone(),
+            tenant.http_limits,
+        ),
         config: tenant.config.clone(),
         log: LogCapture::new(&event.tenant, limits.log_bytes),
         timeout: Duration::from_millis(limits.timeout_ms),
@@ -236,10 +265,14 @@ async fn attempt(deps: &DispatchDeps, event: StoredEvent) -> Next {
     let (outcome, retry_in_ms) = match report.result {
         Ok(PluginOutcome::Done) => (AttemptOutcome::Done, None),
         Ok(PluginOutcome::Skipped(reason)) => (AttemptOutcome::Skipped { reason }, None),
-        Ok(PluginOutcome::RetryAfter(seconds)) => {
-            (AttemptOutcome::RetryAfter { seconds }, Some((u64::from(seconds) * 1000).min(policy.cap_ms)))
-        }
-        Err(message) => (AttemptOutcome::Error { message }, Some(backoff_ms(policy, number))),
+        Ok(PluginOutcome::RetryAfter(seconds)) => (
+            AttemptOutcome::RetryAfter { seconds },
+            Some((u64::from(seconds) * 1000).min(policy.cap_ms)),
+        ),
+        Err(message) => (
+            AttemptOutcome::Error { message },
+            Some(backoff_ms(policy, number)),
+        ),
     };
     let (next_state, next_attempt_at_ms) = match (&outcome, retry_in_ms) {
         (AttemptOutcome::Done, _) => (EventState::Done, 0),
@@ -248,10 +281,14 @@ async fn attempt(deps: &DispatchDeps, event: StoredEvent) -> Next {
         (_, delay) => (EventState::Pending, now_ms() + delay.unwrap_or(0)),
     };
     match &outcome {
-        AttemptOutcome::Error { message } => tracing::warn!(tenant = %event.tenant, seq = event.seq, attempt = number,
-            version = %plugin.version, dead = next_state == EventState::Dead, "attempt failed: {message}"),
-        _ => tracing::debug!(tenant = %event.tenant, seq = event.seq, attempt = number, version = %plugin.version,
-            us = report.duration.as_micros() as u64, "attempt finished: {outcome:?}"),
+        AttemptOutcome::Error { message } => {
+            tracing::warn!(tenant = %event.tenant, seq = event.seq, attempt = number,
+            version = %plugin.version, dead = next_state == EventState::Dead, "attempt failed: {message}")
+        }
+        _ => {
+            tracing::debug!(tenant = %event.tenant, seq = event.seq, attempt = number, version = %plugin.version,
+            us = report.duration.as_micros() as u64, "attempt finished: {outcome:?}")
+        }
     }
     let finished = FinishedAttempt {
         seq: event.seq,
@@ -272,10 +309,16 @@ async fn attempt(deps: &DispatchDeps, event: StoredEvent) -> Next {
     if let Err(e) = deps.storage.finish_attempt(finished).await {
         // The attempt's effects were not recorded: run it again (at-least-once).
         tracing::error!(tenant = %event.tenant, seq = event.seq, "cannot record the attempt; it will run again: {e:#}");
-        return Next::Retry { at_ms: now_ms() + NO_PLUGIN_WAIT_MS, attempts: event.attempts };
+        return Next::Retry {
+            at_ms: now_ms() + NO_PLUGIN_WAIT_MS,
+            attempts: event.attempts,
+        };
     }
     match next_state {
-        EventState::Pending => Next::Retry { at_ms: next_attempt_at_ms, attempts: number },
+        EventState::Pending => Next::Retry {
+            at_ms: next_attempt_at_ms,
+            attempts: number,
+        },
         _ => Next::Completed,
     }
 }
@@ -286,7 +329,11 @@ mod tests {
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {
-        let policy = RetryPolicy { max_attempts: 10, base_ms: 1000, cap_ms: 8000 };
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            base_ms: 1000,
+            cap_ms: 8000,
+        };
         for _ in 0..100 {
             let first = backoff_ms(&policy, 1);
             assert!((500..=1000).contains(&first), "{first}");
@@ -295,7 +342,8 @@ mod tests {
             let capped = backoff_ms(&policy, 30);
             assert!((4000..=8000).contains(&capped), "{capped}");
         }
-        let spread: std::collections::HashSet<_> = (0..50).map(|_| backoff_ms(&policy, 5)).collect();
+        let spread: std::collections::HashSet<_> =
+            (0..50).map(|_| backoff_ms(&policy, 5)).collect();
         assert!(spread.len() > 5, "no jitter: {spread:?}");
     }
 }

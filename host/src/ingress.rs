@@ -30,19 +30,32 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
 fn is_sensitive(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     ["authorization", "cookie", "proxy-authorization"].contains(&name.as_str())
-        || ["token", "secret", "signature", "sign-hash", "hmac", "api-key", "apikey", "password"]
-            .iter()
-            .any(|s| name.contains(s))
+        || [
+            "token",
+            "secret",
+            "signature",
+            "sign-hash",
+            "hmac",
+            "api-key",
+            "apikey",
+            "password",
+        ]
+        .iter()
+        .any(|s| name.contains(s))
 }
 
 fn is_json_content_type(headers: &HeaderMap) -> Result<(), String> {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(()) };
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
     let value = value.to_str().unwrap_or("").to_ascii_lowercase();
     let essence = value.split(';').next().unwrap_or("").trim();
     if essence == "application/json" || essence.ends_with("+json") || essence == "text/json" {
         Ok(())
     } else {
-        Err(format!("content type {essence:?} is not supported: send the webhook as application/json"))
+        Err(format!(
+            "content type {essence:?} is not supported: send the webhook as application/json"
+        ))
     }
 }
 
@@ -56,22 +69,40 @@ pub async fn receive(
 ) -> Response {
     let received_at_ms = crate::now_ms();
     let Some(tenant) = app.tenants.get(&tenant_name) else {
-        return error(StatusCode::NOT_FOUND, format!("no tenant named {tenant_name:?}"));
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no tenant named {tenant_name:?}"),
+        );
     };
     let Some(provider) = tenant.sources.get(&source_name) else {
-        return error(StatusCode::NOT_FOUND, format!("tenant {tenant_name:?} has no source named {source_name:?}"));
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("tenant {tenant_name:?} has no source named {source_name:?}"),
+        );
     };
     let body = match body {
         Ok(b) => b,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body is larger than the limit of {} bytes", app.max_body_bytes),
+                format!(
+                    "body is larger than the limit of {} bytes",
+                    app.max_body_bytes
+                ),
             )
         }
-        Err(rejection) => return error(rejection.status(), format!("cannot read the body: {}", rejection.body_text())),
+        Err(rejection) => {
+            return error(
+                rejection.status(),
+                format!("cannot read the body: {}", rejection.body_text()),
+            )
+        }
     };
-    let request = WebhookRequest { headers: &headers, body: &body, query: query.as_deref() };
+    let request = WebhookRequest {
+        headers: &headers,
+        body: &body,
+        query: query.as_deref(),
+    };
     if let Err(why) = provider.authenticate(&request) {
         tracing::warn!(tenant = %tenant_name, source = %source_name, reason = why.0, "webhook rejected: unauthorized");
         return error(StatusCode::UNAUTHORIZED, "unauthorized");
@@ -84,20 +115,36 @@ pub async fn receive(
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("body is not valid JSON: {e} (line {}, column {})", e.line(), e.column()),
+                format!(
+                    "body is not valid JSON: {e} (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ),
             )
         }
     };
     let event = match provider.normalize(&request, &payload) {
         Ok(e) => e,
-        Err(e @ (NormalizeError::MissingField(_) | NormalizeError::WrongType { .. } | NormalizeError::NotAnObject)) => {
-            return error(StatusCode::UNPROCESSABLE_ENTITY, format!("{} payload: {e}", provider.name()))
+        Err(
+            e @ (NormalizeError::MissingField(_)
+            | NormalizeError::WrongType { .. }
+            | NormalizeError::NotAnObject),
+        ) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("{} payload: {e}", provider.name()),
+            )
         }
     };
     let kept_headers = headers
         .iter()
         .filter(|(k, _)| !is_sensitive(k.as_str()))
-        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let new = NewEvent {
         tenant: tenant_name.clone(),
@@ -121,18 +168,33 @@ pub async fn receive(
         Ok(Appended::Accepted(seq)) => {
             tracing::info!(tenant = %tenant_name, source = %source_name, seq, id = %stored.event.id, "webhook accepted");
             app.dispatcher.enqueue(StoredEvent { seq, ..stored });
-            (StatusCode::OK, Json(json!({ "status": "accepted", "event": seq }))).into_response()
+            (
+                StatusCode::OK,
+                Json(json!({ "status": "accepted", "event": seq })),
+            )
+                .into_response()
         }
         Ok(Appended::Duplicate(seq)) => {
             tracing::info!(tenant = %tenant_name, source = %source_name, seq, "duplicate webhook acknowledged, not dispatched");
-            let mut response = (StatusCode::OK, Json(json!({ "status": "duplicate", "event": seq }))).into_response();
-            response.headers_mut().insert(DUPLICATE_HEADER, HeaderValue::from_static("true"));
+            let mut response = (
+                StatusCode::OK,
+                Json(json!({ "status": "duplicate", "event": seq })),
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(DUPLICATE_HEADER, HeaderValue::from_static("true"));
             response
         }
         Err(e) => {
             tracing::error!(tenant = %tenant_name, source = %source_name, "cannot journal webhook: {e:#}");
-            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "the webhook could not be stored; retry later");
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            let mut response = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the webhook could not be stored; retry later",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             response
         }
     }
@@ -144,10 +206,22 @@ mod tests {
 
     #[test]
     fn credentials_are_never_kept() {
-        for name in ["Authorization", "x-shopify-hmac-sha256", "Selldone-Sign-Hash", "x-api-key", "X-Webhook-Secret", "stripe-signature"] {
+        for name in [
+            "Authorization",
+            "x-shopify-hmac-sha256",
+            "Selldone-Sign-Hash",
+            "x-api-key",
+            "X-Webhook-Secret",
+            "stripe-signature",
+        ] {
             assert!(is_sensitive(name), "{name}");
         }
-        for name in ["content-type", "user-agent", "webhook-id", "x-github-delivery"] {
+        for name in [
+            "content-type",
+            "user-agent",
+            "webhook-id",
+            "x-github-delivery",
+        ] {
             assert!(!is_sensitive(name), "{name}");
         }
     }

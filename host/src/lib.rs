@@ -8,19 +8,19 @@
 //! [`storage`]. Around them: [`config`], [`tenants`], [`plugins`] (the registry), [`admin`],
 //! [`sink`] and [`app`] (wiring and serving).
 
-pub mod config;
-pub mod ingress;
-pub mod providers;
-pub mod event;
-pub mod storage;
-pub mod dispatcher;
-pub mod runtime;
-pub mod capabilities;
-pub mod plugins;
-pub mod tenants;
 pub mod admin;
-pub mod sink;
 pub mod app;
+pub mod capabilities;
+pub mod config;
+pub mod dispatcher;
+pub mod event;
+pub mod ingress;
+pub mod plugins;
+pub mod providers;
+pub mod runtime;
+pub mod sink;
+pub mod storage;
+pub mod tenants;
 
 /// Milliseconds since the Unix epoch, the unit of every timestamp hookhost stores.
 pub fn now_ms() -> u64 {

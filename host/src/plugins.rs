@@ -42,7 +42,12 @@ impl PluginRegistry {
 
     /// Loads `path` for `tenant` and, if it loads, makes it the serving version. On failure the
     /// previous version (if any) keeps serving and the error is kept for the admin API.
-    pub fn load(&self, runtime: &Runtime, tenant: &str, path: &std::path::Path) -> anyhow::Result<Arc<LoadedPlugin>> {
+    pub fn load(
+        &self,
+        runtime: &Runtime,
+        tenant: &str,
+        path: &std::path::Path,
+    ) -> anyhow::Result<Arc<LoadedPlugin>> {
         match runtime.load(path) {
             Ok(plugin) => {
                 let plugin = Arc::new(plugin);

@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, UpdateDeadline};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    UpdateDeadline,
+};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -39,7 +42,9 @@ mod bindings {
     });
 }
 
-use bindings::hookhost::plugin::{config as wit_config, http as wit_http, kv as wit_kv, log as wit_log, types as wit};
+use bindings::hookhost::plugin::{
+    config as wit_config, http as wit_http, kv as wit_kv, log as wit_log, types as wit,
+};
 use bindings::{MerchantPlugin, MerchantPluginPre};
 
 /// How often the epoch ticks; deadlines are checked at this granularity and a running plugin
@@ -129,7 +134,10 @@ pub struct PluginState {
 
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -141,7 +149,12 @@ struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max_bytes {
             let message = format!(
                 "plugin exceeded its memory limit: it asked for {} MiB (has {} MiB), the tenant's limit is {} MiB",
@@ -155,7 +168,12 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -191,9 +209,11 @@ impl Runtime {
             .epoch_interruption(true)
             .memory_init_cow(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&wasm).map_err(|e| anyhow!("cannot create the wasmtime engine: {e:#}"))?;
+        let engine =
+            Engine::new(&wasm).map_err(|e| anyhow!("cannot create the wasmtime engine: {e:#}"))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow!("cannot link WASI: {e:#}"))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| anyhow!("cannot link WASI: {e:#}"))?;
         MerchantPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| anyhow!("cannot link hookhost's capabilities: {e:#}"))?;
 
@@ -214,7 +234,13 @@ impl Runtime {
                 }
             })
             .context("cannot start the epoch ticker thread")?;
-        Ok(Runtime { engine, linker, cache_dir: config.cache_dir.clone(), compat, _ticker: ticker })
+        Ok(Runtime {
+            engine,
+            linker,
+            cache_dir: config.cache_dir.clone(),
+            compat,
+            _ticker: ticker,
+        })
     }
 
     /// Loads a plugin: reads the component, compiles it (or loads the cached precompiled form),
@@ -222,10 +248,13 @@ impl Runtime {
     /// Blocking and possibly slow (seconds for large components): call it off the request path.
     pub fn load(&self, path: &Path) -> Result<LoadedPlugin> {
         let started = Instant::now();
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read plugin {}", path.display()))?;
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read plugin {}", path.display()))?;
         let digest = hex::encode(Sha256::digest(&bytes));
         let version = digest[..16].to_string();
-        let cached = self.cache_dir.join(format!("{digest}-{}.cwasm", self.compat));
+        let cached = self
+            .cache_dir
+            .join(format!("{digest}-{}.cwasm", self.compat));
         let (component, from_cache) = match self.load_cached(&cached) {
             Some(c) => (c, true),
             None => (self.compile_and_cache(&bytes, &cached, path)?, false),
@@ -234,7 +263,12 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| anyhow!("{e:#}"))
-            .with_context(|| format!("plugin {} imports something hookhost does not provide", path.display()))?;
+            .with_context(|| {
+                format!(
+                    "plugin {} imports something hookhost does not provide",
+                    path.display()
+                )
+            })?;
         let pre = MerchantPluginPre::new(pre)
             .map_err(|e| anyhow!("{e:#}"))
             .with_context(|| {
@@ -271,7 +305,12 @@ impl Runtime {
             .engine
             .precompile_component(bytes)
             .map_err(|e| anyhow!("{e:#}"))
-            .with_context(|| format!("plugin {} is not a valid WebAssembly component", source.display()))?;
+            .with_context(|| {
+                format!(
+                    "plugin {} is not a valid WebAssembly component",
+                    source.display()
+                )
+            })?;
         if let Err(e) = write_atomically(cached, &artifact) {
             tracing::warn!(path = %cached.display(), "cannot cache the precompiled plugin (it will be compiled again next start): {e:#}");
         }
@@ -280,15 +319,27 @@ impl Runtime {
     }
 
     /// Runs one attempt of `event` in a fresh instance of `plugin`.
-    pub async fn run(&self, plugin: &LoadedPlugin, event: &StoredEvent, attempt: u32, cx: AttemptContext) -> AttemptReport {
+    pub async fn run(
+        &self,
+        plugin: &LoadedPlugin,
+        event: &StoredEvent,
+        attempt: u32,
+        cx: AttemptContext,
+    ) -> AttemptReport {
         let started = Instant::now();
         let output = MemoryOutputPipe::new(cx.log_bytes_hint);
         let state = PluginState {
             // Nothing granted: no args, env, preopens, sockets or name lookup. What the plugin
             // prints (a Rust panic message, Python's print) is kept with the attempt's logs.
-            wasi: WasiCtx::builder().stdout(output.clone()).stderr(output.clone()).build(),
+            wasi: WasiCtx::builder()
+                .stdout(output.clone())
+                .stderr(output.clone())
+                .build(),
             table: ResourceTable::new(),
-            limiter: MemoryLimiter { max_bytes: cx.memory_bytes, exceeded: None },
+            limiter: MemoryLimiter {
+                max_bytes: cx.memory_bytes,
+                exceeded: None,
+            },
             kv: cx.kv,
             http: cx.http,
             config: cx.config,
@@ -301,7 +352,9 @@ impl Runtime {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {
-                Err(wasmtime::format_err!("plugin exceeded its time limit of {timeout_ms} ms"))
+                Err(wasmtime::format_err!(
+                    "plugin exceeded its time limit of {timeout_ms} ms"
+                ))
             } else {
                 Ok(UpdateDeadline::Yield(1))
             }
@@ -309,7 +362,10 @@ impl Runtime {
         let input = to_wit(event, attempt);
         let call = async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
-            instance.hookhost_plugin_handler().call_handle(&mut store, &input).await
+            instance
+                .hookhost_plugin_handler()
+                .call_handle(&mut store, &input)
+                .await
         };
         // Host calls are bounded by their own timeouts; this is the backstop for the whole call.
         let result = match tokio::time::timeout(cx.timeout + Duration::from_secs(1), call).await {
@@ -320,11 +376,17 @@ impl Runtime {
                 wit::Outcome::RetryAfter(s) => PluginOutcome::RetryAfter(s),
             }),
             Ok(Ok(Err(message))) => Err(format!("plugin returned an error: {message}")),
-            Ok(Err(trap)) => Err(describe_trap(&trap, store.data().limiter.exceeded.as_deref())),
+            Ok(Err(trap)) => Err(describe_trap(
+                &trap,
+                store.data().limiter.exceeded.as_deref(),
+            )),
         };
         let mut state = store.into_data();
         let printed = output.contents();
-        for line in String::from_utf8_lossy(&printed).lines().filter(|l| !l.trim().is_empty()) {
+        for line in String::from_utf8_lossy(&printed)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+        {
             state.log.write(Level::Print, line.to_string());
         }
         let (logs, logs_dropped) = state.log.finish();
@@ -360,7 +422,9 @@ fn describe_trap(trap: &wasmtime::Error, memory_exceeded: Option<&str>) -> Strin
         Some(code) => format!("plugin trapped: {code}"),
         None => format!("plugin failed: {}", trap.root_cause()),
     };
-    let Some(backtrace) = trap.downcast_ref::<wasmtime::WasmBacktrace>() else { return what };
+    let Some(backtrace) = trap.downcast_ref::<wasmtime::WasmBacktrace>() else {
+        return what;
+    };
     let mut frames: Vec<(String, usize)> = Vec::new();
     for frame in backtrace.frames() {
         let name = frame.func_name().unwrap_or("?").to_string();
@@ -380,7 +444,13 @@ fn describe_trap(trap: &wasmtime::Error, memory_exceeded: Option<&str>) -> Strin
     }
     let at: Vec<String> = frames
         .into_iter()
-        .map(|(name, n)| if n > 1 { format!("{name} (x{n})") } else { name })
+        .map(|(name, n)| {
+            if n > 1 {
+                format!("{name} (x{n})")
+            } else {
+                name
+            }
+        })
         .collect();
     format!("{what}; at {}", at.join(" < "))
 }
@@ -390,7 +460,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} into place", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} into place", tmp.display()))?;
     Ok(())
 }
 
@@ -423,7 +494,10 @@ fn to_wit(stored: &StoredEvent, attempt: u32) -> wit::Event {
         raw_status: e.raw_status.clone(),
         raw_sub_status: e.raw_sub_status.clone(),
         reason: e.reason.clone(),
-        amount: e.amount.as_ref().map(|m| wit::Money { amount: m.amount.clone(), currency: m.currency.clone() }),
+        amount: e.amount.as_ref().map(|m| wit::Money {
+            amount: m.amount.clone(),
+            currency: m.currency.clone(),
+        }),
         occurred_at_ms: e.occurred_at_ms,
         received_at_ms: stored.received_at_ms,
         attempt,
@@ -469,17 +543,28 @@ impl wit_kv::Host for PluginState {
         Ok(self.kv.delete(&key).map_err(kv_error))
     }
 
-    fn list_keys(&mut self, prefix: String, limit: u32) -> wasmtime::Result<Result<Vec<String>, wit_kv::Error>> {
+    fn list_keys(
+        &mut self,
+        prefix: String,
+        limit: u32,
+    ) -> wasmtime::Result<Result<Vec<String>, wit_kv::Error>> {
         Ok(self.kv.list_keys(&prefix, limit).map_err(kv_error))
     }
 
-    fn set_if_absent(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<bool, wit_kv::Error>> {
+    fn set_if_absent(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<bool, wit_kv::Error>> {
         Ok(self.kv.set_if_absent(&key, value).map_err(kv_error))
     }
 }
 
 impl wit_http::Host for PluginState {
-    async fn send(&mut self, request: wit_http::Request) -> wasmtime::Result<Result<wit_http::Response, wit_http::Error>> {
+    async fn send(
+        &mut self,
+        request: wit_http::Request,
+    ) -> wasmtime::Result<Result<wit_http::Response, wit_http::Error>> {
         let request = HttpRequest {
             method: match request.method {
                 wit_http::Method::Get => Method::Get,
@@ -495,7 +580,11 @@ impl wit_http::Host for PluginState {
             timeout_ms: request.timeout_ms,
         };
         Ok(match self.http.send(request).await {
-            Ok(r) => Ok(wit_http::Response { status: r.status, headers: r.headers, body: r.body }),
+            Ok(r) => Ok(wit_http::Response {
+                status: r.status,
+                headers: r.headers,
+                body: r.body,
+            }),
             Err(e) => Err(match e {
                 HttpError::Denied(m) => wit_http::Error::Denied(m),
                 HttpError::InvalidRequest(m) => wit_http::Error::InvalidRequest(m),

@@ -38,9 +38,19 @@ impl Sink {
 }
 
 /// Records one request.
-pub async fn receive(State(app): State<Arc<App>>, Path(name): Path<String>, body: Bytes) -> StatusCode {
-    let Some(sink) = &app.sink else { return StatusCode::NOT_FOUND };
-    let request = SinkRequest { name, at_ms: crate::now_ms(), body: String::from_utf8_lossy(&body).into_owned() };
+pub async fn receive(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> StatusCode {
+    let Some(sink) = &app.sink else {
+        return StatusCode::NOT_FOUND;
+    };
+    let request = SinkRequest {
+        name,
+        at_ms: crate::now_ms(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    };
     tracing::info!(sink = %request.name, "sink received: {}", request.body);
     let mut kept = sink.0.lock().expect("sink lock");
     if kept.len() == CAPACITY {

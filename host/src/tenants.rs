@@ -45,8 +45,13 @@ impl Tenants {
     pub fn from_config(config: &Config) -> Result<Tenants> {
         let mut tenants = HashMap::new();
         for (name, t) in &config.tenants {
-            let allow = AllowList::parse(&t.allowed_hosts).with_context(|| format!("tenant {name}: allowed_hosts"))?;
-            let sources = t.sources.iter().map(|(s, cfg)| (s.clone(), providers::from_config(cfg))).collect();
+            let allow = AllowList::parse(&t.allowed_hosts)
+                .with_context(|| format!("tenant {name}: allowed_hosts"))?;
+            let sources = t
+                .sources
+                .iter()
+                .map(|(s, cfg)| (s.clone(), providers::from_config(cfg)))
+                .collect();
             let l = t.limits.clone();
             tenants.insert(
                 name.clone(),
@@ -54,7 +59,10 @@ impl Tenants {
                     name: name.clone(),
                     plugin_path: t.plugin.clone(),
                     sources,
-                    kv_limits: KvLimits { max_value_bytes: l.kv_value_bytes, max_keys: l.kv_max_keys },
+                    kv_limits: KvLimits {
+                        max_value_bytes: l.kv_value_bytes,
+                        max_keys: l.kv_max_keys,
+                    },
                     http_limits: HttpLimits {
                         max_requests: l.http_requests,
                         timeout: Duration::from_millis(l.http_timeout_ms),

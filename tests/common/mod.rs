@@ -16,11 +16,16 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
 }
 
 /// The component built from a plugin crate (e.g. "order-sync"), building every plugin once per
@@ -36,19 +41,28 @@ pub fn plugin(crate_name: &str) -> PathBuf {
             .expect("run cargo to build the plugins");
         assert!(status.success(), "building the plugins failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`)");
     });
-    let path = target_dir().join("wasm32-wasip2/release").join(format!("{}.wasm", crate_name.replace('-', "_")));
+    let path = target_dir()
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", crate_name.replace('-', "_")));
     assert!(path.exists(), "{} was not built", path.display());
     path
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
-pub async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+pub async fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -80,7 +94,11 @@ impl Host {
         );
         let config_path = dir.path().join("hookhost.toml");
         std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("hookhost.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("hookhost.log"))
+            .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_hookhost"))
             .args(["serve", "--config"])
             .arg(&config_path)
@@ -102,10 +120,18 @@ impl Host {
             Ok(base) => base,
             Err(_) => {
                 let _ = child.kill();
-                panic!("hookhost did not start listening; its log:\n{}", std::fs::read_to_string(dir.path().join("hookhost.log")).unwrap_or_default())
+                panic!(
+                    "hookhost did not start listening; its log:\n{}",
+                    std::fs::read_to_string(dir.path().join("hookhost.log")).unwrap_or_default()
+                )
             }
         };
-        Host { child, base, dir, client: reqwest::Client::new() }
+        Host {
+            child,
+            base,
+            dir,
+            client: reqwest::Client::new(),
+        }
     }
 
     /// The host's log so far (for assertion messages).
@@ -114,8 +140,17 @@ impl Host {
     }
 
     /// Sends a webhook: POST /hooks/{tenant}/{source} with the given headers and raw body.
-    pub async fn send(&self, tenant: &str, source: &str, headers: &[(&str, &str)], body: impl Into<Vec<u8>>) -> reqwest::Response {
-        let mut request = self.client.post(format!("{}/hooks/{tenant}/{source}", self.base)).body(body.into());
+    pub async fn send(
+        &self,
+        tenant: &str,
+        source: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Vec<u8>>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(format!("{}/hooks/{tenant}/{source}", self.base))
+            .body(body.into());
         for (k, v) in headers {
             request = request.header(*k, *v);
         }
@@ -131,18 +166,29 @@ impl Host {
             .send()
             .await
             .expect("admin request");
-        assert!(response.status().is_success(), "admin GET {path}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "admin GET {path}: {}",
+            response.status()
+        );
         response.json().await.unwrap()
     }
 
     /// A tenant's kv as a map of key → value text.
     pub async fn kv(&self, tenant: &str) -> std::collections::BTreeMap<String, String> {
-        let v = self.admin(&format!("/admin/tenants/{tenant}/kv?limit=1000")).await;
+        let v = self
+            .admin(&format!("/admin/tenants/{tenant}/kv?limit=1000"))
+            .await;
         v["entries"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|e| (e["key"].as_str().unwrap().to_string(), e["value"].as_str().unwrap_or("").to_string()))
+            .map(|e| {
+                (
+                    e["key"].as_str().unwrap().to_string(),
+                    e["value"].as_str().unwrap_or("").to_string(),
+                )
+            })
             .collect()
     }
 
@@ -153,7 +199,11 @@ impl Host {
 
     /// A tenant's events, newest first.
     pub async fn events(&self, tenant: &str) -> Vec<Value> {
-        self.admin(&format!("/admin/tenants/{tenant}/events?limit=500")).await["events"].as_array().unwrap().clone()
+        self.admin(&format!("/admin/tenants/{tenant}/events?limit=500"))
+            .await["events"]
+            .as_array()
+            .unwrap()
+            .clone()
     }
 
     /// Waits until event `seq` reaches one of the final states, and returns its detail.
@@ -196,16 +246,25 @@ impl Backend {
     pub async fn start() -> Backend {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let backend = Backend { addr, received: Arc::default(), status: Arc::new(Mutex::new(200)) };
+        let backend = Backend {
+            addr,
+            received: Arc::default(),
+            status: Arc::new(Mutex::new(200)),
+        };
         let state = backend.clone();
-        let app = axum::Router::new().fallback(move |uri: axum::http::Uri, body: axum::body::Bytes| {
-            let state = state.clone();
-            async move {
-                let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                state.received.lock().unwrap().push((uri.path().to_string(), json));
-                axum::http::StatusCode::from_u16(*state.status.lock().unwrap()).unwrap()
-            }
-        });
+        let app =
+            axum::Router::new().fallback(move |uri: axum::http::Uri, body: axum::body::Bytes| {
+                let state = state.clone();
+                async move {
+                    let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    state
+                        .received
+                        .lock()
+                        .unwrap()
+                        .push((uri.path().to_string(), json));
+                    axum::http::StatusCode::from_u16(*state.status.lock().unwrap()).unwrap()
+                }
+            });
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         backend
     }
@@ -241,7 +300,13 @@ pub const FINCART_SAMPLE: &str = r##"{
 }"##;
 
 /// A Fincart status change for `order` (merchant ref `ref_number`).
-pub fn fincart_status(order: &str, ref_number: &str, status: &str, sub_status: &str, at_ms: u64) -> String {
+pub fn fincart_status(
+    order: &str,
+    ref_number: &str,
+    status: &str,
+    sub_status: &str,
+    at_ms: u64,
+) -> String {
     serde_json::json!({
         "status": status, "subStatus": sub_status, "rejectionReason": null, "trackingNumber": "TRK1",
         "statusUpdatedDate": at_ms, "orderId": order, "orderNumber": "N-1", "courier": "J&T",

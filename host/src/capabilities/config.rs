@@ -14,8 +14,14 @@ pub struct ConfigValues {
 
 impl ConfigValues {
     /// A tenant's values and secrets.
-    pub fn new(values: BTreeMap<String, String>, secrets: BTreeMap<String, Secret>) -> ConfigValues {
-        ConfigValues { values: Arc::new(values), secrets: Arc::new(secrets) }
+    pub fn new(
+        values: BTreeMap<String, String>,
+        secrets: BTreeMap<String, Secret>,
+    ) -> ConfigValues {
+        ConfigValues {
+            values: Arc::new(values),
+            secrets: Arc::new(secrets),
+        }
     }
 
     /// A configured value.

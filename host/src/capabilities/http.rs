@@ -86,12 +86,17 @@ impl AllowList {
                 Some((host, port)) => (
                     host.to_string(),
                     Some(port.parse::<u16>().map_err(|_| {
-                        anyhow::anyhow!("allowed host {h:?} has an invalid port: write host or host:port")
+                        anyhow::anyhow!(
+                            "allowed host {h:?} has an invalid port: write host or host:port"
+                        )
                     })?),
                 ),
                 None => (h.clone(), None),
             };
-            let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
             if host.is_empty() || host.contains('/') {
                 anyhow::bail!("allowed host {h:?} is not a host name: write host or host:port, without a scheme or path");
             }
@@ -113,8 +118,13 @@ impl AllowList {
 
     /// Whether `url` may be requested.
     pub fn allows(&self, url: &Url) -> bool {
-        let Some(host) = url.host_str() else { return false };
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let Some(host) = url.host_str() else {
+            return false;
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
         let port = url.port_or_known_default();
         self.entries.iter().any(|(allowed, allowed_port)| {
             let host_ok = match allowed.strip_prefix("*.") {
@@ -148,8 +158,17 @@ pub struct HttpCapability {
 impl HttpCapability {
     /// A capability for one attempt. `client` is shared across attempts (connection reuse) and must
     /// not follow redirects.
-    pub fn new(client: reqwest::Client, allow: std::sync::Arc<AllowList>, limits: HttpLimits) -> HttpCapability {
-        HttpCapability { client, allow, limits, sent: 0 }
+    pub fn new(
+        client: reqwest::Client,
+        allow: std::sync::Arc<AllowList>,
+        limits: HttpLimits,
+    ) -> HttpCapability {
+        HttpCapability {
+            client,
+            allow,
+            limits,
+            sent: 0,
+        }
     }
 
     /// The client every attempt shares: no redirects, rustls, no proxy from the environment.
@@ -167,9 +186,13 @@ impl HttpCapability {
         if self.sent >= self.limits.max_requests {
             return Err(HttpError::TooManyRequests(self.limits.max_requests));
         }
-        let url = Url::parse(&request.url).map_err(|e| HttpError::InvalidRequest(format!("bad URL: {e}")))?;
+        let url = Url::parse(&request.url)
+            .map_err(|e| HttpError::InvalidRequest(format!("bad URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(HttpError::InvalidRequest(format!("scheme {} is not http or https", url.scheme())));
+            return Err(HttpError::InvalidRequest(format!(
+                "scheme {} is not http or https",
+                url.scheme()
+            )));
         }
         if !self.allow.allows(&url) {
             return Err(HttpError::Denied(format!(
@@ -193,7 +216,9 @@ impl HttpCapability {
         let mut builder = self.client.request(method, url).timeout(timeout);
         for (name, value) in &request.headers {
             if name.eq_ignore_ascii_case("host") {
-                return Err(HttpError::InvalidRequest("the host header is set from the URL".into()));
+                return Err(HttpError::InvalidRequest(
+                    "the host header is set from the URL".into(),
+                ));
             }
             let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| HttpError::InvalidRequest(format!("bad header name {name:?}")))?;
@@ -210,18 +235,31 @@ impl HttpCapability {
             let headers = response
                 .headers()
                 .iter()
-                .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
                 .collect();
             let mut body = Vec::new();
             while let Some(chunk) = response.chunk().await.map_err(transport)? {
                 if body.len() + chunk.len() > self.limits.max_response_bytes {
-                    return Err(HttpError::ResponseTooLarge(self.limits.max_response_bytes as u64));
+                    return Err(HttpError::ResponseTooLarge(
+                        self.limits.max_response_bytes as u64,
+                    ));
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok(HttpResponse { status, headers, body })
+            Ok(HttpResponse {
+                status,
+                headers,
+                body,
+            })
         };
-        tokio::time::timeout(timeout, read).await.map_err(|_| HttpError::Timeout)?
+        tokio::time::timeout(timeout, read)
+            .await
+            .map_err(|_| HttpError::Timeout)?
     }
 }
 
@@ -253,7 +291,12 @@ mod tests {
 
     #[test]
     fn allow_list_matches_host_port_and_wildcards() {
-        let a = allow(&["api.shop.example", "127.0.0.1:9000", "*.hooks.example", "[::1]:81"]);
+        let a = allow(&[
+            "api.shop.example",
+            "127.0.0.1:9000",
+            "*.hooks.example",
+            "[::1]:81",
+        ]);
         let ok = |u: &str| a.allows(&Url::parse(u).unwrap());
         assert!(ok("https://api.shop.example/orders"));
         assert!(ok("http://API.shop.example:8080/x"));
@@ -273,20 +316,39 @@ mod tests {
         HttpCapability::new(
             HttpCapability::shared_client().unwrap(),
             Arc::new(allow(hosts)),
-            HttpLimits { max_requests, timeout: Duration::from_secs(2), max_response_bytes: 64 },
+            HttpLimits {
+                max_requests,
+                timeout: Duration::from_secs(2),
+                max_response_bytes: 64,
+            },
         )
     }
 
     fn get(url: &str) -> HttpRequest {
-        HttpRequest { method: Method::Get, url: url.into(), headers: vec![], body: None, timeout_ms: None }
+        HttpRequest {
+            method: Method::Get,
+            url: url.into(),
+            headers: vec![],
+            body: None,
+            timeout_ms: None,
+        }
     }
 
     #[tokio::test]
     async fn denied_and_invalid_requests_never_leave_the_host() {
         let mut http = capability(&["allowed.example"], 10);
-        assert!(matches!(http.send(get("http://other.example/")).await, Err(HttpError::Denied(_))));
-        assert!(matches!(http.send(get("file:///etc/passwd")).await, Err(HttpError::InvalidRequest(_))));
-        assert!(matches!(http.send(get("not a url")).await, Err(HttpError::InvalidRequest(_))));
+        assert!(matches!(
+            http.send(get("http://other.example/")).await,
+            Err(HttpError::Denied(_))
+        ));
+        assert!(matches!(
+            http.send(get("file:///etc/passwd")).await,
+            Err(HttpError::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            http.send(get("not a url")).await,
+            Err(HttpError::InvalidRequest(_))
+        ));
         assert_eq!(http.sent, 0);
     }
 
@@ -295,23 +357,44 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let app = axum::Router::new()
-            .route("/small", axum::routing::post(|body: String| async move { format!("got {body}") }))
+            .route(
+                "/small",
+                axum::routing::post(|body: String| async move { format!("got {body}") }),
+            )
             .route("/big", axum::routing::get(|| async { "x".repeat(1000) }))
-            .route("/slow", axum::routing::get(|| async {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                "late"
-            }));
+            .route(
+                "/slow",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "late"
+                }),
+            );
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         let mut http = capability(&[&format!("127.0.0.1:{port}")], 3);
         let base = format!("http://127.0.0.1:{port}");
         let r = http
-            .send(HttpRequest { method: Method::Post, url: format!("{base}/small"), headers: vec![], body: Some(b"hi".to_vec()), timeout_ms: None })
+            .send(HttpRequest {
+                method: Method::Post,
+                url: format!("{base}/small"),
+                headers: vec![],
+                body: Some(b"hi".to_vec()),
+                timeout_ms: None,
+            })
             .await
             .unwrap();
         assert_eq!((r.status, r.body.as_slice()), (200, &b"got hi"[..]));
-        assert_eq!(http.send(get(&format!("{base}/big"))).await.unwrap_err(), HttpError::ResponseTooLarge(64));
-        let slow = HttpRequest { timeout_ms: Some(100), ..get(&format!("{base}/slow")) };
+        assert_eq!(
+            http.send(get(&format!("{base}/big"))).await.unwrap_err(),
+            HttpError::ResponseTooLarge(64)
+        );
+        let slow = HttpRequest {
+            timeout_ms: Some(100),
+            ..get(&format!("{base}/slow"))
+        };
         assert_eq!(http.send(slow).await.unwrap_err(), HttpError::Timeout);
-        assert_eq!(http.send(get(&format!("{base}/small"))).await.unwrap_err(), HttpError::TooManyRequests(3));
+        assert_eq!(
+            http.send(get(&format!("{base}/small"))).await.unwrap_err(),
+            HttpError::TooManyRequests(3)
+        );
     }
 }

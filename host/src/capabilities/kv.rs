@@ -48,7 +48,13 @@ pub struct KvTxn {
 impl KvTxn {
     /// A fresh view of `tenant`'s kv.
     pub fn new(tenant: &str, storage: Arc<dyn Storage>, limits: KvLimits) -> KvTxn {
-        KvTxn { tenant: tenant.to_string(), storage, limits, overlay: BTreeMap::new(), added: 0 }
+        KvTxn {
+            tenant: tenant.to_string(),
+            storage,
+            limits,
+            overlay: BTreeMap::new(),
+            added: 0,
+        }
     }
 
     fn check_key(key: &str) -> Result<(), KvError> {
@@ -59,7 +65,9 @@ impl KvTxn {
     }
 
     fn committed(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        self.storage.kv_get(&self.tenant, key).map_err(|e| KvError::Storage(format!("{e:#}")))
+        self.storage
+            .kv_get(&self.tenant, key)
+            .map_err(|e| KvError::Storage(format!("{e:#}")))
     }
 
     /// The value as this attempt sees it.
@@ -124,14 +132,21 @@ impl KvTxn {
     /// Up to `limit` keys starting with `prefix`, ascending, as this attempt sees them.
     pub fn list_keys(&self, prefix: &str, limit: u32) -> Result<Vec<String>, KvError> {
         let limit = limit.min(10_000);
-        let in_overlay = self.overlay.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix));
+        let in_overlay = self
+            .overlay
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix));
         let deleted = in_overlay.clone().filter(|(_, v)| v.is_none()).count() as u32;
         let mut keys: Vec<String> = self
             .storage
             .kv_list(&self.tenant, prefix, limit.saturating_add(deleted))
             .map_err(|e| KvError::Storage(format!("{e:#}")))?;
         keys.retain(|k| !matches!(self.overlay.get(k), Some(None)));
-        keys.extend(in_overlay.filter(|(_, v)| v.is_some()).map(|(k, _)| k.clone()));
+        keys.extend(
+            in_overlay
+                .filter(|(_, v)| v.is_some())
+                .map(|(k, _)| k.clone()),
+        );
         keys.sort();
         keys.dedup();
         keys.truncate(limit as usize);
@@ -163,7 +178,10 @@ mod tests {
         (dir, Arc::new(s))
     }
 
-    const LIMITS: KvLimits = KvLimits { max_value_bytes: 8, max_keys: 3 };
+    const LIMITS: KvLimits = KvLimits {
+        max_value_bytes: 8,
+        max_keys: 3,
+    };
 
     async fn commit(storage: &Arc<dyn Storage>, tenant: &str, writes: Vec<KvWrite>) {
         storage
@@ -194,18 +212,31 @@ mod tests {
         a.set("k", b"v".to_vec()).unwrap();
         assert_eq!(a.get("k").unwrap(), Some(b"v".to_vec()));
         let b = KvTxn::new("acme", s.clone(), LIMITS);
-        assert_eq!(b.get("k").unwrap(), None, "uncommitted write visible to another attempt");
+        assert_eq!(
+            b.get("k").unwrap(),
+            None,
+            "uncommitted write visible to another attempt"
+        );
         let other = KvTxn::new("globex", s, LIMITS);
         assert_eq!(other.get("k").unwrap(), None);
-        assert_eq!(a.into_writes(), vec![KvWrite::Set("k".into(), b"v".to_vec())]);
+        assert_eq!(
+            a.into_writes(),
+            vec![KvWrite::Set("k".into(), b"v".to_vec())]
+        );
     }
 
     #[test]
     fn limits_are_enforced() {
         let (_d, s) = storage();
         let mut t = KvTxn::new("acme", s, LIMITS);
-        assert_eq!(t.set("", b"v".to_vec()), Err(KvError::InvalidKey(MAX_KEY_BYTES)));
-        assert_eq!(t.set(&"x".repeat(513), b"v".to_vec()), Err(KvError::InvalidKey(MAX_KEY_BYTES)));
+        assert_eq!(
+            t.set("", b"v".to_vec()),
+            Err(KvError::InvalidKey(MAX_KEY_BYTES))
+        );
+        assert_eq!(
+            t.set(&"x".repeat(513), b"v".to_vec()),
+            Err(KvError::InvalidKey(MAX_KEY_BYTES))
+        );
         assert_eq!(t.set("k", vec![0; 9]), Err(KvError::ValueTooLarge(8)));
         t.set("a", vec![]).unwrap();
         t.set("b", vec![]).unwrap();
@@ -219,7 +250,14 @@ mod tests {
     #[test]
     fn set_if_absent_and_list_follow_the_overlay() {
         let (_d, s) = storage();
-        let mut t = KvTxn::new("acme", s, KvLimits { max_value_bytes: 8, max_keys: 100 });
+        let mut t = KvTxn::new(
+            "acme",
+            s,
+            KvLimits {
+                max_value_bytes: 8,
+                max_keys: 100,
+            },
+        );
         assert!(t.set_if_absent("n/1", b"x".to_vec()).unwrap());
         assert!(!t.set_if_absent("n/1", b"y".to_vec()).unwrap());
         t.set("n/2", vec![]).unwrap();

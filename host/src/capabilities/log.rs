@@ -46,7 +46,13 @@ pub struct LogCapture {
 impl LogCapture {
     /// A capture keeping at most `budget` bytes of messages.
     pub fn new(tenant: &str, budget: usize) -> LogCapture {
-        LogCapture { tenant: tenant.to_string(), lines: Vec::new(), bytes: 0, budget, dropped: 0 }
+        LogCapture {
+            tenant: tenant.to_string(),
+            lines: Vec::new(),
+            bytes: 0,
+            budget,
+            dropped: 0,
+        }
     }
 
     /// Records one line, or counts it as dropped when the budget is spent.
@@ -57,7 +63,10 @@ impl LogCapture {
         }
         tracing::debug!(target: "hookhost::plugin", tenant = %self.tenant, level = level.as_str(), "{message}");
         self.bytes += message.len();
-        self.lines.push(LogLine { level: level.as_str().to_string(), message });
+        self.lines.push(LogLine {
+            level: level.as_str().to_string(),
+            message,
+        });
     }
 
     /// The lines kept and how many were dropped.
@@ -77,7 +86,10 @@ mod tests {
         log.write(Level::Warn, "123456".into());
         log.write(Level::Error, "12345".into());
         let (lines, dropped) = log.finish();
-        assert_eq!(lines.iter().map(|l| l.level.as_str()).collect::<Vec<_>>(), vec!["info", "error"]);
+        assert_eq!(
+            lines.iter().map(|l| l.level.as_str()).collect::<Vec<_>>(),
+            vec!["info", "error"]
+        );
         assert_eq!(dropped, 1);
     }
 }

@@ -7,7 +7,10 @@
 
 use serde_json::Value;
 
-use super::{body_digest, header, matches_any_secret, AuthFailure, Fields, NormalizeError, Provider, WebhookRequest};
+use super::{
+    body_digest, header, matches_any_secret, AuthFailure, Fields, NormalizeError, Provider,
+    WebhookRequest,
+};
 use crate::config::Secrets;
 use crate::event::{CanonicalStatus, EventKind, NormalizedEvent};
 
@@ -41,8 +44,12 @@ impl Provider for Fincart {
     }
 
     fn authenticate(&self, request: &WebhookRequest<'_>) -> Result<(), AuthFailure> {
-        let presented = header(request, "authorization").ok_or(AuthFailure("missing Authorization header"))?;
-        let token = presented.strip_prefix("Bearer ").unwrap_or(presented).trim();
+        let presented =
+            header(request, "authorization").ok_or(AuthFailure("missing Authorization header"))?;
+        let token = presented
+            .strip_prefix("Bearer ")
+            .unwrap_or(presented)
+            .trim();
         if matches_any_secret(token.as_bytes(), &self.tokens) {
             Ok(())
         } else {
@@ -50,7 +57,11 @@ impl Provider for Fincart {
         }
     }
 
-    fn normalize(&self, request: &WebhookRequest<'_>, payload: &Value) -> Result<NormalizedEvent, NormalizeError> {
+    fn normalize(
+        &self,
+        request: &WebhookRequest<'_>,
+        payload: &Value,
+    ) -> Result<NormalizedEvent, NormalizeError> {
         let f = Fields::of(payload)?;
         let order_id = f.required_text("orderId")?;
         let status = f.required_text("status")?;
@@ -120,7 +131,11 @@ mod tests {
 
     fn normalize(body: &str) -> Result<NormalizedEvent, NormalizeError> {
         let headers = HeaderMap::new();
-        let req = WebhookRequest { headers: &headers, body: body.as_bytes(), query: None };
+        let req = WebhookRequest {
+            headers: &headers,
+            body: body.as_bytes(),
+            query: None,
+        };
         fincart().normalize(&req, &serde_json::from_str(body).unwrap())
     }
 
@@ -134,7 +149,9 @@ mod tests {
         assert_eq!(e.raw_sub_status.as_deref(), Some("out for delivery"));
         assert_eq!(e.reason, None);
         assert_eq!(e.occurred_at_ms, Some(1738336796675));
-        assert!(e.id.starts_with("67387ce18aa2230090e0XXXX|Order Updated|processing|out for delivery|1738336796675|"));
+        assert!(e.id.starts_with(
+            "67387ce18aa2230090e0XXXX|Order Updated|processing|out for delivery|1738336796675|"
+        ));
     }
 
     #[test]
@@ -144,12 +161,24 @@ mod tests {
                 "statusUpdatedDate": 1, "action": "Order Status Changed", "rejectionReason": "no answer"});
             normalize(&body.to_string()).unwrap()
         };
-        assert_eq!(with("successful", "delivered to customer").status, CanonicalStatus::Succeeded);
+        assert_eq!(
+            with("successful", "delivered to customer").status,
+            CanonicalStatus::Succeeded
+        );
         let returned = with("successful", "returned to merchant");
         assert_eq!(returned.status, CanonicalStatus::Succeeded);
-        assert_eq!(returned.raw_sub_status.as_deref(), Some("returned to merchant"));
-        assert_eq!(with("unsuccessful", "problematic").status, CanonicalStatus::Failed);
-        assert_eq!(with("Cancelled", "cancelled").status, CanonicalStatus::Cancelled);
+        assert_eq!(
+            returned.raw_sub_status.as_deref(),
+            Some("returned to merchant")
+        );
+        assert_eq!(
+            with("unsuccessful", "problematic").status,
+            CanonicalStatus::Failed
+        );
+        assert_eq!(
+            with("Cancelled", "cancelled").status,
+            CanonicalStatus::Cancelled
+        );
         assert_eq!(with("pending", "new").status, CanonicalStatus::Pending);
         let odd = with("on hold", "awaiting customs");
         assert_eq!(odd.status, CanonicalStatus::Unknown);
@@ -163,16 +192,28 @@ mod tests {
     fn dedupe_key_is_stable_and_distinguishes_changes() {
         assert_eq!(normalize(SAMPLE).unwrap().id, normalize(SAMPLE).unwrap().id);
         let changed = SAMPLE.replace("ARX123456XXX", "ARX999");
-        assert_ne!(normalize(SAMPLE).unwrap().id, normalize(&changed).unwrap().id);
+        assert_ne!(
+            normalize(SAMPLE).unwrap().id,
+            normalize(&changed).unwrap().id
+        );
     }
 
     #[test]
     fn missing_order_id_names_the_field() {
-        assert_eq!(normalize(r#"{"status":"pending"}"#), Err(NormalizeError::MissingField("orderId")));
-        assert_eq!(normalize(r#"{"orderId":"x"}"#), Err(NormalizeError::MissingField("status")));
+        assert_eq!(
+            normalize(r#"{"status":"pending"}"#),
+            Err(NormalizeError::MissingField("orderId"))
+        );
+        assert_eq!(
+            normalize(r#"{"orderId":"x"}"#),
+            Err(NormalizeError::MissingField("status"))
+        );
         assert!(matches!(
             normalize(r#"{"orderId":"x","status":"pending","statusUpdatedDate":"yesterday"}"#),
-            Err(NormalizeError::WrongType { field: "statusUpdatedDate", .. })
+            Err(NormalizeError::WrongType {
+                field: "statusUpdatedDate",
+                ..
+            })
         ));
     }
 
@@ -183,12 +224,19 @@ mod tests {
             if let Some(v) = value {
                 headers.insert("authorization", HeaderValue::from_str(v).unwrap());
             }
-            fincart().authenticate(&WebhookRequest { headers: &headers, body: b"{}", query: None })
+            fincart().authenticate(&WebhookRequest {
+                headers: &headers,
+                body: b"{}",
+                query: None,
+            })
         };
         assert_eq!(check(Some("tok-1")), Ok(()));
         assert_eq!(check(Some("tok-2")), Ok(()));
         assert_eq!(check(Some("Bearer tok-2")), Ok(()));
         assert_eq!(check(Some("tok-3")), Err(AuthFailure("wrong token")));
-        assert_eq!(check(None), Err(AuthFailure("missing Authorization header")));
+        assert_eq!(
+            check(None),
+            Err(AuthFailure("missing Authorization header"))
+        );
     }
 }

@@ -47,8 +47,12 @@ pub enum NormalizeError {
 impl std::fmt::Display for NormalizeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            NormalizeError::MissingField(field) => write!(f, "required field `{field}` is missing or null"),
-            NormalizeError::WrongType { field, expected } => write!(f, "field `{field}` must be {expected}"),
+            NormalizeError::MissingField(field) => {
+                write!(f, "required field `{field}` is missing or null")
+            }
+            NormalizeError::WrongType { field, expected } => {
+                write!(f, "field `{field}` must be {expected}")
+            }
             NormalizeError::NotAnObject => f.write_str("the payload must be a JSON object"),
         }
     }
@@ -61,7 +65,11 @@ pub trait Provider: Send + Sync {
     /// Checks the request's credentials against the source's secrets, over the raw bytes.
     fn authenticate(&self, request: &WebhookRequest<'_>) -> Result<(), AuthFailure>;
     /// Turns the (already parsed) payload into the normalized event.
-    fn normalize(&self, request: &WebhookRequest<'_>, payload: &Value) -> Result<NormalizedEvent, NormalizeError>;
+    fn normalize(
+        &self,
+        request: &WebhookRequest<'_>,
+        payload: &Value,
+    ) -> Result<NormalizedEvent, NormalizeError>;
 }
 
 /// Builds the provider for a configured source.
@@ -95,7 +103,10 @@ pub struct Fields<'a>(&'a serde_json::Map<String, Value>);
 impl<'a> Fields<'a> {
     /// The payload's top-level object.
     pub fn of(payload: &'a Value) -> Result<Fields<'a>, NormalizeError> {
-        payload.as_object().map(Fields).ok_or(NormalizeError::NotAnObject)
+        payload
+            .as_object()
+            .map(Fields)
+            .ok_or(NormalizeError::NotAnObject)
     }
 
     /// A text field (numbers and booleans are turned into text); `None` if absent, null or empty.
@@ -106,7 +117,10 @@ impl<'a> Fields<'a> {
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
             Some(Value::Bool(b)) => Ok(Some(b.to_string())),
-            Some(_) => Err(NormalizeError::WrongType { field, expected: "a string" }),
+            Some(_) => Err(NormalizeError::WrongType {
+                field,
+                expected: "a string",
+            }),
         }
     }
 
@@ -117,12 +131,19 @@ impl<'a> Fields<'a> {
 
     /// A millisecond timestamp given as a number or numeric string.
     pub fn millis(&self, field: &'static str) -> Result<Option<u64>, NormalizeError> {
-        let wrong = NormalizeError::WrongType { field, expected: "a timestamp in milliseconds" };
+        let wrong = NormalizeError::WrongType {
+            field,
+            expected: "a timestamp in milliseconds",
+        };
         match self.0.get(field) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => n
                 .as_u64()
-                .or_else(|| n.as_f64().filter(|f| *f >= 0.0 && f.is_finite()).map(|f| f as u64))
+                .or_else(|| {
+                    n.as_f64()
+                        .filter(|f| *f >= 0.0 && f.is_finite())
+                        .map(|f| f as u64)
+                })
                 .map(Some)
                 .ok_or(wrong),
             Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
@@ -154,13 +175,20 @@ mod tests {
 
     #[test]
     fn fields_are_read_leniently() {
-        let v: Value = serde_json::json!({"a": 12, "b": " ", "c": null, "d": "1738336796675", "e": [1]});
+        let v: Value =
+            serde_json::json!({"a": 12, "b": " ", "c": null, "d": "1738336796675", "e": [1]});
         let f = Fields::of(&v).unwrap();
         assert_eq!(f.text("a").unwrap().as_deref(), Some("12"));
         assert_eq!(f.text("b").unwrap(), None);
         assert_eq!(f.required_text("c"), Err(NormalizeError::MissingField("c")));
         assert_eq!(f.millis("d").unwrap(), Some(1738336796675));
-        assert!(matches!(f.text("e"), Err(NormalizeError::WrongType { field: "e", .. })));
-        assert_eq!(Fields::of(&serde_json::json!([1])).err(), Some(NormalizeError::NotAnObject));
+        assert!(matches!(
+            f.text("e"),
+            Err(NormalizeError::WrongType { field: "e", .. })
+        ));
+        assert_eq!(
+            Fields::of(&serde_json::json!([1])).err(),
+            Some(NormalizeError::NotAnObject)
+        );
     }
 }

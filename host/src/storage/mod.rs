@@ -245,7 +245,12 @@ pub trait Storage: Send + Sync {
     /// Up to `limit` kv entries of a tenant starting with `prefix` (admin).
     fn kv_entries(&self, tenant: &str, prefix: &str, limit: u32) -> Result<Vec<KvEntry>>;
     /// A tenant's events, newest first, before `before_seq` when given (admin, paginated).
-    fn events(&self, tenant: &str, limit: u32, before_seq: Option<i64>) -> Result<Vec<EventSummary>>;
+    fn events(
+        &self,
+        tenant: &str,
+        limit: u32,
+        before_seq: Option<i64>,
+    ) -> Result<Vec<EventSummary>>;
     /// One event with its attempts (admin).
     fn event_detail(&self, seq: i64) -> Result<Option<EventDetail>>;
 }

@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS kv_counts (
 "#;
 
 enum Command {
-    Append(NewEvent, oneshot::Sender<Result<Appended>>),
+    Append(Box<NewEvent>, oneshot::Sender<Result<Appended>>),
     Finish(Box<FinishedAttempt>, oneshot::Sender<Result<()>>),
 }
 
@@ -81,8 +81,12 @@ impl SqliteStorage {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the database folder {}", dir.display()))?;
         }
-        let conn = Connection::open(path)
-            .with_context(|| format!("cannot open the database {}: check the path and its permissions", path.display()))?;
+        let conn = Connection::open(path).with_context(|| {
+            format!(
+                "cannot open the database {}: check the path and its permissions",
+                path.display()
+            )
+        })?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(
             None,
@@ -136,7 +140,8 @@ impl SqliteStorage {
             .send(make(tx))
             .await
             .map_err(|_| anyhow!("the database writer has stopped"))?;
-        rx.await.map_err(|_| anyhow!("the database writer has stopped"))?
+        rx.await
+            .map_err(|_| anyhow!("the database writer has stopped"))?
     }
 }
 
@@ -263,7 +268,9 @@ fn finish(conn: &Connection, fin: &FinishedAttempt) -> Result<()> {
     let now = now_ms() as i64;
     let last_error = match &fin.record.outcome {
         super::AttemptOutcome::Error { message } => Some(message.clone()),
-        super::AttemptOutcome::RetryAfter { seconds } => Some(format!("plugin asked to retry after {seconds} s")),
+        super::AttemptOutcome::RetryAfter { seconds } => {
+            Some(format!("plugin asked to retry after {seconds} s"))
+        }
         _ => None,
     };
     let finished_at = (fin.next_state != EventState::Pending).then_some(now);
@@ -280,10 +287,19 @@ fn finish(conn: &Connection, fin: &FinishedAttempt) -> Result<()> {
         last_error,
     ])?;
     if updated != 1 {
-        anyhow::bail!("event {} is not in the journal; its attempt is not recorded", fin.seq);
+        anyhow::bail!(
+            "event {} is not in the journal; its attempt is not recorded",
+            fin.seq
+        );
     }
-    conn.prepare_cached("INSERT OR REPLACE INTO attempts (event_seq, attempt, record) VALUES (?1, ?2, ?3)")?
-        .execute(params![fin.seq, fin.record.attempt, serde_json::to_string(&fin.record)?])?;
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO attempts (event_seq, attempt, record) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![
+        fin.seq,
+        fin.record.attempt,
+        serde_json::to_string(&fin.record)?
+    ])?;
     let mut added: i64 = 0;
     for write in &fin.kv_writes {
         match write {
@@ -331,16 +347,21 @@ fn summary(row: &Row<'_>) -> rusqlite::Result<EventSummary> {
         attempts: row.get(4)?,
         received_at_ms: row.get::<_, i64>(5)? as u64,
         finished_at_ms: row.get::<_, Option<i64>>(6)?.map(|v| v as u64),
-        next_attempt_at_ms: (state == EventState::Pending).then(|| row.get::<_, i64>(7)).transpose()?.map(|v| v as u64),
+        next_attempt_at_ms: (state == EventState::Pending)
+            .then(|| row.get::<_, i64>(7))
+            .transpose()?
+            .map(|v| v as u64),
         last_error: row.get(8)?,
         duplicates: row.get::<_, i64>(9)? as u64,
-        event: serde_json::from_str(&event).map_err(|e| rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, Box::new(e)))?,
+        event: serde_json::from_str(&event).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, Box::new(e))
+        })?,
     })
 }
 
 impl Storage for SqliteStorage {
     fn append(&self, event: NewEvent) -> BoxFuture<'_, Result<Appended>> {
-        Box::pin(self.send(move |tx| Command::Append(event, tx)))
+        Box::pin(self.send(move |tx| Command::Append(Box::new(event), tx)))
     }
 
     fn finish_attempt(&self, finished: FinishedAttempt) -> BoxFuture<'_, Result<()>> {
@@ -381,7 +402,11 @@ impl Storage for SqliteStorage {
     }
 
     fn kv_list(&self, tenant: &str, prefix: &str, limit: u32) -> Result<Vec<String>> {
-        Ok(self.kv_entries(tenant, prefix, limit)?.into_iter().map(|e| e.key).collect())
+        Ok(self
+            .kv_entries(tenant, prefix, limit)?
+            .into_iter()
+            .map(|e| e.key)
+            .collect())
     }
 
     fn kv_count(&self, tenant: &str) -> Result<u64> {
@@ -413,7 +438,12 @@ impl Storage for SqliteStorage {
         })
     }
 
-    fn events(&self, tenant: &str, limit: u32, before_seq: Option<i64>) -> Result<Vec<EventSummary>> {
+    fn events(
+        &self,
+        tenant: &str,
+        limit: u32,
+        before_seq: Option<i64>,
+    ) -> Result<Vec<EventSummary>> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {SUMMARY_COLUMNS} FROM events WHERE tenant = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
@@ -426,7 +456,9 @@ impl Storage for SqliteStorage {
     fn event_detail(&self, seq: i64) -> Result<Option<EventDetail>> {
         self.read(|c| {
             let Some((summary, headers, body)) = c
-                .prepare_cached(&format!("SELECT {SUMMARY_COLUMNS}, headers, body FROM events WHERE seq = ?1"))?
+                .prepare_cached(&format!(
+                    "SELECT {SUMMARY_COLUMNS}, headers, body FROM events WHERE seq = ?1"
+                ))?
                 .query_row(params![seq], |r| {
                     let headers: String = r.get(11)?;
                     let body: Vec<u8> = r.get(12)?;
@@ -436,13 +468,19 @@ impl Storage for SqliteStorage {
             else {
                 return Ok(None);
             };
-            let mut stmt = c.prepare_cached("SELECT record FROM attempts WHERE event_seq = ?1 ORDER BY attempt")?;
+            let mut stmt = c.prepare_cached(
+                "SELECT record FROM attempts WHERE event_seq = ?1 ORDER BY attempt",
+            )?;
             let attempts = stmt
                 .query_map(params![seq], |r| r.get::<_, String>(0))?
                 .map(|r| {
                     r.and_then(|text| {
                         serde_json::from_str::<AttemptRecord>(&text).map_err(|e| {
-                            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+                            rusqlite::Error::FromSqlConversionFailure(
+                                0,
+                                rusqlite::types::Type::Text,
+                                Box::new(e),
+                            )
                         })
                     })
                 })
@@ -493,7 +531,10 @@ mod tests {
             started_at_ms: 1,
             duration_us: 5,
             outcome,
-            logs: vec![LogLine { level: "info".into(), message: "hi".into() }],
+            logs: vec![LogLine {
+                level: "info".into(),
+                message: "hi".into(),
+            }],
             logs_dropped: 0,
         }
     }
@@ -501,11 +542,15 @@ mod tests {
     #[tokio::test]
     async fn append_dedupes_atomically_even_when_concurrent() {
         let dir = tempfile::tempdir().unwrap();
-        let store = std::sync::Arc::new(SqliteStorage::open(&dir.path().join("h.db"), Durability::Durable).unwrap());
+        let store = std::sync::Arc::new(
+            SqliteStorage::open(&dir.path().join("h.db"), Durability::Durable).unwrap(),
+        );
         let mut tasks = Vec::new();
         for _ in 0..20 {
             let s = store.clone();
-            tasks.push(tokio::spawn(async move { s.append(event("same")).await.unwrap() }));
+            tasks.push(tokio::spawn(async move {
+                s.append(event("same")).await.unwrap()
+            }));
         }
         let mut accepted = 0;
         for t in tasks {
@@ -523,12 +568,19 @@ mod tests {
     async fn finish_commits_kv_with_the_outcome_and_counts_keys() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStorage::open(&dir.path().join("h.db"), Durability::Fast).unwrap();
-        let Appended::Accepted(seq) = store.append(event("e1")).await.unwrap() else { panic!() };
+        let Appended::Accepted(seq) = store.append(event("e1")).await.unwrap() else {
+            panic!()
+        };
         store
             .finish_attempt(FinishedAttempt {
                 seq,
                 tenant: "acme".into(),
-                record: record(1, AttemptOutcome::Error { message: "boom".into() }),
+                record: record(
+                    1,
+                    AttemptOutcome::Error {
+                        message: "boom".into(),
+                    },
+                ),
                 kv_writes: vec![],
                 next_state: EventState::Pending,
                 next_attempt_at_ms: 5000,
@@ -536,7 +588,14 @@ mod tests {
             .await
             .unwrap();
         let summary = &store.events("acme", 10, None).unwrap()[0];
-        assert_eq!((summary.state, summary.attempts, summary.last_error.as_deref()), (EventState::Pending, 1, Some("boom")));
+        assert_eq!(
+            (
+                summary.state,
+                summary.attempts,
+                summary.last_error.as_deref()
+            ),
+            (EventState::Pending, 1, Some("boom"))
+        );
         assert_eq!(summary.next_attempt_at_ms, Some(5000));
         store
             .finish_attempt(FinishedAttempt {
@@ -576,8 +635,16 @@ mod tests {
             store.append(event("e2")).await.unwrap();
         }
         let store = SqliteStorage::open(&path, Durability::Durable).unwrap();
-        let ids: Vec<_> = store.unfinished().unwrap().into_iter().map(|e| e.event.id).collect();
+        let ids: Vec<_> = store
+            .unfinished()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event.id)
+            .collect();
         assert_eq!(ids, vec!["e1", "e2"]);
-        assert!(matches!(store.append(event("e1")).await.unwrap(), Appended::Duplicate(_)));
+        assert!(matches!(
+            store.append(event("e1")).await.unwrap(),
+            Appended::Duplicate(_)
+        ));
     }
 }

@@ -6,19 +6,29 @@ struct OrderSync;
 
 impl Plugin for OrderSync {
     fn handle(event: Event) -> Result<Outcome> {
-        let order = event.order_key().context("event carries no order id")?.to_string();
+        let order = event
+            .order_key()
+            .context("event carries no order id")?
+            .to_string();
         let key = format!("order/{order}");
         // Providers may deliver an older status after a newer one: keep the newest.
         if let Some(stored) = kv::get_json::<OrderState>(&key)? {
             if stored.occurred_at_ms > event.occurred_at_ms.unwrap_or(event.received_at_ms) {
-                return Ok(Outcome::Skipped(format!("older than stored status of {order}")));
+                return Ok(Outcome::Skipped(format!(
+                    "older than stored status of {order}"
+                )));
             }
         }
         kv::set_json(&key, &OrderState::of(&event))?;
-        if event.status == CanonicalStatus::Succeeded && kv::set_if_absent(&format!("notified/{order}"), b"1")? {
+        if event.status == CanonicalStatus::Succeeded
+            && kv::set_if_absent(&format!("notified/{order}"), b"1")?
+        {
             let url = config::require("backend-url")?;
-            http::post_json(&url, &json!({ "order": order, "status": event.status.to_string(),
-                "subStatus": event.raw_sub_status, "eventId": event.id }))?
+            http::post_json(
+                &url,
+                &json!({ "order": order, "status": event.status.to_string(),
+                "subStatus": event.raw_sub_status, "eventId": event.id }),
+            )?
             .error_for_status()?;
             info!("told the backend that order {order} succeeded");
         }

@@ -50,7 +50,10 @@ impl Plugin for Misbehave {
             }
             "env" => {
                 let vars: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
-                return Ok(Outcome::Skipped(format!("env vars visible: {}", vars.len())));
+                return Ok(Outcome::Skipped(format!(
+                    "env vars visible: {}",
+                    vars.len()
+                )));
             }
             "file" => {
                 return match std::fs::read_to_string("/etc/passwd") {
