@@ -61,7 +61,7 @@ async fn tenants(State(app): State<Arc<App>>) -> Response {
             let mut sources: Vec<_> = t
                 .sources
                 .iter()
-                .map(|(name, p)| json!({ "name": name, "provider": p.name() }))
+                .map(|(name, p)| json!({ "name": name, "provider": p.provider.name() }))
                 .collect();
             sources.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
             json!({

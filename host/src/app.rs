@@ -47,6 +47,10 @@ pub fn router(app: Arc<App>, admin_token: Option<Secrets>) -> Router {
             "/hooks/{tenant}/{source}",
             post(ingress::receive).layer(DefaultBodyLimit::max(app.max_body_bytes)),
         )
+        .route(
+            "/hooks/{tenant}/{source}/{token}",
+            post(ingress::receive_with_path_token).layer(DefaultBodyLimit::max(app.max_body_bytes)),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/sink/{name}", post(sink::receive));
     if let Some(token) = admin_token {
@@ -136,10 +140,13 @@ pub async fn serve(config: Config) -> Result<()> {
     // Tests and scripts read this line to find the port when listening on port 0.
     println!("hookhost listening on http://{addr}");
     tracing::info!(%addr, "listening");
-    axum::serve(listener, router(app, admin_token))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server failed")?;
+    axum::serve(
+        listener,
+        router(app, admin_token).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("HTTP server failed")?;
     tracing::info!("stopped accepting webhooks; finishing running attempts");
     if !dispatcher.drain(DRAIN_TIMEOUT).await {
         tracing::warn!(

@@ -4,18 +4,19 @@
 //! the provider's required fields (422 naming the field). Only then is the event journaled, and
 //! only after the journal commit is it acknowledged (200) and handed to the dispatcher.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
 use crate::app::App;
-use crate::providers::{NormalizeError, WebhookRequest};
+use crate::providers::WebhookRequest;
 use crate::storage::{Appended, NewEvent, StoredEvent};
 
 /// The response header that marks a duplicate delivery (acknowledged, not dispatched again).
@@ -59,11 +60,59 @@ fn is_json_content_type(headers: &HeaderMap) -> Result<(), String> {
     }
 }
 
-/// Receives one webhook.
+/// Receives one webhook at `/hooks/{tenant}/{source}`.
 pub async fn receive(
     State(app): State<Arc<App>>,
     Path((tenant_name, source_name)): Path<(String, String)>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(
+        app,
+        tenant_name,
+        source_name,
+        None,
+        peer,
+        query,
+        headers,
+        body,
+    )
+    .await
+}
+
+/// Receives one webhook at `/hooks/{tenant}/{source}/{token}` (a token in the path, for providers
+/// that cannot send a header or sign).
+pub async fn receive_with_path_token(
+    State(app): State<Arc<App>>,
+    Path((tenant_name, source_name, token)): Path<(String, String, String)>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(
+        app,
+        tenant_name,
+        source_name,
+        Some(token),
+        peer,
+        query,
+        headers,
+        body,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn handle(
+    app: Arc<App>,
+    tenant_name: String,
+    source_name: String,
+    path_token: Option<String>,
+    peer: SocketAddr,
+    query: Option<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -74,7 +123,7 @@ pub async fn receive(
             format!("no tenant named {tenant_name:?}"),
         );
     };
-    let Some(provider) = tenant.sources.get(&source_name) else {
+    let Some(source) = tenant.sources.get(&source_name) else {
         return error(
             StatusCode::NOT_FOUND,
             format!("tenant {tenant_name:?} has no source named {source_name:?}"),
@@ -102,8 +151,10 @@ pub async fn receive(
         headers: &headers,
         body: &body,
         query: query.as_deref(),
+        path_token: path_token.as_deref(),
+        peer: Some(peer.ip()),
     };
-    if let Err(why) = provider.authenticate(&request) {
+    if let Err(why) = source.authenticate(&request) {
         tracing::warn!(tenant = %tenant_name, source = %source_name, reason = why.0, "webhook rejected: unauthorized");
         return error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
@@ -123,16 +174,12 @@ pub async fn receive(
             )
         }
     };
-    let event = match provider.normalize(&request, &payload) {
+    let event = match source.provider.normalize(&request, &payload) {
         Ok(e) => e,
-        Err(
-            e @ (NormalizeError::MissingField(_)
-            | NormalizeError::WrongType { .. }
-            | NormalizeError::NotAnObject),
-        ) => {
+        Err(e) => {
             return error(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                format!("{} payload: {e}", provider.name()),
+                format!("{} payload: {e}", source.provider.name()),
             )
         }
     };

@@ -12,7 +12,7 @@ use crate::capabilities::config::ConfigValues;
 use crate::capabilities::http::{AllowList, HttpLimits};
 use crate::capabilities::kv::KvLimits;
 use crate::config::{Config, Limits, RetryPolicy};
-use crate::providers::{self, Provider};
+use crate::providers::{self, Source};
 
 /// One tenant, ready to serve.
 pub struct Tenant {
@@ -21,7 +21,7 @@ pub struct Tenant {
     /// Its plugin component.
     pub plugin_path: PathBuf,
     /// Its sources, by name.
-    pub sources: HashMap<String, Box<dyn Provider>>,
+    pub sources: HashMap<String, Source>,
     /// Resource limits per attempt.
     pub limits: Limits,
     /// kv limits (derived from `limits`).
@@ -50,8 +50,12 @@ impl Tenants {
             let sources = t
                 .sources
                 .iter()
-                .map(|(s, cfg)| (s.clone(), providers::from_config(cfg)))
-                .collect();
+                .map(|(s, cfg)| {
+                    let source = providers::build(cfg)
+                        .with_context(|| format!("tenant {name}, source {s}"))?;
+                    Ok((s.clone(), source))
+                })
+                .collect::<Result<HashMap<_, _>>>()?;
             let l = t.limits.clone();
             tenants.insert(
                 name.clone(),

@@ -1,29 +1,26 @@
 //! Fincart order status webhooks (`shared/providers/fincart-order-status.md`).
 //!
 //! Authentication: the `Authorization` header carries the source's webhook token verbatim (a
-//! `Bearer ` prefix is tolerated). Fincart sends no event id, so the dedupe key is derived from the
+//! `Bearer ` prefix is tolerated); see [`checks`]. Fincart sends no event id, so the dedupe key is derived from the
 //! order id, the action, status, sub-status and `statusUpdatedDate`; an "Order Updated" (details
 //! changed, status not) also includes a digest of the body, since its status fields repeat.
 
 use serde_json::Value;
 
-use super::{
-    body_digest, header, matches_any_secret, AuthFailure, Fields, NormalizeError, Provider,
-    WebhookRequest,
-};
+use super::auth::{AuthCheck, TokenLocation};
+use super::{body_digest, Fields, NormalizeError, Provider, WebhookRequest};
 use crate::config::Secrets;
 use crate::event::{CanonicalStatus, EventKind, NormalizedEvent};
 
-/// A Fincart source with its token(s).
-pub struct Fincart {
-    tokens: Secrets,
-}
+/// Fincart's normalizer.
+pub struct Fincart;
 
-impl Fincart {
-    /// A Fincart source accepting any of `tokens`.
-    pub fn new(tokens: Secrets) -> Fincart {
-        Fincart { tokens }
-    }
+/// Fincart's authentication: the token in `Authorization`.
+pub fn checks(tokens: Secrets) -> Vec<AuthCheck> {
+    vec![AuthCheck::Token {
+        tokens,
+        location: TokenLocation::Header("authorization".into()),
+    }]
 }
 
 /// Fincart's main status to the canonical one. Sub-statuses refine but never change it.
@@ -43,20 +40,6 @@ impl Provider for Fincart {
         "fincart"
     }
 
-    fn authenticate(&self, request: &WebhookRequest<'_>) -> Result<(), AuthFailure> {
-        let presented =
-            header(request, "authorization").ok_or(AuthFailure("missing Authorization header"))?;
-        let token = presented
-            .strip_prefix("Bearer ")
-            .unwrap_or(presented)
-            .trim();
-        if matches_any_secret(token.as_bytes(), &self.tokens) {
-            Ok(())
-        } else {
-            Err(AuthFailure("wrong token"))
-        }
-    }
-
     fn normalize(
         &self,
         request: &WebhookRequest<'_>,
@@ -66,7 +49,9 @@ impl Provider for Fincart {
         let order_id = f.required_text("orderId")?;
         let status = f.required_text("status")?;
         let sub_status = f.text("subStatus")?;
-        let updated_at = f.millis("statusUpdatedDate")?;
+        let updated_at = f.time_ms("statusUpdatedDate")?;
+        // The dedupe key uses the value as sent, whatever its unit.
+        let updated_raw = f.text("statusUpdatedDate")?;
         let action = f.text("action")?;
         let kind = match action.as_deref().map(|a| a.trim().to_ascii_lowercase()) {
             None => EventKind::OrderStatusChanged,
@@ -78,7 +63,7 @@ impl Provider for Fincart {
             "{order_id}|{}|{status}|{}|{}",
             action.as_deref().unwrap_or(""),
             sub_status.as_deref().unwrap_or(""),
-            updated_at.map(|t| t.to_string()).unwrap_or_default()
+            updated_raw.unwrap_or_default()
         );
         if kind != EventKind::OrderStatusChanged || updated_at.is_none() {
             id.push('|');
@@ -104,6 +89,7 @@ impl Provider for Fincart {
 mod tests {
     use super::*;
     use crate::config::Secret;
+    use crate::providers::AuthFailure;
     use axum::http::{HeaderMap, HeaderValue};
 
     /// The sample payload from Fincart's document, with its comments removed.
@@ -125,18 +111,16 @@ mod tests {
       "refNumber": "#1123"
     }"##;
 
-    fn fincart() -> Fincart {
-        Fincart::new(Secrets(vec![Secret::new("tok-1"), Secret::new("tok-2")]))
-    }
-
     fn normalize(body: &str) -> Result<NormalizedEvent, NormalizeError> {
         let headers = HeaderMap::new();
         let req = WebhookRequest {
             headers: &headers,
             body: body.as_bytes(),
             query: None,
+            path_token: None,
+            peer: None,
         };
-        fincart().normalize(&req, &serde_json::from_str(body).unwrap())
+        Fincart.normalize(&req, &serde_json::from_str(body).unwrap())
     }
 
     #[test]
@@ -202,18 +186,15 @@ mod tests {
     fn missing_order_id_names_the_field() {
         assert_eq!(
             normalize(r#"{"status":"pending"}"#),
-            Err(NormalizeError::MissingField("orderId"))
+            Err(NormalizeError::MissingField("orderId".into()))
         );
         assert_eq!(
             normalize(r#"{"orderId":"x"}"#),
-            Err(NormalizeError::MissingField("status"))
+            Err(NormalizeError::MissingField("status".into()))
         );
         assert!(matches!(
             normalize(r#"{"orderId":"x","status":"pending","statusUpdatedDate":"yesterday"}"#),
-            Err(NormalizeError::WrongType {
-                field: "statusUpdatedDate",
-                ..
-            })
+            Err(NormalizeError::WrongType { field, .. }) if field == "statusUpdatedDate"
         ));
     }
 
@@ -224,19 +205,19 @@ mod tests {
             if let Some(v) = value {
                 headers.insert("authorization", HeaderValue::from_str(v).unwrap());
             }
-            fincart().authenticate(&WebhookRequest {
+            let req = WebhookRequest {
                 headers: &headers,
                 body: b"{}",
                 query: None,
-            })
+                path_token: None,
+                peer: None,
+            };
+            checks(Secrets(vec![Secret::new("tok-1"), Secret::new("tok-2")]))[0].check(&req, 0)
         };
         assert_eq!(check(Some("tok-1")), Ok(()));
         assert_eq!(check(Some("tok-2")), Ok(()));
         assert_eq!(check(Some("Bearer tok-2")), Ok(()));
         assert_eq!(check(Some("tok-3")), Err(AuthFailure("wrong token")));
-        assert_eq!(
-            check(None),
-            Err(AuthFailure("missing Authorization header"))
-        );
+        assert_eq!(check(None), Err(AuthFailure("token missing")));
     }
 }

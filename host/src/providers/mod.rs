@@ -1,6 +1,10 @@
 //! Providers: how each provider's requests are authenticated and how its payload becomes a
-//! [`NormalizedEvent`]. One file per provider; shared helpers (constant-time comparison, JSON field
-//! access) live here.
+//! [`NormalizedEvent`]. One file per provider; authentication schemes are composable checks in
+//! [`auth`]; shared helpers (constant-time comparison, lenient JSON field access) live here.
+//!
+//! A configured [`Source`] is a provider's normalizer plus the checks its requests must pass.
+
+use std::net::IpAddr;
 
 use axum::http::HeaderMap;
 use serde_json::Value;
@@ -10,10 +14,19 @@ use subtle::ConstantTimeEq;
 use crate::config::{Secrets, SourceConfig};
 use crate::event::NormalizedEvent;
 
+pub mod auth;
 pub mod fincart;
+pub mod finchpay;
+pub mod generic;
+pub mod juspay;
+pub mod selldone;
+pub mod sevi;
+pub mod signed;
+
+pub use auth::AuthCheck;
 
 /// What a provider sees of an incoming webhook: the raw bytes exactly as received (signatures are
-/// computed over them), the headers, and the query string.
+/// computed over them), the headers, the query string, a token from the path and the caller.
 pub struct WebhookRequest<'a> {
     /// Request headers.
     pub headers: &'a HeaderMap,
@@ -21,6 +34,10 @@ pub struct WebhookRequest<'a> {
     pub body: &'a [u8],
     /// The raw query string, if any.
     pub query: Option<&'a str>,
+    /// The token segment of `/hooks/{tenant}/{source}/{token}`, if used.
+    pub path_token: Option<&'a str>,
+    /// The TCP peer's address.
+    pub peer: Option<IpAddr>,
 }
 
 /// Why a request was not authenticated. The reason is for logs and metrics only: callers get a
@@ -28,15 +45,17 @@ pub struct WebhookRequest<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthFailure(pub &'static str);
 
-/// Why an authenticated payload cannot be normalized.
+/// Why an authenticated payload cannot be normalized (422).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NormalizeError {
-    /// A field the provider always sends is missing or null (422 naming it).
-    MissingField(&'static str),
-    /// A field has a type that cannot be read (422 naming it and the expected type).
+    /// A field the provider always sends is missing or null (named by its JSON path).
+    MissingField(String),
+    /// A header the provider always sends is missing.
+    MissingHeader(&'static str),
+    /// A field has a type that cannot be read.
     WrongType {
-        /// The field.
-        field: &'static str,
+        /// The field's JSON path.
+        field: String,
         /// What was expected.
         expected: &'static str,
     },
@@ -50,6 +69,7 @@ impl std::fmt::Display for NormalizeError {
             NormalizeError::MissingField(field) => {
                 write!(f, "required field `{field}` is missing or null")
             }
+            NormalizeError::MissingHeader(name) => write!(f, "required header `{name}` is missing"),
             NormalizeError::WrongType { field, expected } => {
                 write!(f, "field `{field}` must be {expected}")
             }
@@ -58,13 +78,11 @@ impl std::fmt::Display for NormalizeError {
     }
 }
 
-/// A provider as configured for one source: it holds that source's credentials.
+/// Turns a provider's payload into the normalized event.
 pub trait Provider: Send + Sync {
     /// The provider's name, as in the config and the normalized event.
     fn name(&self) -> &'static str;
-    /// Checks the request's credentials against the source's secrets, over the raw bytes.
-    fn authenticate(&self, request: &WebhookRequest<'_>) -> Result<(), AuthFailure>;
-    /// Turns the (already parsed) payload into the normalized event.
+    /// Normalizes the (already parsed, already authenticated) payload.
     fn normalize(
         &self,
         request: &WebhookRequest<'_>,
@@ -72,11 +90,204 @@ pub trait Provider: Send + Sync {
     ) -> Result<NormalizedEvent, NormalizeError>;
 }
 
-/// Builds the provider for a configured source.
-pub fn from_config(source: &SourceConfig) -> Box<dyn Provider> {
-    match source {
-        SourceConfig::Fincart { token } => Box::new(fincart::Fincart::new(token.clone())),
+/// A configured webhook source: a provider and the checks its requests must pass.
+pub struct Source {
+    /// Normalizes payloads.
+    pub provider: Box<dyn Provider>,
+    /// Every check must pass (at least one is always configured).
+    pub checks: Vec<AuthCheck>,
+}
+
+impl Source {
+    /// Runs every check; the first failure is returned.
+    pub fn authenticate(&self, request: &WebhookRequest<'_>) -> Result<(), AuthFailure> {
+        let now_secs = crate::now_ms() / 1000;
+        for check in &self.checks {
+            check.check(request, now_secs)?;
+        }
+        Ok(())
     }
+}
+
+/// Builds a configured source: its provider's normalizer and every check its requests must pass.
+/// Refuses sources that would accept anyone (no credential and no IP allow-list).
+pub fn build(config: &SourceConfig) -> anyhow::Result<Source> {
+    use crate::config::{AuthConfig, HmacAlgorithm, HmacEncoding, ProviderConfig as P};
+    let standard_keys = |secret: &Secrets| -> anyhow::Result<Vec<Vec<u8>>> {
+        secret.0.iter().map(auth::decode_standard_secret).collect()
+    };
+    let (provider, mut checks): (Box<dyn Provider>, Vec<AuthCheck>) = match &config.provider {
+        P::Fincart { token } => (Box::new(fincart::Fincart), fincart::checks(token.clone())),
+        P::Sevi { token, header } => (Box::new(sevi::Sevi), sevi::checks(token.clone(), header)),
+        P::Juspay {
+            username,
+            password,
+            required_headers,
+        } => (
+            Box::new(juspay::Juspay),
+            juspay::checks(username, password.clone(), required_headers)?,
+        ),
+        P::Finchpay {
+            token,
+            token_in,
+            token_name,
+        } => (
+            Box::new(finchpay::FinchPay),
+            finchpay::checks(token.clone(), *token_in, token_name.as_deref()),
+        ),
+        P::Selldone {
+            token,
+            sign_key,
+            tolerance_secs,
+        } => (
+            Box::new(selldone::Selldone),
+            selldone::checks(token.clone(), sign_key.clone(), *tolerance_secs),
+        ),
+        P::StandardWebhooks {
+            secret,
+            tolerance_secs,
+            mapping,
+        } => (
+            Box::new(generic::Generic::new(
+                "standard-webhooks",
+                signed::standard_webhooks_mapping(mapping.clone()),
+            )),
+            vec![AuthCheck::StandardWebhooks {
+                keys: standard_keys(secret)?,
+                tolerance_secs: *tolerance_secs,
+            }],
+        ),
+        P::Stripe {
+            secret,
+            tolerance_secs,
+        } => (
+            Box::new(signed::Stripe),
+            vec![AuthCheck::Stripe {
+                secrets: secret.clone(),
+                tolerance_secs: *tolerance_secs,
+            }],
+        ),
+        P::Shopify { secret } => (
+            Box::new(signed::Shopify),
+            vec![AuthCheck::Shopify(secret.clone())],
+        ),
+        P::Github { secret } => (
+            Box::new(signed::GitHub),
+            vec![AuthCheck::GitHub(secret.clone())],
+        ),
+        P::Generic { auth, mapping } => {
+            let check = match auth {
+                AuthConfig::Token {
+                    token,
+                    token_in,
+                    name,
+                } => Some(AuthCheck::Token {
+                    tokens: token.clone(),
+                    location: match token_in {
+                        crate::config::TokenIn::Header => auth::TokenLocation::Header(
+                            name.as_deref()
+                                .unwrap_or("authorization")
+                                .to_ascii_lowercase(),
+                        ),
+                        crate::config::TokenIn::Query => auth::TokenLocation::Query(
+                            name.clone().unwrap_or_else(|| "token".into()),
+                        ),
+                        crate::config::TokenIn::Path => auth::TokenLocation::Path,
+                    },
+                }),
+                AuthConfig::Basic { username, password } => {
+                    if username.contains(':') {
+                        anyhow::bail!("a Basic user name cannot contain ':'");
+                    }
+                    Some(AuthCheck::Basic {
+                        username: username.clone(),
+                        passwords: password.clone(),
+                    })
+                }
+                AuthConfig::Hmac {
+                    secret,
+                    header,
+                    algorithm,
+                    encoding,
+                    prefix,
+                    template,
+                    timestamp_header,
+                    tolerance_secs,
+                } => {
+                    if template.contains("{timestamp}") && timestamp_header.is_none() {
+                        anyhow::bail!(
+                            "the signing template uses {{timestamp}}: set timestamp_header"
+                        );
+                    }
+                    Some(AuthCheck::Hmac(auth::HmacScheme {
+                        secrets: secret.clone(),
+                        algorithm: match algorithm {
+                            HmacAlgorithm::Sha256 => auth::Algorithm::Sha256,
+                            HmacAlgorithm::Sha512 => auth::Algorithm::Sha512,
+                        },
+                        encoding: match encoding {
+                            HmacEncoding::Hex => auth::Encoding::Hex,
+                            HmacEncoding::Base64 => auth::Encoding::Base64,
+                        },
+                        header: header.to_ascii_lowercase(),
+                        prefix: prefix.clone(),
+                        template: template.clone(),
+                        timestamp_header: timestamp_header.as_ref().map(|h| h.to_ascii_lowercase()),
+                        tolerance_secs: *tolerance_secs,
+                    }))
+                }
+                AuthConfig::StandardWebhooks {
+                    secret,
+                    tolerance_secs,
+                } => Some(AuthCheck::StandardWebhooks {
+                    keys: standard_keys(secret)?,
+                    tolerance_secs: *tolerance_secs,
+                }),
+                AuthConfig::Stripe {
+                    secret,
+                    tolerance_secs,
+                } => Some(AuthCheck::Stripe {
+                    secrets: secret.clone(),
+                    tolerance_secs: *tolerance_secs,
+                }),
+                AuthConfig::Shopify { secret } => Some(AuthCheck::Shopify(secret.clone())),
+                AuthConfig::Github { secret } => Some(AuthCheck::GitHub(secret.clone())),
+                AuthConfig::None => None,
+            };
+            (
+                Box::new(generic::Generic::new("generic", mapping.clone())),
+                check.into_iter().collect(),
+            )
+        }
+    };
+    if !config.allow_ips.is_empty() {
+        let networks = config
+            .allow_ips
+            .iter()
+            .map(|n| {
+                n.parse::<ipnet::IpNet>()
+                    .or_else(|_| n.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "allow_ips entry {n:?} is not an IP address or CIDR network"
+                        )
+                    })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        checks.push(AuthCheck::IpAllowList {
+            networks,
+            trusted_header: config
+                .trusted_proxy_header
+                .as_ref()
+                .map(|h| h.to_ascii_lowercase()),
+        });
+    } else if config.trusted_proxy_header.is_some() {
+        anyhow::bail!("trusted_proxy_header only makes sense with allow_ips");
+    }
+    if checks.is_empty() {
+        anyhow::bail!("this source would accept anyone: give it a token or secret, or restrict it with allow_ips");
+    }
+    Ok(Source { provider, checks })
 }
 
 /// Whether `presented` equals any of `secrets`, in time independent of where they differ and of
@@ -96,66 +307,154 @@ pub fn header<'a>(request: &'a WebhookRequest<'_>, name: &str) -> Option<&'a str
     request.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Reads a JSON object's fields leniently: providers change number/string types and add fields,
-/// so a string field also accepts a number, and unknown fields are ignored.
-pub struct Fields<'a>(&'a serde_json::Map<String, Value>);
+/// A required header, or a 422 naming it.
+pub fn required_header<'a>(
+    request: &'a WebhookRequest<'_>,
+    name: &'static str,
+) -> Result<&'a str, NormalizeError> {
+    header(request, name)
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or(NormalizeError::MissingHeader(name))
+}
+
+/// The value at a dotted path (`order.items.0.id`); numeric segments index arrays.
+pub fn at_path<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.')
+        .filter(|s| !s.is_empty())
+        .try_fold(value, |v, segment| match v {
+            Value::Object(map) => map.get(segment),
+            Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => None,
+        })
+}
+
+/// Reads a JSON payload's fields leniently: providers change number/string types and add fields,
+/// so a text field also accepts a number, unknown fields are ignored, and paths may be dotted.
+pub struct Fields<'a>(&'a Value);
 
 impl<'a> Fields<'a> {
-    /// The payload's top-level object.
+    /// The payload, which must be an object.
     pub fn of(payload: &'a Value) -> Result<Fields<'a>, NormalizeError> {
-        payload
-            .as_object()
-            .map(Fields)
-            .ok_or(NormalizeError::NotAnObject)
+        if payload.is_object() {
+            Ok(Fields(payload))
+        } else {
+            Err(NormalizeError::NotAnObject)
+        }
     }
 
-    /// A text field (numbers and booleans are turned into text); `None` if absent, null or empty.
-    pub fn text(&self, field: &'static str) -> Result<Option<String>, NormalizeError> {
-        match self.0.get(field) {
-            None | Some(Value::Null) => Ok(None),
+    /// The raw value at `path`, if present and not null.
+    pub fn value(&self, path: &str) -> Option<&'a Value> {
+        at_path(self.0, path).filter(|v| !v.is_null())
+    }
+
+    /// A text field (numbers and booleans become text, numbers exactly as sent); `None` if
+    /// absent, null or blank.
+    pub fn text(&self, path: &str) -> Result<Option<String>, NormalizeError> {
+        match self.value(path) {
+            None => Ok(None),
             Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
             Some(Value::Bool(b)) => Ok(Some(b.to_string())),
             Some(_) => Err(NormalizeError::WrongType {
-                field,
+                field: path.to_string(),
                 expected: "a string",
             }),
         }
     }
 
-    /// A text field the provider always sends.
-    pub fn required_text(&self, field: &'static str) -> Result<String, NormalizeError> {
-        self.text(field)?.ok_or(NormalizeError::MissingField(field))
+    /// The first of several paths that has text (providers rename fields across versions).
+    pub fn first_text(&self, paths: &[&str]) -> Result<Option<String>, NormalizeError> {
+        for path in paths {
+            if let Some(v) = self.text(path)? {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
     }
 
-    /// A millisecond timestamp given as a number or numeric string.
-    pub fn millis(&self, field: &'static str) -> Result<Option<u64>, NormalizeError> {
-        let wrong = NormalizeError::WrongType {
-            field,
-            expected: "a timestamp in milliseconds",
+    /// A text field the provider always sends.
+    pub fn required_text(&self, path: &str) -> Result<String, NormalizeError> {
+        self.text(path)?
+            .ok_or_else(|| NormalizeError::MissingField(path.to_string()))
+    }
+
+    /// A decimal amount, kept exactly as sent (a JSON number's literal text, or a numeric string).
+    pub fn amount(&self, path: &str) -> Result<Option<String>, NormalizeError> {
+        let wrong = || NormalizeError::WrongType {
+            field: path.to_string(),
+            expected: "a decimal number",
         };
-        match self.0.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => n
-                .as_u64()
-                .or_else(|| {
-                    n.as_f64()
-                        .filter(|f| *f >= 0.0 && f.is_finite())
-                        .map(|f| f as u64)
-                })
-                .map(Some)
-                .ok_or(wrong),
+        match self.value(path) {
+            None => Ok(None),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
             Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-            Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| wrong),
-            Some(_) => Err(wrong),
+            Some(Value::String(s)) => {
+                let s = s.trim();
+                let digits = s.strip_prefix('-').unwrap_or(s);
+                let valid = !digits.is_empty()
+                    && digits.split('.').count() <= 2
+                    && digits.chars().all(|c| c.is_ascii_digit() || c == '.')
+                    && !digits.starts_with('.')
+                    && !digits.ends_with('.');
+                valid.then(|| Some(s.to_string())).ok_or_else(wrong)
+            }
+            Some(_) => Err(wrong()),
         }
     }
+
+    /// A point in time as milliseconds since the epoch, from a number (seconds or milliseconds,
+    /// told apart by size), a numeric string, or an RFC 3339 / ISO 8601 date-time string.
+    pub fn time_ms(&self, path: &str) -> Result<Option<u64>, NormalizeError> {
+        let wrong = || NormalizeError::WrongType {
+            field: path.to_string(),
+            expected: "a timestamp",
+        };
+        let from_number = |n: f64| -> Option<u64> {
+            (n.is_finite() && n >= 0.0).then(|| {
+                if n < 100_000_000_000.0 {
+                    (n * 1000.0) as u64
+                } else {
+                    n as u64
+                }
+            })
+        };
+        match self.value(path) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n.as_f64().and_then(from_number).map(Some).ok_or_else(wrong),
+            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+            Some(Value::String(s)) => {
+                let s = s.trim();
+                if let Ok(n) = s.parse::<f64>() {
+                    return from_number(n).map(Some).ok_or_else(wrong);
+                }
+                parse_datetime_ms(s).map(Some).ok_or_else(wrong)
+            }
+            Some(_) => Err(wrong()),
+        }
+    }
+}
+
+/// Parses RFC 3339 (`2023-10-11T10:14:14.491786009Z`, `2020-05-29T07:24:57+05:30`), also with a
+/// space instead of `T` or without a zone (taken as UTC, as providers that omit it mean).
+pub fn parse_datetime_ms(s: &str) -> Option<u64> {
+    use time::format_description::well_known::Rfc3339;
+    let normalized = s.replacen(' ', "T", 1);
+    let parsed = time::OffsetDateTime::parse(&normalized, &Rfc3339)
+        .or_else(|_| time::OffsetDateTime::parse(&format!("{normalized}Z"), &Rfc3339))
+        .ok()?;
+    u64::try_from(parsed.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 /// A short, stable digest of the raw body, for dedupe keys of providers that send no id.
 pub fn body_digest(body: &[u8]) -> String {
     hex::encode(&Sha256::digest(body)[..12])
+}
+
+/// Upper-cased, trimmed status text for matching status tables.
+pub fn status_key(status: &str) -> String {
+    status.trim().to_ascii_uppercase().replace([' ', '-'], "_")
 }
 
 #[cfg(test)]
@@ -175,20 +474,48 @@ mod tests {
 
     #[test]
     fn fields_are_read_leniently() {
-        let v: Value =
-            serde_json::json!({"a": 12, "b": " ", "c": null, "d": "1738336796675", "e": [1]});
+        let v: Value = serde_json::from_str(
+            r#"{"a": 12, "b": " ", "c": null, "d": "1738336796675", "e": [1], "o": {"items": [{"id": "x"}]}, "m": 599.95, "big": 12345678901234567890.10}"#,
+        )
+        .unwrap();
         let f = Fields::of(&v).unwrap();
         assert_eq!(f.text("a").unwrap().as_deref(), Some("12"));
         assert_eq!(f.text("b").unwrap(), None);
-        assert_eq!(f.required_text("c"), Err(NormalizeError::MissingField("c")));
-        assert_eq!(f.millis("d").unwrap(), Some(1738336796675));
-        assert!(matches!(
-            f.text("e"),
-            Err(NormalizeError::WrongType { field: "e", .. })
-        ));
+        assert_eq!(
+            f.required_text("c"),
+            Err(NormalizeError::MissingField("c".into()))
+        );
+        assert_eq!(f.time_ms("d").unwrap(), Some(1738336796675));
+        assert!(matches!(f.text("e"), Err(NormalizeError::WrongType { .. })));
+        assert_eq!(f.text("o.items.0.id").unwrap().as_deref(), Some("x"));
+        assert_eq!(
+            f.first_text(&["nope", "o.items.0.id"]).unwrap().as_deref(),
+            Some("x")
+        );
+        assert_eq!(f.amount("m").unwrap().as_deref(), Some("599.95"));
+        assert_eq!(
+            f.amount("big").unwrap().as_deref(),
+            Some("12345678901234567890.10"),
+            "amounts must stay exact"
+        );
         assert_eq!(
             Fields::of(&serde_json::json!([1])).err(),
             Some(NormalizeError::NotAnObject)
         );
+    }
+
+    #[test]
+    fn amounts_and_times() {
+        let v = serde_json::json!({"s": "109.58", "bad": "1e5", "neg": "-5.10", "t1": "2023-10-11T10:14:14.491786009Z",
+            "t2": "2020-05-29T07:24:57+05:30", "t3": 1614265330, "t4": "2024-08-17 16:29:26", "t5": "yesterday"});
+        let f = Fields::of(&v).unwrap();
+        assert_eq!(f.amount("s").unwrap().as_deref(), Some("109.58"));
+        assert_eq!(f.amount("neg").unwrap().as_deref(), Some("-5.10"));
+        assert!(f.amount("bad").is_err());
+        assert_eq!(f.time_ms("t1").unwrap(), Some(1697019254491));
+        assert_eq!(f.time_ms("t2").unwrap(), Some(1590717297000));
+        assert_eq!(f.time_ms("t3").unwrap(), Some(1614265330000));
+        assert_eq!(f.time_ms("t4").unwrap(), Some(1723912166000));
+        assert!(f.time_ms("t5").is_err());
     }
 }
