@@ -182,6 +182,19 @@ impl Event {
     }
 }
 
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EventKind::OrderStatusChanged => "order-status-changed",
+            EventKind::OrderUpdated => "order-updated",
+            EventKind::Payment => "payment",
+            EventKind::Payout => "payout",
+            EventKind::Transaction => "transaction",
+            EventKind::Other => "other",
+        })
+    }
+}
+
 impl fmt::Display for CanonicalStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -314,3 +314,102 @@ pub fn fincart_status(
     })
     .to_string()
 }
+
+/// HMAC computed by Python's standard library, so signature tests never use the code (or the
+/// crates) under test to produce their vectors. `algorithm` is "sha256" or "sha512".
+pub fn python_hmac(algorithm: &str, key: &[u8], message: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let script = format!(
+        "import hmac,hashlib,sys; d=sys.stdin.buffer.read(); k=bytes.fromhex(d[:{n}].decode()); \
+         sys.stdout.write(hmac.new(k, d[{n}:], hashlib.{algorithm}).hexdigest())",
+        n = key.len() * 2
+    );
+    let mut child = Command::new("python3")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 computes the test vectors");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(hex_encode(key).as_bytes()).unwrap();
+    stdin.write_all(message).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    hex_decode(std::str::from_utf8(&out.stdout).unwrap())
+}
+
+/// Lowercase hex.
+pub fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hex to bytes.
+pub fn hex_decode(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Every JSON object written in a provider document (fenced or not, with `//` comments removed),
+/// in document order: the documents' own samples.
+pub fn json_samples(document: &str) -> Vec<String> {
+    let lines: Vec<&str> = document.lines().collect();
+    let mut samples = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if !lines[i].trim_start().starts_with('{') {
+            i += 1;
+            continue;
+        }
+        let mut depth = 0i32;
+        let mut text = String::new();
+        let mut j = i;
+        while j < lines.len() {
+            let line = strip_comment(lines[j]);
+            depth += line.matches('{').count() as i32 - line.matches('}').count() as i32;
+            text.push_str(&line);
+            text.push('\n');
+            if depth <= 0 {
+                break;
+            }
+            j += 1;
+        }
+        if serde_json::from_str::<Value>(&text).is_ok() {
+            samples.push(text);
+        }
+        i = j + 1;
+    }
+    samples
+}
+
+fn strip_comment(line: &str) -> String {
+    // `//` outside a string starts a comment in the documents' samples.
+    let mut in_string = false;
+    let mut escaped = false;
+    let bytes = line.as_bytes();
+    for (k, &c) in bytes.iter().enumerate() {
+        match c {
+            b'\\' if in_string => escaped = !escaped,
+            b'"' if !escaped => in_string = !in_string,
+            b'/' if !in_string && bytes.get(k + 1) == Some(&b'/') => return line[..k].to_string(),
+            _ => escaped = false,
+        }
+        if c != b'\\' {
+            escaped = false;
+        }
+    }
+    line.to_string()
+}
+
+/// The folder of the providers' documents (`shared/providers`, beside the repository).
+pub fn provider_documents() -> PathBuf {
+    let dir = workspace().parent().unwrap().join("shared/providers");
+    assert!(
+        dir.is_dir(),
+        "{} is missing: the provider documents sit beside the repository",
+        dir.display()
+    );
+    dir
+}

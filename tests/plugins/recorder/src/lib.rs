@@ -8,7 +8,7 @@ impl Plugin for Recorder {
     fn handle(event: Event) -> Result<Outcome> {
         let record = json!({
             "id": event.id, "tenant": event.tenant, "source": event.source, "provider": event.provider,
-            "kind": format!("{:?}", event.kind), "order_id": event.order_id, "merchant_ref": event.merchant_ref,
+            "kind": event.kind.to_string(), "order_id": event.order_id, "merchant_ref": event.merchant_ref,
             "status": event.status.to_string(), "raw_status": event.raw_status, "raw_sub_status": event.raw_sub_status,
             "reason": event.reason, "amount": event.amount.as_ref().map(|m| json!({"amount": m.amount, "currency": m.currency})),
             "occurred_at_ms": event.occurred_at_ms, "received_at_ms": event.received_at_ms,
