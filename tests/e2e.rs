@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use base64::Engine as _;
 use common::{fincart_status, plugin, wait_for, Backend, Host, FINCART_SAMPLE};
 use serde_json::Value;
 
@@ -437,4 +438,179 @@ async fn events_of_one_order_run_in_order_and_survive_a_restart() {
         "{notices:?} vs {attempts} attempts"
     );
     assert_eq!(kv["notified/#7"], "1");
+}
+
+#[tokio::test]
+async fn payment_gate_releases_an_order_only_when_paid() {
+    let backend = Backend::start().await;
+    let tenants = format!(
+        r#"
+[tenants.bazaar]
+plugin = {plugin:?}
+allowed_hosts = ["{addr}"]
+config = {{ backend-url = "http://{addr}/orders/release" }}
+[tenants.bazaar.sources.sevi]
+provider = "sevi"
+token = "{TOKEN}"
+"#,
+        plugin = plugin("payment-gate"),
+        addr = backend.addr,
+    );
+    let host = Host::start(&tenants).await;
+    // Literal JSON text: the amount must arrive as written (99.90, not the float 99.9).
+    let payment = |status: &str, at: &str| {
+        format!(
+            r##"{{"order": {{"id": "S-100", "platformReference": "#100", "paymentStatus": "{status}", "totalAmount": 99.90,
+            "currency": "EGP", "updatedAt": "{at}"}}, "customer": {{"name": "Mona"}}}}"##
+        )
+    };
+    let pending = accepted_seq(
+        host.send(
+            "bazaar",
+            "sevi",
+            &[JSON, AUTH],
+            payment("PENDING", "2025-01-01T10:00:00Z"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        host.wait_finished(pending, Duration::from_secs(60)).await["state"],
+        "done"
+    );
+    let kv = host.kv("bazaar").await;
+    assert!(
+        !kv.contains_key("order/#100"),
+        "released before payment: {kv:?}"
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&kv["payment/#100"]).unwrap()["status"],
+        "PENDING"
+    );
+
+    let paid = accepted_seq(
+        host.send(
+            "bazaar",
+            "sevi",
+            &[JSON, AUTH],
+            payment("PAID", "2025-01-01T10:05:00Z"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        host.wait_finished(paid, Duration::from_secs(30)).await["state"],
+        "done"
+    );
+    let kv = host.kv("bazaar").await;
+    assert_eq!(kv["order/#100"], r#"{"state":"delivered"}"#);
+    assert_eq!(
+        serde_json::from_str::<Value>(&kv["payment/#100"]).unwrap()["amount"],
+        "99.90"
+    );
+    let released = backend.received();
+    assert_eq!(released.len(), 1, "{released:?}");
+    assert_eq!(
+        (
+            released[0].1["order"].as_str(),
+            released[0].1["state"].as_str()
+        ),
+        (Some("#100"), Some("delivered"))
+    );
+
+    // A later PAID notification (a provider's re-send with a new time) does not release it twice.
+    let again = accepted_seq(
+        host.send(
+            "bazaar",
+            "sevi",
+            &[JSON, AUTH],
+            payment("PAID", "2025-01-01T10:06:00Z"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        host.wait_finished(again, Duration::from_secs(30)).await["state"],
+        "done"
+    );
+    assert_eq!(backend.received().len(), 1);
+}
+
+#[tokio::test]
+async fn payout_ledger_keeps_history_and_alerts_on_reversal() {
+    let backend = Backend::start().await;
+    let tenants = format!(
+        r#"
+[tenants.payer]
+plugin = {plugin:?}
+allowed_hosts = ["{addr}"]
+config = {{ alert-url = "http://{addr}/alerts" }}
+[tenants.payer.sources.juspay]
+provider = "juspay"
+username = "payer"
+password = "{TOKEN}"
+"#,
+        plugin = plugin("payout-ledger"),
+        addr = backend.addr,
+    );
+    let host = Host::start(&tenants).await;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("payer:{TOKEN}"))
+    );
+    let txn = |id: &str, value: &str| {
+        format!(
+            r#"{{"id": "{id}", "category": "INFO", "label": "FULFILLMENT_TXN", "value": "{value}",
+            "info": {{"id": "ord1-f1-t1", "FulfillmentId": "ord1-f1", "status": "{value}", "amount": 2500.50, "currency": "INR",
+                "updatedAt": "2024-06-01T10:00:00Z"}}}}"#
+        )
+    };
+    let mut seqs = Vec::new();
+    for (id, value) in [("w1", "INITIATED"), ("w2", "SUCCESS"), ("w3", "REVERSED")] {
+        let r = host
+            .send(
+                "payer",
+                "juspay",
+                &[JSON, ("authorization", basic.as_str())],
+                txn(id, value),
+            )
+            .await;
+        seqs.push(accepted_seq(r).await);
+    }
+    for seq in &seqs {
+        assert_eq!(
+            host.wait_finished(*seq, Duration::from_secs(60)).await["state"],
+            "done"
+        );
+    }
+    let kv = host.kv("payer").await;
+    let entry: Value = serde_json::from_str(&kv["ledger/ord1"]).unwrap();
+    let history: Vec<_> = entry["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["raw_status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        history,
+        ["INITIATED", "SUCCESS", "REVERSED"],
+        "received order kept: {entry}"
+    );
+    assert_eq!(
+        (
+            entry["status"].as_str(),
+            entry["amount"].as_str(),
+            entry["currency"].as_str()
+        ),
+        (Some("failed"), Some("2500.50"), Some("INR"))
+    );
+    let alerts = backend.received();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(
+        (
+            alerts[0].1["payout"].as_str(),
+            alerts[0].1["status"].as_str()
+        ),
+        (Some("ord1"), Some("REVERSED"))
+    );
 }

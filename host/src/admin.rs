@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use serde::Deserialize;
@@ -17,6 +17,7 @@ use crate::app::App;
 use crate::config::Secrets;
 use crate::ingress::error;
 use crate::providers::matches_any_secret;
+use crate::storage::{EventState, Replay};
 
 /// The admin routes, wrapped in the bearer-token check.
 pub fn router(app: Arc<App>, token: Secrets) -> Router<Arc<App>> {
@@ -26,6 +27,12 @@ pub fn router(app: Arc<App>, token: Secrets) -> Router<Arc<App>> {
         .route("/admin/tenants/{tenant}/kv", get(kv))
         .route("/admin/tenants/{tenant}/events", get(events))
         .route("/admin/events/{seq}", get(event))
+        .route("/admin/events/{seq}/replay", post(replay_one))
+        .route("/admin/tenants/{tenant}/dead-letters", get(dead_letters))
+        .route(
+            "/admin/tenants/{tenant}/dead-letters/replay",
+            post(replay_dead),
+        )
         .route("/admin/sink", get(sink))
         .layer(axum::middleware::from_fn(
             move |req: Request, next: Next| {
@@ -114,24 +121,106 @@ async fn kv(
 struct EventsQuery {
     limit: Option<u32>,
     before: Option<i64>,
+    state: Option<String>,
 }
 
-/// A tenant's events, newest first; `next_before` is the cursor for the next page.
+/// A tenant's events, newest first, optionally in one `state` (pending, running, done, skipped,
+/// dead); `next_before` is the cursor for the next page.
 async fn events(
     State(app): State<Arc<App>>,
     Path(tenant): Path<String>,
     Query(q): Query<EventsQuery>,
 ) -> Response {
-    if app.tenants.get(&tenant).is_none() {
+    let state = match q.state.as_deref() {
+        None => None,
+        Some(name) => match EventState::parse(name) {
+            s if s.as_str() == name => Some(s),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown state {name:?}: use pending, running, done, skipped or dead"),
+                )
+            }
+        },
+    };
+    list_events(&app, &tenant, q.limit, q.before, state)
+}
+
+/// A tenant's dead letters, newest first.
+async fn dead_letters(
+    State(app): State<Arc<App>>,
+    Path(tenant): Path<String>,
+    Query(q): Query<EventsQuery>,
+) -> Response {
+    list_events(&app, &tenant, q.limit, q.before, Some(EventState::Dead))
+}
+
+fn list_events(
+    app: &App,
+    tenant: &str,
+    limit: Option<u32>,
+    before: Option<i64>,
+    state: Option<EventState>,
+) -> Response {
+    if app.tenants.get(tenant).is_none() {
         return error(StatusCode::NOT_FOUND, format!("no tenant named {tenant:?}"));
     }
-    let limit = q.limit.unwrap_or(50).clamp(1, 500);
-    match app.storage.events(&tenant, limit, q.before) {
+    let limit = limit.unwrap_or(50).clamp(1, 500);
+    match app.storage.events(tenant, limit, before, state) {
         Ok(events) => {
             let next = (events.len() == limit as usize)
                 .then(|| events.last().map(|e| e.seq))
                 .flatten();
             Json(json!({ "tenant": tenant, "events": events, "next_before": next })).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    }
+}
+
+/// Replays one finished event (done, skipped or dead) with the plugin version serving now; its
+/// new attempts are added to its history, with a fresh retry budget.
+async fn replay_one(State(app): State<Arc<App>>, Path(seq): Path<i64>) -> Response {
+    match app.storage.replay(seq).await {
+        Ok(Replay::Replayed(event)) => {
+            tracing::info!(seq, tenant = %event.tenant, "event replayed");
+            app.dispatcher.enqueue(*event);
+            (StatusCode::ACCEPTED, Json(json!({ "replayed": [seq] }))).into_response()
+        }
+        Ok(Replay::NotFound) => error(StatusCode::NOT_FOUND, format!("no event {seq}")),
+        Ok(Replay::NotFinished(state)) => error(
+            StatusCode::CONFLICT,
+            format!(
+                "event {seq} is {}: only finished events (done, skipped, dead) can be replayed",
+                state.as_str()
+            ),
+        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    }
+}
+
+#[derive(Deserialize)]
+struct ReplayQuery {
+    /// Only dead letters that died at or after this time (ms since the epoch).
+    since_ms: Option<u64>,
+}
+
+/// Replays every dead letter of a tenant (optionally only recent ones).
+async fn replay_dead(
+    State(app): State<Arc<App>>,
+    Path(tenant): Path<String>,
+    Query(q): Query<ReplayQuery>,
+) -> Response {
+    if app.tenants.get(&tenant).is_none() {
+        return error(StatusCode::NOT_FOUND, format!("no tenant named {tenant:?}"));
+    }
+    match app.storage.replay_dead(&tenant, q.since_ms).await {
+        Ok(events) => {
+            let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+            tracing::info!(tenant, count = seqs.len(), "dead letters replayed");
+            for event in events {
+                app.dispatcher.enqueue(event);
+            }
+            (StatusCode::ACCEPTED, Json(json!({ "replayed": seqs }))).into_response()
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
     }

@@ -103,7 +103,14 @@ pub async fn serve(config: Config) -> Result<()> {
         tracing::info!(count = unfinished.len(), "resuming unfinished events");
     }
     for event in unfinished {
-        dispatcher.enqueue(event);
+        if let Some(event) =
+            crate::dispatcher::record_interrupted(storage.as_ref(), &tenants, event).await?
+        {
+            dispatcher.enqueue(event);
+        }
+    }
+    if config.retention_hours > 0 {
+        tokio::spawn(prune_forever(storage.clone(), config.retention_hours));
     }
 
     // Compile plugins off the request path: webhooks are accepted at once and wait for them.
@@ -154,6 +161,38 @@ pub async fn serve(config: Config) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Deletes events finished more than `hours` ago, in small batches so ingest never waits long.
+async fn prune_forever(storage: Arc<dyn Storage>, hours: u64) {
+    let retention_ms = hours * 3_600_000;
+    loop {
+        let before = crate::now_ms().saturating_sub(retention_ms);
+        let mut pruned = 0;
+        loop {
+            match storage.prune(before, 500).await {
+                Ok(n) => {
+                    pruned += n;
+                    if n < 500 {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    tracing::error!("pruning finished events failed (retrying later): {e:#}");
+                    break;
+                }
+            }
+        }
+        if pruned > 0 {
+            tracing::info!(
+                pruned,
+                hours,
+                "pruned events finished before the retention period"
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
 }
 
 async fn shutdown_signal() {

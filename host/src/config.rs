@@ -33,6 +33,10 @@ pub struct Config {
     /// How events are dispatched to plugins.
     #[serde(default)]
     pub dispatch: DispatchConfig,
+    /// Events finished (done, skipped, dead) longer ago than this many hours are deleted, with
+    /// their attempts, in the background. 0 keeps everything. Default: 7 days.
+    #[serde(default = "default_retention_hours")]
+    pub retention_hours: u64,
     /// A built-in request sink (`POST /sink/{name}`) that records what plugins send, so the demo
     /// and a merchant's dev loop have a "merchant backend" without running one.
     #[serde(default)]
@@ -44,6 +48,10 @@ pub struct Config {
 
 fn default_listen() -> SocketAddr {
     "127.0.0.1:8080".parse().expect("valid literal address")
+}
+
+fn default_retention_hours() -> u64 {
+    7 * 24
 }
 
 fn default_max_body() -> usize {
@@ -646,6 +654,42 @@ mod tests {
             toml::from_str("database = 'x'\n[tenants.'a b']\nplugin = 'p.wasm'").unwrap();
         cfg.resolve_paths(Path::new("/etc"));
         assert!(cfg.validate().unwrap_err().to_string().contains("a b"));
+    }
+
+    #[test]
+    fn source_typos_and_unknown_providers_are_named() {
+        let parse = |source: &str| {
+            toml::from_str::<Config>(&format!(
+                "database = 'x'\n[tenants.a]\nplugin = 'p.wasm'\n[tenants.a.sources.s]\n{source}"
+            ))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+        };
+        let typo = parse("provider = 'fincart'\ntokn = 'x'");
+        assert!(typo.contains("tokn"), "{typo}");
+        let unknown = parse("provider = 'paypal'\ntoken = 'x'");
+        assert!(
+            unknown.contains("paypal") && unknown.contains("fincart"),
+            "{unknown}"
+        );
+        let missing = parse("provider = 'juspay'\nusername = 'u'");
+        assert!(missing.contains("password"), "{missing}");
+        let ips = parse("provider = 'finchpay'\nallow_ips = '10.0.0.0/8'");
+        assert!(ips.contains("allow_ips"), "{ips}");
+        let cfg: Config = toml::from_str(
+            "database = 'x'\n[tenants.a]\nplugin = 'p.wasm'\n[tenants.a.sources.s]\nprovider = 'finchpay'\nallow_ips = ['10.0.0.0/8']\ntoken_in = 'path'\ntoken = 't'",
+        )
+        .unwrap();
+        let source = &cfg.tenants["a"].sources["s"];
+        assert_eq!(source.allow_ips, vec!["10.0.0.0/8"]);
+        assert!(matches!(
+            source.provider,
+            ProviderConfig::Finchpay {
+                token_in: TokenIn::Path,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -260,6 +260,14 @@ async fn attempt(deps: &DispatchDeps, event: StoredEvent) -> Next {
         log_bytes_hint: limits.log_bytes,
     };
     let started_at_ms = now_ms();
+    // Marked before running, so an attempt cut short by a crash still counts at the next start.
+    if let Err(e) = deps
+        .storage
+        .start_attempt(event.seq, number, started_at_ms, &plugin.version)
+        .await
+    {
+        tracing::error!(seq = event.seq, "cannot mark the attempt as started: {e:#}");
+    }
     let report = deps.runtime.run(&plugin, &event, number, cx).await;
     let policy = &tenant.retry;
     let (outcome, retry_in_ms) = match report.result {
@@ -277,7 +285,9 @@ async fn attempt(deps: &DispatchDeps, event: StoredEvent) -> Next {
     let (next_state, next_attempt_at_ms) = match (&outcome, retry_in_ms) {
         (AttemptOutcome::Done, _) => (EventState::Done, 0),
         (AttemptOutcome::Skipped { .. }, _) => (EventState::Skipped, 0),
-        (_, _) if number >= policy.max_attempts => (EventState::Dead, 0),
+        (_, _) if number.saturating_sub(event.attempt_base) >= policy.max_attempts => {
+            (EventState::Dead, 0)
+        }
         (_, delay) => (EventState::Pending, now_ms() + delay.unwrap_or(0)),
     };
     match &outcome {
@@ -321,6 +331,59 @@ async fn attempt(deps: &DispatchDeps, event: StoredEvent) -> Next {
         },
         _ => Next::Completed,
     }
+}
+
+/// At start: an event whose attempt was running when hookhost stopped (crash, kill, or a shutdown
+/// that timed out) gets that attempt recorded as failed, then follows its retry policy like any
+/// failure. Returns the event to dispatch, or `None` if that was its last attempt (dead letter).
+pub async fn record_interrupted(
+    storage: &dyn Storage,
+    tenants: &Tenants,
+    mut event: StoredEvent,
+) -> anyhow::Result<Option<StoredEvent>> {
+    let Some((started_at_ms, version)) = event.interrupted.take() else {
+        return Ok(Some(event));
+    };
+    let number = event.attempts + 1;
+    let policy = tenants
+        .get(&event.tenant)
+        .map(|t| t.retry.clone())
+        .unwrap_or_default();
+    let dead = number.saturating_sub(event.attempt_base) >= policy.max_attempts;
+    let next_attempt_at_ms = if dead {
+        0
+    } else {
+        now_ms() + backoff_ms(&policy, number)
+    };
+    storage
+        .finish_attempt(FinishedAttempt {
+            seq: event.seq,
+            tenant: event.tenant.clone(),
+            record: AttemptRecord {
+                attempt: number,
+                plugin_version: version,
+                started_at_ms,
+                duration_us: now_ms().saturating_sub(started_at_ms) * 1000,
+                outcome: AttemptOutcome::Error {
+                    message: "interrupted: hookhost stopped while this attempt was running (crash, kill or shutdown timeout); \
+                              its kv writes were discarded"
+                        .into(),
+                },
+                logs: Vec::new(),
+                logs_dropped: 0,
+            },
+            kv_writes: Vec::new(),
+            next_state: if dead { EventState::Dead } else { EventState::Pending },
+            next_attempt_at_ms,
+        })
+        .await?;
+    tracing::warn!(seq = event.seq, tenant = %event.tenant, attempt = number, dead, "attempt interrupted by the last stop recorded as failed");
+    if dead {
+        return Ok(None);
+    }
+    event.attempts = number;
+    event.next_attempt_at_ms = next_attempt_at_ms;
+    Ok(Some(event))
 }
 
 #[cfg(test)]

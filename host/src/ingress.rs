@@ -208,6 +208,8 @@ async fn handle(
         received_at_ms,
         attempts: 0,
         next_attempt_at_ms: received_at_ms,
+        attempt_base: 0,
+        interrupted: None,
         body: new.body.clone(),
         event: new.event.clone(),
     };

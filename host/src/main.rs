@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 /// Receives webhooks and hands them to merchants' WebAssembly plugins.
@@ -27,6 +27,33 @@ enum Command {
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
     },
+    /// Replay one event, or a tenant's dead letters, on a running host (with the plugin version
+    /// serving now); the new attempts are added to each event's history.
+    Replay {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The event to replay (its number, as in the admin API).
+        #[arg(long, conflicts_with_all = ["tenant", "since"])]
+        event: Option<i64>,
+        /// Replay every dead letter of this tenant.
+        #[arg(long, required_unless_present = "event")]
+        tenant: Option<String>,
+        /// With --tenant: only dead letters that died since then: a duration ago (`90m`, `2h`,
+        /// `3d`), an RFC 3339 time or milliseconds since the epoch.
+        #[arg(long)]
+        since: Option<String>,
+    },
+}
+
+/// How to reach a running host's admin API.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The host's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "HOOKHOST_URL")]
+    url: String,
+    /// The admin token.
+    #[arg(long, env = "HOOKHOST_ADMIN_TOKEN", hide_env_values = true)]
+    token: String,
 }
 
 fn main() -> Result<()> {
@@ -50,5 +77,88 @@ fn main() -> Result<()> {
             }
             tokio::runtime::Runtime::new()?.block_on(hookhost::app::serve(config))
         }
+        Command::Replay {
+            admin,
+            event,
+            tenant,
+            since,
+        } => {
+            let path = match (event, tenant) {
+                (Some(seq), _) => format!("/admin/events/{seq}/replay"),
+                (None, Some(tenant)) => match since {
+                    Some(since) => format!(
+                        "/admin/tenants/{tenant}/dead-letters/replay?since_ms={}",
+                        parse_since(&since)?
+                    ),
+                    None => format!("/admin/tenants/{tenant}/dead-letters/replay"),
+                },
+                (None, None) => unreachable!("clap requires --event or --tenant"),
+            };
+            let reply = tokio::runtime::Runtime::new()?.block_on(admin_post(&admin, &path))?;
+            let seqs: Vec<String> = reply["replayed"]
+                .as_array()
+                .map(|a| a.iter().map(|v| v.to_string()).collect())
+                .unwrap_or_default();
+            match seqs.len() {
+                0 => println!("nothing to replay"),
+                n => println!(
+                    "replayed {n} event{}: {}",
+                    if n == 1 { "" } else { "s" },
+                    seqs.join(", ")
+                ),
+            }
+            Ok(())
+        }
     }
+}
+
+/// POSTs to the admin API and returns its JSON, or the server's error message.
+async fn admin_post(admin: &AdminArgs, path: &str) -> Result<serde_json::Value> {
+    let url = format!("{}{path}", admin.url.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach hookhost at {}: is it running, and is --url right?",
+                admin.url
+            )
+        })?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!(
+            "{status}: {}",
+            body["error"].as_str().unwrap_or("(no message)")
+        );
+    }
+    Ok(body)
+}
+
+/// `90m`, `2h`, `3d` (that long ago), an RFC 3339 time, or milliseconds since the epoch.
+fn parse_since(text: &str) -> Result<u64> {
+    let text = text.trim();
+    if let Ok(ms) = text.parse::<u64>() {
+        return Ok(ms);
+    }
+    if let Some(ms) = hookhost::providers::parse_datetime_ms(text) {
+        return Ok(ms);
+    }
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number.parse().with_context(|| {
+        format!("--since {text:?}: write 90m, 2h, 3d, an RFC 3339 time or epoch milliseconds")
+    })?;
+    let unit_ms = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => bail!("--since {text:?}: the unit must be s, m, h or d"),
+    };
+    Ok(hookhost::now_ms().saturating_sub(n * unit_ms))
 }

@@ -210,7 +210,7 @@ impl Host {
     pub async fn wait_finished(&self, seq: i64, timeout: Duration) -> Value {
         wait_for(&format!("event {seq} to finish"), timeout, async || {
             let e = self.event(seq).await;
-            (e["state"] != "pending").then_some(e)
+            (!matches!(e["state"].as_str(), Some("pending" | "running"))).then_some(e)
         })
         .await
     }
@@ -412,4 +412,55 @@ pub fn provider_documents() -> PathBuf {
         dir.display()
     );
     dir
+}
+
+impl Host {
+    /// The process id (to send signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits (up to `timeout`) for the process to exit; returns its exit code.
+    pub fn terminate(mut self, timeout: Duration) -> (Option<i32>, tempfile::TempDir) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + timeout;
+        let code = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hookhost did not exit within {timeout:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let dir = tempfile::tempdir().unwrap();
+        (code, std::mem::replace(&mut self.dir, dir))
+    }
+
+    /// Runs `hookhost <args>` (a CLI command) against this host's admin API.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_hookhost"))
+            .args(args)
+            .env("HOOKHOST_URL", &self.base)
+            .env("HOOKHOST_ADMIN_TOKEN", ADMIN_TOKEN)
+            .output()
+            .expect("run the hookhost CLI")
+    }
+}
+
+impl Backend {
+    /// How many requests carried JSON `{"id": id}`.
+    pub fn count_id(&self, id: &str) -> usize {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, body)| body["id"] == id)
+            .count()
+    }
 }

@@ -363,7 +363,7 @@ fn render_template<'a>(
     let mut parts = Vec::new();
     let mut rest = template;
     while let Some(start) = rest.find('{') {
-        parts.push(Cow::Owned(rest[..start].as_bytes().to_vec()));
+        parts.push(Cow::Owned(rest.as_bytes()[..start].to_vec()));
         let end = rest[start..]
             .find('}')
             .ok_or(AuthFailure("signing template is malformed"))?

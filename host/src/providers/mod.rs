@@ -412,13 +412,9 @@ impl<'a> Fields<'a> {
             expected: "a timestamp",
         };
         let from_number = |n: f64| -> Option<u64> {
-            (n.is_finite() && n >= 0.0).then(|| {
-                if n < 100_000_000_000.0 {
-                    (n * 1000.0) as u64
-                } else {
-                    n as u64
-                }
-            })
+            // Below 10^11 it is seconds (until the year 5138), above it milliseconds.
+            let ms = if n < 100_000_000_000.0 { n * 1000.0 } else { n };
+            (n.is_finite() && n >= 0.0).then_some(ms as u64)
         };
         match self.value(path) {
             None => Ok(None),

@@ -47,6 +47,8 @@ pub enum Appended {
 pub enum EventState {
     /// Waiting for (another) attempt.
     Pending,
+    /// An attempt is running (if hookhost stops now, that attempt counts as failed at restart).
+    Running,
     /// The plugin returned `done`.
     Done,
     /// The plugin returned `skipped`.
@@ -56,17 +58,21 @@ pub enum EventState {
 }
 
 impl EventState {
-    fn as_str(self) -> &'static str {
+    /// The state's name, as stored and shown.
+    pub fn as_str(self) -> &'static str {
         match self {
             EventState::Pending => "pending",
+            EventState::Running => "running",
             EventState::Done => "done",
             EventState::Skipped => "skipped",
             EventState::Dead => "dead",
         }
     }
 
-    fn parse(s: &str) -> EventState {
+    /// The state named `s` (admin filters use these names).
+    pub fn parse(s: &str) -> EventState {
         match s {
+            "running" => EventState::Running,
             "done" => EventState::Done,
             "skipped" => EventState::Skipped,
             "dead" => EventState::Dead,
@@ -90,6 +96,11 @@ pub struct StoredEvent {
     pub attempts: u32,
     /// Not before this time (ms since the epoch).
     pub next_attempt_at_ms: u64,
+    /// Attempts made before the last replay: the retry budget counts from here.
+    pub attempt_base: u32,
+    /// Set when an attempt was running when hookhost stopped: when it started (ms) and the
+    /// plugin version it ran.
+    pub interrupted: Option<(u64, String)>,
     /// The raw body.
     pub body: Vec<u8>,
     /// The normalized event.
@@ -227,6 +238,17 @@ pub struct EventDetail {
     pub attempts_detail: Vec<AttemptRecord>,
 }
 
+/// What a replay request found.
+#[derive(Debug)]
+pub enum Replay {
+    /// No such event.
+    NotFound,
+    /// The event is still pending or running; it is not replayed.
+    NotFinished(EventState),
+    /// Back to pending with a fresh retry budget; hand it to the dispatcher.
+    Replayed(Box<StoredEvent>),
+}
+
 /// The storage behind the pipeline.
 pub trait Storage: Send + Sync {
     /// Journals an accepted webhook durably (per the durability setting), deduplicating on
@@ -234,8 +256,28 @@ pub trait Storage: Send + Sync {
     fn append(&self, event: NewEvent) -> BoxFuture<'_, Result<Appended>>;
     /// Records an attempt, applies its kv writes and moves the event on, atomically.
     fn finish_attempt(&self, finished: FinishedAttempt) -> BoxFuture<'_, Result<()>>;
-    /// Every event still pending, in receive order (for recovery at start).
+    /// Marks an attempt as started. The returned future resolves once the mark is queued, not
+    /// committed: writes commit in order, so it is committed no later than the attempt's end.
+    fn start_attempt(
+        &self,
+        seq: i64,
+        attempt: u32,
+        started_at_ms: u64,
+        plugin_version: &str,
+    ) -> BoxFuture<'_, Result<()>>;
+    /// Every event still pending or running, in receive order (for recovery at start).
     fn unfinished(&self) -> Result<Vec<StoredEvent>>;
+    /// Sends a finished event (done, skipped or dead) back to pending, with a fresh retry budget.
+    fn replay(&self, seq: i64) -> BoxFuture<'_, Result<Replay>>;
+    /// Sends a tenant's dead letters (that died at or after `since_ms`) back to pending.
+    fn replay_dead(
+        &self,
+        tenant: &str,
+        since_ms: Option<u64>,
+    ) -> BoxFuture<'_, Result<Vec<StoredEvent>>>;
+    /// Deletes up to `limit` events finished before `before_ms` (with their attempts); returns how
+    /// many it deleted. Small batches keep the writer free for ingest.
+    fn prune(&self, before_ms: u64, limit: u32) -> BoxFuture<'_, Result<u64>>;
     /// A kv value of a tenant.
     fn kv_get(&self, tenant: &str, key: &str) -> Result<Option<Vec<u8>>>;
     /// Up to `limit` kv keys of a tenant starting with `prefix`, ascending.
@@ -244,12 +286,14 @@ pub trait Storage: Send + Sync {
     fn kv_count(&self, tenant: &str) -> Result<u64>;
     /// Up to `limit` kv entries of a tenant starting with `prefix` (admin).
     fn kv_entries(&self, tenant: &str, prefix: &str, limit: u32) -> Result<Vec<KvEntry>>;
-    /// A tenant's events, newest first, before `before_seq` when given (admin, paginated).
+    /// A tenant's events, newest first, before `before_seq` when given, only those in `state`
+    /// when given (admin, paginated).
     fn events(
         &self,
         tenant: &str,
         limit: u32,
         before_seq: Option<i64>,
+        state: Option<EventState>,
     ) -> Result<Vec<EventSummary>>;
     /// One event with its attempts (admin).
     fn event_detail(&self, seq: i64) -> Result<Option<EventDetail>>;

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     Appended, AttemptRecord, BoxFuture, EventDetail, EventState, EventSummary, FinishedAttempt,
-    KvEntry, KvWrite, NewEvent, Storage, StoredEvent,
+    KvEntry, KvWrite, NewEvent, Replay, Storage, StoredEvent,
 };
 use crate::config::Durability;
 use crate::now_ms;
@@ -31,6 +31,9 @@ CREATE TABLE IF NOT EXISTS events (
     dedupe_key          TEXT NOT NULL,
     state               TEXT NOT NULL,
     attempts            INTEGER NOT NULL DEFAULT 0,
+    attempt_base        INTEGER NOT NULL DEFAULT 0,
+    running_since_ms    INTEGER,
+    running_version     TEXT,
     next_attempt_at_ms  INTEGER NOT NULL,
     received_at_ms      INTEGER NOT NULL,
     finished_at_ms      INTEGER,
@@ -41,8 +44,10 @@ CREATE TABLE IF NOT EXISTS events (
     event               TEXT NOT NULL,
     UNIQUE (tenant, source, dedupe_key)
 );
-CREATE INDEX IF NOT EXISTS events_pending ON events (seq) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS events_unfinished ON events (seq) WHERE state IN ('pending', 'running');
 CREATE INDEX IF NOT EXISTS events_by_tenant ON events (tenant, seq);
+CREATE INDEX IF NOT EXISTS events_by_tenant_state ON events (tenant, state, seq);
+CREATE INDEX IF NOT EXISTS events_finished ON events (finished_at_ms) WHERE finished_at_ms IS NOT NULL;
 CREATE TABLE IF NOT EXISTS attempts (
     event_seq       INTEGER NOT NULL REFERENCES events (seq) ON DELETE CASCADE,
     attempt         INTEGER NOT NULL,
@@ -62,15 +67,15 @@ CREATE TABLE IF NOT EXISTS kv_counts (
 ) WITHOUT ROWID;
 "#;
 
-enum Command {
-    Append(Box<NewEvent>, oneshot::Sender<Result<Appended>>),
-    Finish(Box<FinishedAttempt>, oneshot::Sender<Result<()>>),
-}
+/// A write run inside the writer's transaction (in its own savepoint); it returns what to do once
+/// the transaction is committed (or failed to commit): reply to its caller.
+type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
 
 /// The SQLite store.
 pub struct SqliteStorage {
     path: PathBuf,
-    writer: mpsc::Sender<Command>,
+    writer: mpsc::Sender<Job>,
     readers: Mutex<Vec<Connection>>,
 }
 
@@ -134,24 +139,46 @@ impl SqliteStorage {
         result.context("database read failed")
     }
 
-    async fn send<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command) -> Result<T> {
+    /// Runs `f` in the writer's next transaction and waits for the commit.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let (tx, rx) = oneshot::channel();
-        self.writer
-            .send(make(tx))
-            .await
-            .map_err(|_| anyhow!("the database writer has stopped"))?;
+        self.enqueue(f, tx).await?;
         rx.await
             .map_err(|_| anyhow!("the database writer has stopped"))?
     }
+
+    /// Queues `f` for the writer's next transaction and reports to `reply` after the commit.
+    async fn enqueue<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+        reply: oneshot::Sender<Result<T>>,
+    ) -> Result<()> {
+        let job: Job = Box::new(move |conn| {
+            let result = in_savepoint(conn, f);
+            Box::new(move |commit_error: Option<&str>| {
+                let _ = reply.send(match commit_error {
+                    Some(e) => Err(anyhow!("database commit failed: {e}")),
+                    None => result,
+                });
+            })
+        });
+        self.writer
+            .send(job)
+            .await
+            .map_err(|_| anyhow!("the database writer has stopped"))
+    }
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Command>) {
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(c) => batch.push(c),
+                Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
@@ -159,73 +186,39 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Command>) {
     }
 }
 
-enum Reply {
-    Append(oneshot::Sender<Result<Appended>>, Result<Appended>),
-    Finish(oneshot::Sender<Result<()>>, Result<()>),
-}
-
-fn run_batch(conn: &mut Connection, batch: &mut Vec<Command>) {
-    let mut replies = Vec::with_capacity(batch.len());
+/// Runs every queued job in one transaction (one fsync for all of them), then completes them.
+fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
     let tx = match conn.transaction() {
         Ok(tx) => tx,
         Err(e) => {
-            for cmd in batch.drain(..) {
-                fail(cmd, &e);
+            let message = format!("cannot start a database transaction: {e}");
+            tracing::error!("{message}");
+            // Run nothing; every caller gets the error.
+            for job in batch.drain(..) {
+                drop(job);
             }
             return;
         }
     };
-    for cmd in batch.drain(..) {
-        match cmd {
-            Command::Append(ev, reply) => {
-                let r = in_savepoint(&tx, |sp| append(sp, &ev));
-                replies.push(Reply::Append(reply, r));
-            }
-            Command::Finish(fin, reply) => {
-                let r = in_savepoint(&tx, |sp| finish(sp, &fin));
-                replies.push(Reply::Finish(reply, r));
-            }
-        }
+    let completions: Vec<Completion> = batch.drain(..).map(|job| job(&tx)).collect();
+    let commit_error = tx.commit().err().map(|e| e.to_string());
+    if let Some(e) = &commit_error {
+        tracing::error!("database commit failed: {e}");
     }
-    if let Err(e) = tx.commit() {
-        let message = format!("database commit failed: {e}");
-        tracing::error!("{message}");
-        for reply in replies {
-            match reply {
-                Reply::Append(s, _) => drop(s.send(Err(anyhow!(message.clone())))),
-                Reply::Finish(s, _) => drop(s.send(Err(anyhow!(message.clone())))),
-            }
-        }
-        return;
-    }
-    for reply in replies {
-        match reply {
-            Reply::Append(s, r) => drop(s.send(r)),
-            Reply::Finish(s, r) => drop(s.send(r)),
-        }
+    for complete in completions {
+        complete(commit_error.as_deref());
     }
 }
 
-fn fail(cmd: Command, e: &rusqlite::Error) {
-    let message = format!("cannot start a database transaction: {e}");
-    match cmd {
-        Command::Append(_, s) => drop(s.send(Err(anyhow!(message)))),
-        Command::Finish(_, s) => drop(s.send(Err(anyhow!(message)))),
-    }
-}
-
-fn in_savepoint<T>(
-    tx: &rusqlite::Transaction<'_>,
-    f: impl FnOnce(&Connection) -> Result<T>,
-) -> Result<T> {
-    tx.execute_batch("SAVEPOINT cmd")?;
-    match f(tx) {
+fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    conn.execute_batch("SAVEPOINT job")?;
+    match f(conn) {
         Ok(v) => {
-            tx.execute_batch("RELEASE cmd")?;
+            conn.execute_batch("RELEASE job")?;
             Ok(v)
         }
         Err(e) => {
-            tx.execute_batch("ROLLBACK TO cmd; RELEASE cmd")?;
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
             Err(e)
         }
     }
@@ -275,7 +268,8 @@ fn finish(conn: &Connection, fin: &FinishedAttempt) -> Result<()> {
     };
     let finished_at = (fin.next_state != EventState::Pending).then_some(now);
     let updated = conn.prepare_cached(
-        "UPDATE events SET state = ?2, attempts = ?3, next_attempt_at_ms = ?4, finished_at_ms = ?5, last_error = ?6
+        "UPDATE events SET state = ?2, attempts = ?3, next_attempt_at_ms = ?4, finished_at_ms = ?5, last_error = ?6,
+             running_since_ms = NULL, running_version = NULL
          WHERE seq = ?1",
     )?
     .execute(params![
@@ -334,6 +328,34 @@ fn finish(conn: &Connection, fin: &FinishedAttempt) -> Result<()> {
     Ok(())
 }
 
+const STORED_COLUMNS: &str =
+    "seq, tenant, source, received_at_ms, attempts, next_attempt_at_ms, body, event, attempt_base, state, running_since_ms, running_version";
+
+fn stored(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
+    let event: String = r.get(7)?;
+    let running = EventState::parse(&r.get::<_, String>(9)?) == EventState::Running;
+    Ok(StoredEvent {
+        seq: r.get(0)?,
+        tenant: r.get(1)?,
+        source: r.get(2)?,
+        received_at_ms: r.get::<_, i64>(3)? as u64,
+        attempts: r.get(4)?,
+        next_attempt_at_ms: r.get::<_, i64>(5)? as u64,
+        body: r.get(6)?,
+        event: serde_json::from_str(&event).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        attempt_base: r.get(8)?,
+        interrupted: match running {
+            true => Some((
+                r.get::<_, Option<i64>>(10)?.unwrap_or(0) as u64,
+                r.get::<_, Option<String>>(11)?.unwrap_or_default(),
+            )),
+            false => None,
+        },
+    })
+}
+
 const SUMMARY_COLUMNS: &str = "seq, tenant, source, state, attempts, received_at_ms, finished_at_ms, next_attempt_at_ms, last_error, duplicates, event";
 
 fn summary(row: &Row<'_>) -> rusqlite::Result<EventSummary> {
@@ -361,36 +383,100 @@ fn summary(row: &Row<'_>) -> rusqlite::Result<EventSummary> {
 
 impl Storage for SqliteStorage {
     fn append(&self, event: NewEvent) -> BoxFuture<'_, Result<Appended>> {
-        Box::pin(self.send(move |tx| Command::Append(Box::new(event), tx)))
+        Box::pin(self.write(move |c| append(c, &event)))
     }
 
     fn finish_attempt(&self, finished: FinishedAttempt) -> BoxFuture<'_, Result<()>> {
-        Box::pin(self.send(move |tx| Command::Finish(Box::new(finished), tx)))
+        Box::pin(self.write(move |c| finish(c, &finished)))
+    }
+
+    fn start_attempt(
+        &self,
+        seq: i64,
+        attempt: u32,
+        started_at_ms: u64,
+        plugin_version: &str,
+    ) -> BoxFuture<'_, Result<()>> {
+        let version = plugin_version.to_string();
+        Box::pin(async move {
+            let (reply, _ignored) = oneshot::channel();
+            self.enqueue(
+                move |c| {
+                    c.prepare_cached(
+                        "UPDATE events SET state = 'running', running_since_ms = ?3, running_version = ?4
+                         WHERE seq = ?1 AND attempts = ?2 - 1",
+                    )?
+                    .execute(params![seq, attempt, started_at_ms as i64, version])?;
+                    Ok(())
+                },
+                reply,
+            )
+            .await
+        })
     }
 
     fn unfinished(&self) -> Result<Vec<StoredEvent>> {
         self.read(|c| {
-            let mut stmt = c.prepare(
-                "SELECT seq, tenant, source, received_at_ms, attempts, next_attempt_at_ms, body, event
-                 FROM events WHERE state = 'pending' ORDER BY seq",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                let event: String = r.get(7)?;
-                Ok(StoredEvent {
-                    seq: r.get(0)?,
-                    tenant: r.get(1)?,
-                    source: r.get(2)?,
-                    received_at_ms: r.get::<_, i64>(3)? as u64,
-                    attempts: r.get(4)?,
-                    next_attempt_at_ms: r.get::<_, i64>(5)? as u64,
-                    body: r.get(6)?,
-                    event: serde_json::from_str(&event).map_err(|e| {
-                        rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, Box::new(e))
-                    })?,
-                })
-            })?;
+            let mut stmt = c.prepare(&format!(
+                "SELECT {STORED_COLUMNS} FROM events WHERE state IN ('pending', 'running') ORDER BY seq"
+            ))?;
+            let rows = stmt.query_map([], stored)?;
             rows.collect()
         })
+    }
+
+    fn replay(&self, seq: i64) -> BoxFuture<'_, Result<Replay>> {
+        Box::pin(self.write(move |c| {
+            let state: Option<String> = c
+                .prepare_cached("SELECT state FROM events WHERE seq = ?1")?
+                .query_row(params![seq], |r| r.get(0))
+                .optional()?;
+            let Some(state) = state else { return Ok(Replay::NotFound) };
+            let state = EventState::parse(&state);
+            if matches!(state, EventState::Pending | EventState::Running) {
+                return Ok(Replay::NotFinished(state));
+            }
+            let event = c
+                .prepare_cached(&format!(
+                    "UPDATE events SET state = 'pending', attempt_base = attempts, next_attempt_at_ms = ?2,
+                         finished_at_ms = NULL, last_error = NULL
+                     WHERE seq = ?1 RETURNING {STORED_COLUMNS}"
+                ))?
+                .query_row(params![seq, now_ms() as i64], stored)?;
+            Ok(Replay::Replayed(Box::new(event)))
+        }))
+    }
+
+    fn replay_dead(
+        &self,
+        tenant: &str,
+        since_ms: Option<u64>,
+    ) -> BoxFuture<'_, Result<Vec<StoredEvent>>> {
+        let tenant = tenant.to_string();
+        Box::pin(self.write(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "UPDATE events SET state = 'pending', attempt_base = attempts, next_attempt_at_ms = ?3,
+                     finished_at_ms = NULL, last_error = NULL
+                 WHERE tenant = ?1 AND state = 'dead' AND finished_at_ms >= ?2 RETURNING {STORED_COLUMNS}"
+            ))?;
+            let mut events = stmt
+                .query_map(params![tenant, since_ms.unwrap_or(0) as i64, now_ms() as i64], stored)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            events.sort_by_key(|e| e.seq);
+            Ok(events)
+        }))
+    }
+
+    fn prune(&self, before_ms: u64, limit: u32) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "DELETE FROM events WHERE seq IN (
+                         SELECT seq FROM events WHERE finished_at_ms IS NOT NULL AND finished_at_ms < ?1 LIMIT ?2)",
+                )?
+                .execute(params![before_ms as i64, limit])?;
+            Ok(n as u64)
+        }))
     }
 
     fn kv_get(&self, tenant: &str, key: &str) -> Result<Option<Vec<u8>>> {
@@ -443,13 +529,24 @@ impl Storage for SqliteStorage {
         tenant: &str,
         limit: u32,
         before_seq: Option<i64>,
+        state: Option<EventState>,
     ) -> Result<Vec<EventSummary>> {
         self.read(|c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {SUMMARY_COLUMNS} FROM events WHERE tenant = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
-            ))?;
-            let rows = stmt.query_map(params![tenant, before_seq.unwrap_or(i64::MAX), limit], summary)?;
-            rows.collect()
+            let before = before_seq.unwrap_or(i64::MAX);
+            match state {
+                Some(state) => c
+                    .prepare_cached(&format!(
+                        "SELECT {SUMMARY_COLUMNS} FROM events WHERE tenant = ?1 AND state = ?4 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+                    ))?
+                    .query_map(params![tenant, before, limit, state.as_str()], summary)?
+                    .collect(),
+                None => c
+                    .prepare_cached(&format!(
+                        "SELECT {SUMMARY_COLUMNS} FROM events WHERE tenant = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+                    ))?
+                    .query_map(params![tenant, before, limit], summary)?
+                    .collect(),
+            }
         })
     }
 
@@ -561,7 +658,10 @@ mod tests {
         assert_eq!(accepted, 1);
         let pending = store.unfinished().unwrap();
         assert_eq!(pending.len(), 1);
-        assert_eq!(store.events("acme", 10, None).unwrap()[0].duplicates, 19);
+        assert_eq!(
+            store.events("acme", 10, None, None).unwrap()[0].duplicates,
+            19
+        );
     }
 
     #[tokio::test]
@@ -587,7 +687,7 @@ mod tests {
             })
             .await
             .unwrap();
-        let summary = &store.events("acme", 10, None).unwrap()[0];
+        let summary = &store.events("acme", 10, None, None).unwrap()[0];
         assert_eq!(
             (
                 summary.state,
@@ -623,6 +723,167 @@ mod tests {
         assert_eq!(detail.attempts_detail.len(), 2);
         assert_eq!(detail.summary.state, EventState::Done);
         assert_eq!(detail.body, r#"{"x":1}"#);
+    }
+
+    fn finished(
+        seq: i64,
+        attempt: u32,
+        outcome: AttemptOutcome,
+        next_state: EventState,
+    ) -> FinishedAttempt {
+        FinishedAttempt {
+            seq,
+            tenant: "acme".into(),
+            record: record(attempt, outcome),
+            kv_writes: vec![],
+            next_state,
+            next_attempt_at_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_started_attempt_is_seen_as_interrupted_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let seq = {
+            let store = SqliteStorage::open(&path, Durability::Durable).unwrap();
+            let Appended::Accepted(seq) = store.append(event("e1")).await.unwrap() else {
+                panic!()
+            };
+            store.start_attempt(seq, 1, 1234, "v9").await.unwrap();
+            // A later write commits after the start mark (the writer is FIFO).
+            store.append(event("e2")).await.unwrap();
+            seq
+        };
+        let store = SqliteStorage::open(&path, Durability::Durable).unwrap();
+        let unfinished = store.unfinished().unwrap();
+        assert_eq!(unfinished[0].seq, seq);
+        assert_eq!(unfinished[0].interrupted, Some((1234, "v9".to_string())));
+        assert_eq!(unfinished[1].interrupted, None);
+        assert_eq!(
+            store
+                .events("acme", 10, None, Some(EventState::Running))
+                .unwrap()
+                .len(),
+            1
+        );
+        // A stale start mark (wrong attempt number) changes nothing.
+        store
+            .start_attempt(unfinished[1].seq, 5, 1, "v9")
+            .await
+            .unwrap();
+        store.append(event("e3")).await.unwrap();
+        assert_eq!(store.unfinished().unwrap()[1].interrupted, None);
+    }
+
+    #[tokio::test]
+    async fn replay_only_finished_events_with_a_fresh_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStorage::open(&dir.path().join("h.db"), Durability::Fast).unwrap();
+        let Appended::Accepted(dead) = store.append(event("dead")).await.unwrap() else {
+            panic!()
+        };
+        let Appended::Accepted(pending) = store.append(event("pending")).await.unwrap() else {
+            panic!()
+        };
+        let error = || AttemptOutcome::Error {
+            message: "x".into(),
+        };
+        store
+            .finish_attempt(finished(dead, 1, error(), EventState::Pending))
+            .await
+            .unwrap();
+        store
+            .finish_attempt(finished(dead, 2, error(), EventState::Dead))
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.replay(pending).await.unwrap(),
+            Replay::NotFinished(EventState::Pending)
+        ));
+        assert!(matches!(store.replay(999).await.unwrap(), Replay::NotFound));
+        assert!(
+            store
+                .replay_dead("acme", Some(now_ms() + 60_000))
+                .await
+                .unwrap()
+                .is_empty(),
+            "since filters"
+        );
+        let replayed = store.replay_dead("acme", None).await.unwrap();
+        assert_eq!(
+            replayed
+                .iter()
+                .map(|e| (e.seq, e.attempts, e.attempt_base))
+                .collect::<Vec<_>>(),
+            vec![(dead, 2, 2)]
+        );
+        let summary = &store.events("acme", 10, None, None).unwrap()[1];
+        assert_eq!(
+            (
+                summary.state,
+                summary.last_error.as_deref(),
+                summary.finished_at_ms
+            ),
+            (EventState::Pending, None, None)
+        );
+        assert!(
+            store.replay_dead("acme", None).await.unwrap().is_empty(),
+            "already replayed"
+        );
+        store
+            .finish_attempt(finished(dead, 3, AttemptOutcome::Done, EventState::Done))
+            .await
+            .unwrap();
+        let Replay::Replayed(again) = store.replay(dead).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!((again.attempts, again.attempt_base), (3, 3));
+        assert_eq!(
+            store
+                .event_detail(dead)
+                .unwrap()
+                .unwrap()
+                .attempts_detail
+                .len(),
+            3,
+            "history is kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn prune_deletes_only_old_finished_events_in_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStorage::open(&dir.path().join("h.db"), Durability::Fast).unwrap();
+        let mut seqs = Vec::new();
+        for i in 0..5 {
+            let Appended::Accepted(seq) = store.append(event(&format!("e{i}"))).await.unwrap()
+            else {
+                panic!()
+            };
+            seqs.push(seq);
+        }
+        for seq in &seqs[..4] {
+            store
+                .finish_attempt(finished(*seq, 1, AttemptOutcome::Done, EventState::Done))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            store.prune(1, 10).await.unwrap(),
+            0,
+            "nothing finished that long ago"
+        );
+        let later = now_ms() + 1;
+        assert_eq!(store.prune(later, 3).await.unwrap(), 3);
+        assert_eq!(store.prune(later, 3).await.unwrap(), 1);
+        let left = store.events("acme", 10, None, None).unwrap();
+        assert_eq!(
+            left.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![seqs[4]],
+            "the pending event stays"
+        );
+        assert!(store.event_detail(seqs[0]).unwrap().is_none());
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! Test plugin that misbehaves on request, to prove the host contains it. The payload's
 //! `misbehave` field says how: `trap` (panic), `loop` (never returns), `alloc` (allocates without
 //! bound), `recurse` (overflows the stack), `error` (returns an error), `retry` (asks to retry),
-//! `fail-then-ok` (fails on the first attempt after writing kv, succeeds later), `env` / `file`
+//! `fail-then-ok` (fails on the first attempt after writing kv, succeeds later), `spin` (busy for
+//! `spin_ms` milliseconds, then succeeds), `env` / `file`
 //! (tries to read the environment or a file through WASI); anything else succeeds. Every
 //! successful event increments kv `ok`.
 use hookhost_guest::prelude::*;
@@ -43,6 +44,13 @@ impl Plugin for Misbehave {
                 return Ok(Outcome::Skipped(format!("impossible: {n}")));
             }
             "error" => bail!("misbehave: deliberate error"),
+            "spin" => {
+                let ms = payload["spin_ms"].as_u64().unwrap_or(1000);
+                let start = std::time::Instant::now();
+                while start.elapsed().as_millis() < u128::from(ms) {
+                    std::hint::spin_loop();
+                }
+            }
             "retry" => return Ok(Outcome::RetryAfter(1)),
             "fail-then-ok" if event.attempt == 1 => {
                 kv::set_string("fail-then-ok/leaked", "this write must not survive")?;

@@ -1,5 +1,8 @@
 //! Test plugin: records every event it receives, field by field, under `seen/<source>/<id>`, so
-//! end-to-end tests can check exactly what the host delivered. Returns `done`.
+//! end-to-end tests can check exactly what the host delivered. It also counts how many times each
+//! event's handling was committed (`times/<source>/<id>`: kv writes commit only with a successful
+//! attempt, so this must end at exactly 1), and, when `echo-url` is configured, POSTs the event id
+//! there (a failed POST fails the attempt, so the event is retried).
 use hookhost_guest::prelude::*;
 
 struct Recorder;
@@ -16,8 +19,13 @@ impl Plugin for Recorder {
         });
         let key = format!("seen/{}/{}", event.source, event.id);
         kv::set_json(&key, &record)?;
-        let count: u64 = kv::get_json("count")?.unwrap_or(0);
-        kv::set_json("count", &(count + 1))?;
+        let times_key = format!("times/{}/{}", event.source, event.id);
+        let times: u64 = kv::get_json(&times_key)?.unwrap_or(0);
+        kv::set_json(&times_key, &(times + 1))?;
+        if let Some(url) = config::get("echo-url") {
+            http::post_json(&url, &json!({ "id": event.id, "attempt": event.attempt }))?
+                .error_for_status()?;
+        }
         info!("recorded {key}");
         Ok(Outcome::Done)
     }

@@ -1,0 +1,329 @@
+//! Durable delivery end to end: concurrent duplicates, replay, graceful shutdown, and a `kill -9`
+//! under load after which every acknowledged webhook is handled exactly once.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{fincart_status, plugin, wait_for, Backend, Host, ADMIN_TOKEN};
+use serde_json::Value;
+
+const TOKEN: &str = "delivery-token";
+const JSON: (&str, &str) = ("content-type", "application/json");
+const AUTH: (&str, &str) = ("authorization", TOKEN);
+
+fn recorder_tenant(backend: &Backend) -> String {
+    format!(
+        r#"
+[tenants.shop]
+plugin = {plugin:?}
+allowed_hosts = ["{addr}"]
+config = {{ echo-url = "http://{addr}/echo" }}
+retry = {{ max_attempts = 20, base_ms = 50, cap_ms = 500 }}
+[tenants.shop.sources.fincart]
+provider = "fincart"
+token = "{TOKEN}"
+"#,
+        plugin = plugin("recorder"),
+        addr = backend.addr,
+    )
+}
+
+fn rogue_tenant(max_attempts: u32) -> String {
+    format!(
+        r#"
+[tenants.rogue]
+plugin = {plugin:?}
+limits = {{ timeout_ms = 10000 }}
+retry = {{ max_attempts = {max_attempts}, base_ms = 50, cap_ms = 200 }}
+[tenants.rogue.sources.fc]
+provider = "fincart"
+token = "{TOKEN}"
+"#,
+        plugin = plugin("misbehave"),
+    )
+}
+
+fn misbehaving(order: &str, mode: &str) -> String {
+    serde_json::json!({ "orderId": order, "status": "pending", "statusUpdatedDate": 1, "misbehave": mode, "spin_ms": 1500 }).to_string()
+}
+
+async fn accepted(response: reqwest::Response) -> i64 {
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "accepted", "{body}");
+    body["event"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn concurrent_duplicates_are_dispatched_exactly_once() {
+    let backend = Backend::start().await;
+    let host = Arc::new(Host::start(&recorder_tenant(&backend)).await);
+    let body = fincart_status("dup-1", "#D1", "processing", "picked up", 1_700_000_000_000);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (host, body) = (host.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = host.send("shop", "fincart", &[JSON, AUTH], body).await;
+            assert_eq!(r.status(), 200);
+            let dup = r.headers().contains_key("hookhost-duplicate");
+            let reply: Value = r.json().await.unwrap();
+            (reply["status"].as_str().unwrap().to_string(), dup)
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|(s, dup)| s == "accepted" && !dup)
+            .count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|(s, dup)| s == "duplicate" && *dup)
+            .count(),
+        19,
+        "{statuses:?}"
+    );
+    let events = host.events("shop").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["duplicates"], 19);
+    let event = host
+        .wait_finished(events[0]["seq"].as_i64().unwrap(), Duration::from_secs(60))
+        .await;
+    assert_eq!(event["attempts"], 1);
+    assert_eq!(backend.count_id(event["event"]["id"].as_str().unwrap()), 1);
+}
+
+#[tokio::test]
+async fn dead_letters_and_finished_events_are_replayed_from_the_cli() {
+    let host = Host::start(&rogue_tenant(1)).await;
+    let seq = accepted(
+        host.send(
+            "rogue",
+            "fc",
+            &[JSON, AUTH],
+            misbehaving("r-1", "fail-then-ok"),
+        )
+        .await,
+    )
+    .await;
+    let dead = host.wait_finished(seq, Duration::from_secs(60)).await;
+    assert_eq!(dead["state"], "dead", "{dead}");
+    let letters = host.admin("/admin/tenants/rogue/dead-letters").await;
+    assert_eq!(letters["events"][0]["seq"], seq);
+
+    let out = host.cli(&["replay", "--tenant", "rogue", "--since", "1h"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("replayed 1 event: {seq}")
+    );
+    let done = host.wait_finished(seq, Duration::from_secs(60)).await;
+    assert_eq!(done["state"], "done", "{done}");
+    let attempts: Vec<_> = done["attempts_detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(attempts, ["error", "done"]);
+
+    // Nothing left to replay; a finished event can be replayed on its own.
+    let out = host.cli(&["replay", "--tenant", "rogue"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "nothing to replay"
+    );
+    let out = host.cli(&["replay", "--event", &seq.to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = wait_for(
+        "the replayed attempt",
+        Duration::from_secs(60),
+        async || {
+            let e = host.event(seq).await;
+            (e["attempts"] == 3 && e["state"] == "done").then_some(e)
+        },
+    )
+    .await;
+    assert_eq!(again["attempts_detail"][2]["attempt"], 3);
+
+    // Bad replays say what is wrong.
+    let out = host.cli(&["replay", "--event", "99999"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no event 99999"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = host.cli(&["replay", "--tenant", "nobody"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nobody"));
+    let out = host.cli(&["replay", "--tenant", "rogue", "--since", "soon"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--since"));
+    let wrong_token = std::process::Command::new(env!("CARGO_BIN_EXE_hookhost"))
+        .args([
+            "replay", "--event", "1", "--url", &host.base, "--token", "nope",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&wrong_token.stderr).contains("401"));
+    let _ = ADMIN_TOKEN;
+}
+
+#[tokio::test]
+async fn sigterm_finishes_running_attempts_then_exits_cleanly() {
+    let host = Host::start(&rogue_tenant(3)).await;
+    let seq = accepted(
+        host.send("rogue", "fc", &[JSON, AUTH], misbehaving("s-1", "spin"))
+            .await,
+    )
+    .await;
+    wait_for(
+        "the attempt to start",
+        Duration::from_secs(60),
+        async || (host.event(seq).await["state"] == "running").then_some(()),
+    )
+    .await;
+    let (code, dir) = host.terminate(Duration::from_secs(30));
+    assert_eq!(code, Some(0));
+    let host = Host::start_in(dir, &rogue_tenant(3)).await;
+    let event = host.event(seq).await;
+    assert_eq!(
+        event["state"], "done",
+        "the running attempt finished before exit: {event}"
+    );
+    assert_eq!(event["attempts"], 1);
+}
+
+#[tokio::test]
+async fn kill_9_under_load_loses_nothing_acknowledged_and_completes_nothing_twice() {
+    let backend = Backend::start().await;
+    let tenants = recorder_tenant(&backend);
+    let host = Host::start(&tenants).await;
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let client = reqwest::Client::new();
+    let mut senders = Vec::new();
+    for sender in 0..8 {
+        let (acked, client, url) = (
+            acked.clone(),
+            client.clone(),
+            format!("{}/hooks/shop/fincart", host.base),
+        );
+        senders.push(tokio::spawn(async move {
+            for i in 0..60u64 {
+                let order = format!("k-{sender}-{i}");
+                let body = fincart_status(
+                    &order,
+                    &order,
+                    "processing",
+                    "picked up",
+                    1_700_000_000_000 + i,
+                );
+                let sent = client
+                    .post(&url)
+                    .header(JSON.0, JSON.1)
+                    .header(AUTH.0, AUTH.1)
+                    .body(body)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status() == 200 => acked.lock().unwrap().push(order),
+                    Ok(r) => panic!("unexpected status {}", r.status()),
+                    Err(_) => return, // the host is gone
+                }
+            }
+        }));
+    }
+    wait_for(
+        "100 acknowledged webhooks",
+        Duration::from_secs(60),
+        async || (acked.lock().unwrap().len() >= 100).then_some(()),
+    )
+    .await;
+    let dir = host.kill();
+    for s in senders {
+        s.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+
+    let host = Host::start_in(dir, &tenants).await;
+    let events = wait_for(
+        "every journaled event to finish",
+        Duration::from_secs(120),
+        async || {
+            let events = host.events("shop").await;
+            events
+                .iter()
+                .all(|e| e["state"] == "done")
+                .then_some(events)
+        },
+    )
+    .await;
+    assert!(
+        events.len() >= acked.len() && events.len() < 500,
+        "{} journaled, {} acked",
+        events.len(),
+        acked.len()
+    );
+    let times = host
+        .admin("/admin/tenants/shop/kv?prefix=times/&limit=1000")
+        .await;
+    let times: std::collections::HashMap<String, String> = times["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["key"].as_str().unwrap().to_string(),
+                e["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let mut interrupted = 0;
+    for order in &acked {
+        let event = events
+            .iter()
+            .find(|e| e["event"]["order_id"] == order.as_str())
+            .unwrap_or_else(|| panic!("acknowledged {order} was lost"));
+        let id = event["event"]["id"].as_str().unwrap();
+        assert_eq!(
+            times
+                .get(&format!("times/fincart/{id}"))
+                .map(String::as_str),
+            Some("1"),
+            "{order} completed other than once"
+        );
+        assert!(
+            backend.count_id(id) >= 1,
+            "{order} never reached the backend"
+        );
+        let detail = host.event(event["seq"].as_i64().unwrap()).await;
+        let outcomes: Vec<&str> = detail["attempts_detail"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["outcome"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            outcomes.iter().filter(|o| **o == "done").count(),
+            1,
+            "{order}: {outcomes:?}"
+        );
+        interrupted += outcomes.iter().filter(|o| **o == "error").count();
+    }
+    println!("{} acknowledged before kill -9, {} journaled, {interrupted} attempts interrupted and retried", acked.len(), events.len());
+}
