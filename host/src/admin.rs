@@ -180,10 +180,24 @@ fn list_events(
 /// Replays one finished event (done, skipped or dead) with the plugin version serving now; its
 /// new attempts are added to its history, with a fresh retry budget.
 async fn replay_one(State(app): State<Arc<App>>, Path(seq): Path<i64>) -> Response {
-    match app.storage.replay(seq).await {
-        Ok(Replay::Replayed(event)) => {
-            tracing::info!(seq, tenant = %event.tenant, "event replayed");
-            app.dispatcher.enqueue(*event);
+    // As in ingress: once the replay commits, the event reaches the dispatcher even if the caller
+    // has gone.
+    let task = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let replay = app.storage.replay(seq).await;
+            if let Ok(Replay::Replayed(event)) = &replay {
+                tracing::info!(seq, tenant = %event.tenant, "event replayed");
+                app.dispatcher.enqueue(event.as_ref().clone());
+            }
+            replay
+        })
+    };
+    match task
+        .await
+        .unwrap_or_else(|e| Err(anyhow::anyhow!("replay task failed: {e}")))
+    {
+        Ok(Replay::Replayed(_)) => {
             (StatusCode::ACCEPTED, Json(json!({ "replayed": [seq] }))).into_response()
         }
         Ok(Replay::NotFound) => error(StatusCode::NOT_FOUND, format!("no event {seq}")),
@@ -213,15 +227,23 @@ async fn replay_dead(
     if app.tenants.get(&tenant).is_none() {
         return error(StatusCode::NOT_FOUND, format!("no tenant named {tenant:?}"));
     }
-    match app.storage.replay_dead(&tenant, q.since_ms).await {
-        Ok(events) => {
+    let task = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let events = app.storage.replay_dead(&tenant, q.since_ms).await?;
             let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
             tracing::info!(tenant, count = seqs.len(), "dead letters replayed");
             for event in events {
                 app.dispatcher.enqueue(event);
             }
-            (StatusCode::ACCEPTED, Json(json!({ "replayed": seqs }))).into_response()
-        }
+            anyhow::Ok(seqs)
+        })
+    };
+    match task
+        .await
+        .unwrap_or_else(|e| Err(anyhow::anyhow!("replay task failed: {e}")))
+    {
+        Ok(seqs) => (StatusCode::ACCEPTED, Json(json!({ "replayed": seqs }))).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
     }
 }

@@ -201,22 +201,38 @@ async fn handle(
         body: body.to_vec(),
         event,
     };
-    let stored = StoredEvent {
-        seq: 0,
-        tenant: new.tenant.clone(),
-        source: new.source.clone(),
-        received_at_ms,
-        attempts: 0,
-        next_attempt_at_ms: received_at_ms,
-        attempt_base: 0,
-        interrupted: None,
-        body: new.body.clone(),
-        event: new.event.clone(),
+    // Journal and hand over in a task of its own: if the caller disconnects while the commit is
+    // under way, the request's future is dropped, but an event that gets committed must still
+    // reach the dispatcher (not wait for the next restart).
+    let committed = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let event = new.event.clone();
+            let (tenant, source, body) = (new.tenant.clone(), new.source.clone(), new.body.clone());
+            let appended = app.storage.append(new).await;
+            if let Ok(Appended::Accepted(seq)) = &appended {
+                app.dispatcher.enqueue(StoredEvent {
+                    seq: *seq,
+                    tenant,
+                    source,
+                    received_at_ms,
+                    attempts: 0,
+                    next_attempt_at_ms: received_at_ms,
+                    attempt_base: 0,
+                    interrupted: None,
+                    body,
+                    event,
+                });
+            }
+            appended
+        })
     };
-    match app.storage.append(new).await {
+    let appended = committed
+        .await
+        .unwrap_or_else(|e| Err(anyhow::anyhow!("journal task failed: {e}")));
+    match appended {
         Ok(Appended::Accepted(seq)) => {
-            tracing::info!(tenant = %tenant_name, source = %source_name, seq, id = %stored.event.id, "webhook accepted");
-            app.dispatcher.enqueue(StoredEvent { seq, ..stored });
+            tracing::info!(tenant = %tenant_name, source = %source_name, seq, "webhook accepted");
             (
                 StatusCode::OK,
                 Json(json!({ "status": "accepted", "event": seq })),

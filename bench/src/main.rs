@@ -1,0 +1,434 @@
+//! hookhost's benchmarks. Every figure is a ratio against a baseline measured in the same run on
+//! the same machine (shared, noisy machines make lone absolute numbers meaningless). Loopback only,
+//! bounded in time. Run: `cargo run -p hookhost-bench --release -- all`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+const TOKEN: &str = "bench-token";
+const ADMIN: &str = "bench-admin";
+
+#[derive(Parser)]
+#[command(about = "hookhost benchmarks (ratios against baselines measured in the same run)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Every benchmark.
+    All {
+        /// Seconds of load per measurement.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+    },
+    /// Ingest (authenticated + journaled acks vs bare axum) and end-to-end throughput.
+    Ingest {
+        /// Seconds of load per measurement.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 64)]
+        connections: u32,
+    },
+    /// The baseline: a bare axum server answering 200 to every POST (used by `ingest`).
+    #[command(hide = true)]
+    BareServer,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::BareServer => bare_server(),
+        Cmd::All { secs } => {
+            prepare()?;
+            let rows = ingest(secs, 64)?;
+            print_table(&rows);
+            Ok(())
+        }
+        Cmd::Ingest { secs, connections } => {
+            prepare()?;
+            let rows = ingest(secs, connections)?;
+            print_table(&rows);
+            Ok(())
+        }
+    }
+}
+
+/// One line of the results table.
+struct Row {
+    figure: String,
+    hookhost: String,
+    baseline: String,
+    ratio: String,
+}
+
+fn print_table(rows: &[Row]) {
+    println!("\n| figure | hookhost | baseline | ratio |\n|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {} |",
+            r.figure, r.hookhost, r.baseline, r.ratio
+        );
+    }
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+}
+
+/// Builds the release host and the benchmark plugin, and makes sure `wrk` is installed.
+fn prepare() -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .current_dir(workspace())
+        .args(["build", "--release", "-p", "hookhost"])
+        .status()?;
+    if !status.success() {
+        bail!("building the release host failed");
+    }
+    let status = Command::new("rustup")
+        .args(["target", "add", "wasm32-wasip2"])
+        .stdout(Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("cannot install the wasm32-wasip2 target");
+    }
+    let status = Command::new(&cargo)
+        .current_dir(workspace())
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "kv-set",
+        ])
+        .status()?;
+    if !status.success() {
+        bail!("building the benchmark plugin failed");
+    }
+    if Command::new("wrk").arg("--version").output().is_err() {
+        eprintln!("installing wrk (Debian package) as the load generator");
+        let ok = Command::new("apt-get")
+            .args(["install", "-y", "-qq", "wrk"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            bail!("wrk is needed: install it with `apt-get install wrk`");
+        }
+    }
+    Ok(())
+}
+
+/// A child process killed when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a child that prints `<prefix><address>` on stdout once it listens; returns that address.
+fn spawn_listening(mut command: Command, prefix: &str) -> Result<(Process, String)> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("spawn")?;
+    let stdout = child.stdout.take().unwrap();
+    let process = Process(child);
+    let prefix = prefix.to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix(&prefix) {
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .context("the server did not start listening")?;
+    Ok((process, addr))
+}
+
+fn bare_server() -> Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let app = axum::Router::new().route(
+            "/hooks/{tenant}/{source}",
+            axum::routing::post(|_body: axum::body::Bytes| async {
+                axum::Json(serde_json::json!({ "status": "accepted", "event": 0 }))
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("bare listening on http://{}", listener.local_addr()?);
+        axum::serve(listener, app).await?;
+        Ok(())
+    })
+}
+
+/// What wrk measured.
+struct Load {
+    requests_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    requests: u64,
+    errors: u64,
+}
+
+fn wrk(url: &str, connections: u32, secs: u64) -> Result<Load> {
+    let script = workspace().join("bench/src/fincart.lua");
+    let out = Command::new("wrk")
+        .args([
+            "-t1",
+            &format!("-c{connections}"),
+            &format!("-d{secs}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(&script)
+        .arg(url)
+        .output()
+        .context("run wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let number = |line: &str| -> Option<f64> { line.split_whitespace().last()?.parse().ok() };
+    let duration_ms = |s: &str| -> Option<f64> {
+        let s = s.trim();
+        if let Some(v) = s.strip_suffix("us") {
+            v.parse::<f64>().ok().map(|v| v / 1000.0)
+        } else if let Some(v) = s.strip_suffix("ms") {
+            v.parse().ok()
+        } else if let Some(v) = s.strip_suffix('s') {
+            v.parse::<f64>().ok().map(|v| v * 1000.0)
+        } else {
+            None
+        }
+    };
+    let mut load = Load {
+        requests_per_sec: 0.0,
+        p50_ms: 0.0,
+        p99_ms: 0.0,
+        requests: 0,
+        errors: 0,
+    };
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with("Requests/sec:") {
+            load.requests_per_sec = number(t).unwrap_or(0.0);
+        } else if let Some(v) = t.strip_prefix("50%") {
+            load.p50_ms = duration_ms(v).unwrap_or(0.0);
+        } else if let Some(v) = t.strip_prefix("99%") {
+            load.p99_ms = duration_ms(v).unwrap_or(0.0);
+        } else if t.contains("requests in") {
+            load.requests = t
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+        } else if t.starts_with("Non-2xx or 3xx responses:") || t.starts_with("Socket errors:") {
+            load.errors += t
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|n| n.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    if load.requests_per_sec == 0.0 {
+        bail!(
+            "could not read wrk's output:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(load)
+}
+
+async fn admin(client: &reqwest::Client, base: &str, path: &str) -> Result<Value> {
+    let r = client
+        .get(format!("{base}{path}"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await?;
+    Ok(r.json().await?)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Ingest: the same wrk load (authenticated Fincart webhooks, each unique) against a bare axum
+/// 200-OK server and against hookhost (durable journal, dispatch to a wasm plugin running at the
+/// same time). End to end: from the first request until every accepted event has completed in the
+/// plugin, and each event's time from acceptance to completion.
+fn ingest(secs: u64, connections: u32) -> Result<Vec<Row>> {
+    let (bare_process, bare) = spawn_listening(
+        {
+            let mut c = Command::new(std::env::current_exe()?);
+            c.arg("bare-server");
+            c
+        },
+        "bare listening on ",
+    )?;
+    eprintln!("baseline: bare axum at {bare}, {connections} connections, {secs} s");
+    let baseline = wrk(&format!("{bare}/hooks/bench/fincart"), connections, secs)?;
+    drop(bare_process);
+
+    let dir = tempfile::tempdir()?;
+    let plugin = target_dir().join("wasm32-wasip2/release/kv_set.wasm");
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\ndatabase = \"bench.db\"\n[admin]\ntoken = \"{ADMIN}\"\n\
+         [tenants.bench]\nplugin = {plugin:?}\nlimits = {{ kv_max_keys = 100000000 }}\n[tenants.bench.sources.fincart]\nprovider = \"fincart\"\ntoken = \"{TOKEN}\"\n"
+    );
+    std::fs::write(dir.path().join("hookhost.toml"), config)?;
+    let mut command = Command::new(target_dir().join("release/hookhost"));
+    command
+        .args(["serve", "--config"])
+        .arg(dir.path().join("hookhost.toml"))
+        .env("RUST_LOG", "warn");
+    let (_host, base) = spawn_listening(command, "hookhost listening on ")?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let client = reqwest::Client::new();
+    runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let tenants = admin(&client, &base, "/admin/tenants").await?;
+            if tenants["tenants"][0]["plugin"]["version"].is_string() {
+                return Ok::<_, anyhow::Error>(());
+            }
+            if Instant::now() > deadline {
+                bail!("the benchmark plugin did not load: {tenants}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })?;
+    eprintln!("hookhost at {base}");
+    let started = Instant::now();
+    let measured = wrk(&format!("{base}/hooks/bench/fincart"), connections, secs)?;
+    let ingest_done = started.elapsed();
+    let (total, completion, latencies) = runtime.block_on(async {
+        loop {
+            let pending = admin(
+                &client,
+                &base,
+                "/admin/tenants/bench/events?state=pending&limit=1",
+            )
+            .await?;
+            let running = admin(
+                &client,
+                &base,
+                "/admin/tenants/bench/events?state=running&limit=1",
+            )
+            .await?;
+            if pending["events"].as_array().is_some_and(|a| a.is_empty())
+                && running["events"].as_array().is_some_and(|a| a.is_empty())
+            {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(secs * 30 + 60) {
+                bail!("events still pending long after the load stopped");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let completion = started.elapsed();
+        let mut latencies = Vec::new();
+        let mut before: Option<i64> = None;
+        loop {
+            let page = admin(
+                &client,
+                &base,
+                &format!(
+                    "/admin/tenants/bench/events?limit=500{}",
+                    before.map(|b| format!("&before={b}")).unwrap_or_default()
+                ),
+            )
+            .await?;
+            for e in page["events"].as_array().unwrap() {
+                if e["state"] != "done" {
+                    bail!("an event did not complete: {e}");
+                }
+                latencies.push(
+                    (e["finished_at_ms"].as_u64().unwrap() - e["received_at_ms"].as_u64().unwrap())
+                        as f64,
+                );
+            }
+            match page["next_before"].as_i64() {
+                Some(b) => before = Some(b),
+                None => break,
+            }
+        }
+        Ok::<_, anyhow::Error>((latencies.len(), completion, latencies))
+    })?;
+    let mut latencies = latencies;
+    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if measured.errors > 0 {
+        bail!("hookhost answered {} requests with errors", measured.errors);
+    }
+    let e2e_rate = total as f64 / completion.as_secs_f64();
+    eprintln!(
+        "hookhost accepted {} webhooks in {:.1} s; all {} completed after {:.1} s",
+        measured.requests,
+        ingest_done.as_secs_f64(),
+        total,
+        completion.as_secs_f64()
+    );
+    Ok(vec![
+        Row {
+            figure: format!("ingest acks/s ({connections} conns)"),
+            hookhost: format!("{:.0}", measured.requests_per_sec),
+            baseline: format!("{:.0} (bare axum)", baseline.requests_per_sec),
+            ratio: format!(
+                "{:.2}x",
+                measured.requests_per_sec / baseline.requests_per_sec
+            ),
+        },
+        Row {
+            figure: "ingest p50 latency".into(),
+            hookhost: format!("{:.2} ms", measured.p50_ms),
+            baseline: format!("{:.2} ms", baseline.p50_ms),
+            ratio: format!("{:.2}x", measured.p50_ms / baseline.p50_ms),
+        },
+        Row {
+            figure: "ingest p99 latency".into(),
+            hookhost: format!("{:.2} ms", measured.p99_ms),
+            baseline: format!("{:.2} ms", baseline.p99_ms),
+            ratio: format!("{:.2}x", measured.p99_ms / baseline.p99_ms),
+        },
+        Row {
+            figure: "end to end events/s (accept → plugin done)".into(),
+            hookhost: format!("{e2e_rate:.0}"),
+            baseline: format!("{:.0} (hookhost acks/s)", measured.requests_per_sec),
+            ratio: format!("{:.2}x", e2e_rate / measured.requests_per_sec),
+        },
+        Row {
+            figure: "accept → done p50 / p99 (under saturation)".into(),
+            hookhost: format!(
+                "{:.0} / {:.0} ms",
+                percentile(&latencies, 0.5),
+                percentile(&latencies, 0.99)
+            ),
+            baseline: "-".into(),
+            ratio: "-".into(),
+        },
+    ])
+}
