@@ -211,14 +211,16 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
 }
 
 fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    conn.execute_batch("SAVEPOINT job")?;
+    // Cached statements: the writer runs these for every job, so they are parsed once.
+    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
     match f(conn) {
         Ok(v) => {
-            conn.execute_batch("RELEASE job")?;
+            conn.prepare_cached("RELEASE job")?.execute([])?;
             Ok(v)
         }
         Err(e) => {
-            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+            conn.prepare_cached("RELEASE job")?.execute([])?;
             Err(e)
         }
     }
