@@ -232,7 +232,7 @@ async fn handle(
         .unwrap_or_else(|e| Err(anyhow::anyhow!("journal task failed: {e}")));
     match appended {
         Ok(Appended::Accepted(seq)) => {
-            tracing::info!(tenant = %tenant_name, source = %source_name, seq, "webhook accepted");
+            tracing::debug!(tenant = %tenant_name, source = %source_name, seq, "webhook accepted");
             (
                 StatusCode::OK,
                 Json(json!({ "status": "accepted", "event": seq })),
@@ -240,7 +240,7 @@ async fn handle(
                 .into_response()
         }
         Ok(Appended::Duplicate(seq)) => {
-            tracing::info!(tenant = %tenant_name, source = %source_name, seq, "duplicate webhook acknowledged, not dispatched");
+            tracing::debug!(tenant = %tenant_name, source = %source_name, seq, "duplicate webhook acknowledged, not dispatched");
             let mut response = (
                 StatusCode::OK,
                 Json(json!({ "status": "duplicate", "event": seq })),

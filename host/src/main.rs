@@ -5,6 +5,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's allocator: a webhook allocates many small buffers on several
+/// threads, where glibc's malloc showed up as ~17% of CPU in profiles (docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Receives webhooks and hands them to merchants' WebAssembly plugins.
 #[derive(Parser)]
 #[command(name = "hookhost", version, about)]

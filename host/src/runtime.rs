@@ -203,7 +203,10 @@ impl Runtime {
             .max_memories_per_component(8)
             .max_tables_per_component(16)
             .linear_memory_keep_resident(64 << 10)
-            .table_keep_resident(16 << 10);
+            .table_keep_resident(16 << 10)
+            // Every event frees an instance; batching the decommits (madvise) cuts the syscalls
+            // and the TLB-shootdown interrupts that showed up in profiles (docs/BENCHMARKS.md).
+            .decommit_batch_size(16);
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
             .epoch_interruption(true)

@@ -43,6 +43,8 @@ pub struct KvTxn {
     overlay: BTreeMap<String, Option<Vec<u8>>>,
     /// Net keys this attempt adds to the committed store.
     added: i64,
+    /// The tenant's committed key count, read once per attempt when first needed.
+    committed_keys: Option<i64>,
 }
 
 impl KvTxn {
@@ -54,6 +56,7 @@ impl KvTxn {
             limits,
             overlay: BTreeMap::new(),
             added: 0,
+            committed_keys: None,
         }
     }
 
@@ -92,10 +95,18 @@ impl KvTxn {
         }
         let visible_before = self.get(key)?.is_some();
         if !visible_before {
-            let count = self
-                .storage
-                .kv_count(&self.tenant)
-                .map_err(|e| KvError::Storage(format!("{e:#}")))? as i64;
+            let count = match self.committed_keys {
+                Some(n) => n,
+                None => {
+                    let n = self
+                        .storage
+                        .kv_count(&self.tenant)
+                        .map_err(|e| KvError::Storage(format!("{e:#}")))?
+                        as i64;
+                    self.committed_keys = Some(n);
+                    n
+                }
+            };
             if count + self.added >= self.limits.max_keys as i64 {
                 return Err(KvError::TooManyKeys(self.limits.max_keys));
             }
