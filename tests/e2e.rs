@@ -256,6 +256,7 @@ async fn misbehaving_plugins_are_contained_and_the_host_keeps_serving() {
         ("recurse", "stack"),
         ("error", "deliberate error"),
         ("retry", "retry after 1 s"),
+        ("huge", "more bytes cut"),
     ];
     let mut seqs = Vec::new();
     for (mode, _) in &cases {

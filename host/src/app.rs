@@ -21,6 +21,9 @@ use crate::storage::Storage;
 use crate::tenants::Tenants;
 use crate::{admin, ingress, sink};
 
+/// How long a caller may take to send its request and get its answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long shutdown waits for running attempts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -57,6 +60,15 @@ pub fn router(app: Arc<App>, admin_token: Option<Secrets>) -> Router {
         router = router.merge(admin::router(app.clone(), token));
     }
     router
+        // A caller gets 30 s for its whole request (body included), so slow or stalled clients
+        // cannot hold connections and memory forever.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            REQUEST_TIMEOUT,
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         .fallback(|| async {
             ingress::error(
                 StatusCode::NOT_FOUND,
@@ -92,7 +104,8 @@ pub async fn serve(config: Config) -> Result<()> {
             runtime: runtime.clone(),
             registry: registry.clone(),
             tenants: tenants.clone(),
-            http_client: HttpCapability::shared_client()?,
+            http_client: HttpCapability::shared_client(true)?,
+            http_client_private: HttpCapability::shared_client(false)?,
         },
         config.dispatch.workers,
     );

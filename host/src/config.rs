@@ -100,6 +100,11 @@ pub struct TenantConfig {
     /// Hosts the plugin may call over HTTP: `host` or `host:port`. Everything else is denied.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// Let allow-listed host names resolve to loopback, private or link-local addresses (off by
+    /// default: a name that points inside is refused). IP literals on the allow-list are always
+    /// explicit and allowed.
+    #[serde(default)]
+    pub allow_private_networks: bool,
     /// Values the plugin reads through the `config` capability.
     #[serde(default)]
     pub config: BTreeMap<String, String>,

@@ -63,8 +63,10 @@ pub struct DispatchDeps {
     pub registry: Arc<PluginRegistry>,
     /// Tenants' settings.
     pub tenants: Arc<Tenants>,
-    /// Shared outbound HTTP client.
+    /// Shared outbound HTTP client that refuses host names resolving to non-public addresses.
     pub http_client: reqwest::Client,
+    /// Shared client for tenants with `allow_private_networks`.
+    pub http_client_private: reqwest::Client,
 }
 
 impl Dispatcher {
@@ -249,7 +251,10 @@ async fn attempt(deps: &DispatchDeps, event: StoredEvent) -> Next {
     let cx = AttemptContext {
         kv: KvTxn::new(&event.tenant, deps.storage.clone(), tenant.kv_limits),
         http: HttpCapability::new(
-            deps.http_client.clone(),
+            match tenant.allow_private_networks {
+                true => deps.http_client_private.clone(),
+                false => deps.http_client.clone(),
+            },
             tenant.allow.clone(),
             tenant.http_limits,
         ),

@@ -375,10 +375,10 @@ impl Runtime {
             Err(_) => Err(format!("plugin exceeded its time limit of {timeout_ms} ms")),
             Ok(Ok(Ok(outcome))) => Ok(match outcome {
                 wit::Outcome::Done => PluginOutcome::Done,
-                wit::Outcome::Skipped(why) => PluginOutcome::Skipped(why),
+                wit::Outcome::Skipped(why) => PluginOutcome::Skipped(bounded(why)),
                 wit::Outcome::RetryAfter(s) => PluginOutcome::RetryAfter(s),
             }),
-            Ok(Ok(Err(message))) => Err(format!("plugin returned an error: {message}")),
+            Ok(Ok(Err(message))) => Err(format!("plugin returned an error: {}", bounded(message))),
             Ok(Err(trap)) => Err(describe_trap(
                 &trap,
                 store.data().limiter.exceeded.as_deref(),
@@ -406,6 +406,23 @@ impl Runtime {
             duration: started.elapsed(),
         }
     }
+}
+
+/// Longest reason or error message kept from a plugin; the rest is cut (and says so), so a hostile
+/// or buggy plugin cannot fill the journal through its return value.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+
+fn bounded(mut text: String) -> String {
+    if text.len() > MAX_MESSAGE_BYTES {
+        let total = text.len();
+        let mut cut = MAX_MESSAGE_BYTES;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str(&format!("... [{} more bytes cut]", total - cut));
+    }
+    text
 }
 
 /// A trap as a merchant should read it: what happened, in plain words, and where (the innermost
@@ -607,5 +624,23 @@ impl wit_config::Host for PluginState {
 
     fn get_secret(&mut self, key: String) -> wasmtime::Result<Option<String>> {
         Ok(self.config.get_secret(&key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_messages_are_bounded_on_a_char_boundary() {
+        assert_eq!(bounded("short".into()), "short");
+        let long = "é".repeat(3000); // 6000 bytes
+        let cut = bounded(long);
+        assert!(cut.len() < MAX_MESSAGE_BYTES + 40, "{}", cut.len());
+        assert!(
+            cut.ends_with("... [1904 more bytes cut]"),
+            "{}",
+            &cut[cut.len() - 40..]
+        );
     }
 }

@@ -30,6 +30,8 @@ pub struct Tenant {
     pub http_limits: HttpLimits,
     /// Hosts the plugin may call.
     pub allow: Arc<AllowList>,
+    /// Whether allow-listed names may resolve to non-public addresses.
+    pub allow_private_networks: bool,
     /// Values and secrets for the plugin.
     pub config: ConfigValues,
     /// Retry policy.
@@ -74,6 +76,7 @@ impl Tenants {
                     },
                     limits: l,
                     allow: Arc::new(allow),
+                    allow_private_networks: t.allow_private_networks,
                     config: ConfigValues::new(t.config.clone(), t.secrets.clone()),
                     retry: t.retry.clone(),
                 }),

@@ -4,6 +4,7 @@
 //! new location itself (and that request is checked against the allow-list again). Response bodies
 //! are read in chunks and cut off at the tenant's limit, so a hostile server cannot exhaust memory.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use reqwest::Url;
@@ -136,6 +137,72 @@ impl AllowList {
     }
 }
 
+/// Whether an address is on the public internet. Loopback, private (RFC 1918, ULA), link-local,
+/// shared (CGNAT), unspecified, multicast and broadcast addresses are not, nor IPv4-mapped IPv6
+/// forms of them: a plugin must not reach the host's own services or its network through a
+/// hostname (SSRF), unless the operator allows private networks for that tenant.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (b == 18 || b == 19)))
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public(IpAddr::V4(v4)),
+            None => {
+                let first = v6.segments()[0];
+                !(v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+                    || (first & 0xfe00) == 0xfc00
+                    || (first & 0xffc0) == 0xfe80)
+            }
+        },
+    }
+}
+
+/// Why a host name was not connected to: it resolves only to non-public addresses.
+#[derive(Debug)]
+pub struct NonPublicAddress(pub String);
+
+impl std::fmt::Display for NonPublicAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} resolves only to loopback, private or link-local addresses (allow_private_networks is off)", self.0)
+    }
+}
+
+impl std::error::Error for NonPublicAddress {}
+
+/// Resolves names with the system resolver and keeps only public addresses, so the check holds
+/// after DNS resolution (and for every redirect or retry the client makes).
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = addrs.into_iter().filter(|a| is_public(a.ip())).collect();
+            if public.is_empty() {
+                return Err(
+                    Box::new(NonPublicAddress(host)) as Box<dyn std::error::Error + Send + Sync>
+                );
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 /// Limits on one attempt's outbound HTTP.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
@@ -171,12 +238,17 @@ impl HttpCapability {
         }
     }
 
-    /// The client every attempt shares: no redirects, rustls, no proxy from the environment.
-    pub fn shared_client() -> anyhow::Result<reqwest::Client> {
-        reqwest::Client::builder()
+    /// A client shared by attempts: no redirects, rustls, no proxy from the environment. With
+    /// `public_only`, host names that resolve only to non-public addresses are refused.
+    pub fn shared_client(public_only: bool) -> anyhow::Result<reqwest::Client> {
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .user_agent(concat!("hookhost/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("hookhost/", env!("CARGO_PKG_VERSION")));
+        if public_only {
+            builder = builder.dns_resolver(std::sync::Arc::new(PublicOnly));
+        }
+        builder
             .build()
             .map_err(|e| anyhow::anyhow!("cannot build the outbound HTTP client: {e}"))
     }
@@ -264,6 +336,13 @@ impl HttpCapability {
 }
 
 fn transport(e: reqwest::Error) -> HttpError {
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        if let Some(denied) = c.downcast_ref::<NonPublicAddress>() {
+            return HttpError::Denied(denied.to_string());
+        }
+        cause = c.source();
+    }
     if e.is_timeout() {
         HttpError::Timeout
     } else {
@@ -314,7 +393,7 @@ mod tests {
 
     fn capability(hosts: &[&str], max_requests: u32) -> HttpCapability {
         HttpCapability::new(
-            HttpCapability::shared_client().unwrap(),
+            HttpCapability::shared_client(true).unwrap(),
             Arc::new(allow(hosts)),
             HttpLimits {
                 max_requests,
@@ -350,6 +429,61 @@ mod tests {
             Err(HttpError::InvalidRequest(_))
         ));
         assert_eq!(http.sent, 0);
+    }
+
+    #[test]
+    fn public_addresses() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.20.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "224.0.0.1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_host_name_that_resolves_to_loopback_is_refused_unless_private_networks_are_allowed()
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "inside" }));
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let allow = Arc::new(allow(&[&format!("localhost:{port}")]));
+        let limits = HttpLimits {
+            max_requests: 5,
+            timeout: Duration::from_secs(2),
+            max_response_bytes: 64,
+        };
+        let url = format!("http://localhost:{port}/");
+        let mut guarded = HttpCapability::new(
+            HttpCapability::shared_client(true).unwrap(),
+            allow.clone(),
+            limits,
+        );
+        match guarded.send(get(&url)).await {
+            Err(HttpError::Denied(why)) => assert!(
+                why.contains("localhost") && why.contains("allow_private_networks"),
+                "{why}"
+            ),
+            other => panic!("reached loopback through a host name: {other:?}"),
+        }
+        let mut open =
+            HttpCapability::new(HttpCapability::shared_client(false).unwrap(), allow, limits);
+        assert_eq!(open.send(get(&url)).await.unwrap().body, b"inside");
     }
 
     #[tokio::test]

@@ -44,6 +44,7 @@ impl Plugin for Misbehave {
                 return Ok(Outcome::Skipped(format!("impossible: {n}")));
             }
             "error" => bail!("misbehave: deliberate error"),
+            "huge" => bail!("misbehave: {}", "x".repeat(10 << 20)),
             "spin" => {
                 let ms = payload["spin_ms"].as_u64().unwrap_or(1000);
                 let start = std::time::Instant::now();
