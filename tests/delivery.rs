@@ -375,3 +375,63 @@ async fn an_event_committed_after_its_caller_hung_up_is_still_dispatched() {
         events.len()
     );
 }
+
+#[tokio::test]
+async fn a_flooded_tenant_with_a_slow_plugin_does_not_starve_another() {
+    let backend = Backend::start().await;
+    let tenants = format!(
+        r#"
+[dispatch]
+workers = 3
+
+[tenants.flood]
+plugin = {misbehave:?}
+limits = {{ timeout_ms = 10000, max_concurrency = 2 }}
+[tenants.flood.sources.fc]
+provider = "fincart"
+token = "{TOKEN}"
+
+{quiet}"#,
+        misbehave = plugin("misbehave"),
+        quiet = recorder_tenant(&backend),
+    );
+    let host = Host::start(&tenants).await;
+    // Ten slow events (1.5 s each) for the flooded tenant, then one for the quiet one.
+    for i in 0..10 {
+        accepted(
+            host.send(
+                "flood",
+                "fc",
+                &[JSON, AUTH],
+                misbehaving(&format!("f-{i}"), "spin"),
+            )
+            .await,
+        )
+        .await;
+    }
+    let quiet = accepted(
+        host.send(
+            "shop",
+            "fincart",
+            &[JSON, AUTH],
+            fincart_status("q-1", "#Q1", "pending", "new", 1),
+        )
+        .await,
+    )
+    .await;
+    let done = host.wait_finished(quiet, Duration::from_secs(60)).await;
+    assert_eq!(done["state"], "done");
+    // The quiet tenant's event did not wait behind the flood's backlog, and the flood never ran
+    // more than its cap at once.
+    let flood = host.events("flood").await;
+    let unfinished = flood
+        .iter()
+        .filter(|e| matches!(e["state"].as_str(), Some("pending" | "running")))
+        .count();
+    assert!(
+        unfinished >= 6,
+        "the quiet tenant waited for the flood: only {unfinished} flood events left"
+    );
+    let running = flood.iter().filter(|e| e["state"] == "running").count();
+    assert!(running <= 2, "{running} flood events running at once");
+}

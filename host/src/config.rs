@@ -142,6 +142,8 @@ pub struct Limits {
     pub http_timeout_ms: u64,
     /// Largest outbound response body, in bytes.
     pub http_response_bytes: usize,
+    /// Most of this tenant's events running at once, so one tenant cannot take every worker.
+    pub max_concurrency: usize,
 }
 
 impl Default for Limits {
@@ -155,6 +157,7 @@ impl Default for Limits {
             http_requests: 10,
             http_timeout_ms: 10_000,
             http_response_bytes: 1024 * 1024,
+            max_concurrency: 8,
         }
     }
 }
@@ -592,8 +595,11 @@ impl Config {
                     bail!("source name {source:?} of tenant {name} must be 1-64 letters, digits, '-' or '_'");
                 }
             }
-            if tenant.limits.timeout_ms == 0 || tenant.limits.memory_mib == 0 {
-                bail!("tenant {name}: limits.timeout_ms and limits.memory_mib must be above zero");
+            if tenant.limits.timeout_ms == 0
+                || tenant.limits.memory_mib == 0
+                || tenant.limits.max_concurrency == 0
+            {
+                bail!("tenant {name}: limits.timeout_ms, limits.memory_mib and limits.max_concurrency must be above zero");
             }
             if tenant.retry.max_attempts == 0 {
                 bail!("tenant {name}: retry.max_attempts must be at least 1");

@@ -119,18 +119,26 @@ struct Core {
 impl Core {
     async fn run(self, mut rx: mpsc::UnboundedReceiver<Message>) {
         let mut queues: HashMap<OrderKey, OrderQueue> = HashMap::new();
-        let mut ready: VecDeque<OrderKey> = VecDeque::new();
+        let mut ready = Ready::default();
+        let deps = self.deps.clone();
+        let workers = self.workers;
+        let cap = move |tenant: &str| {
+            deps.tenants
+                .get(tenant)
+                .map(|t| t.limits.max_concurrency)
+                .unwrap_or(workers)
+        };
         let mut timers: BinaryHeap<Reverse<(u64, OrderKey)>> = BinaryHeap::new();
         let mut running = 0usize;
         loop {
             while running < self.workers {
-                let Some(key) = ready.pop_front() else { break };
-                let Some(queue) = queues.get_mut(&key) else {
+                let Some(key) = ready.next(&cap) else { break };
+                let Some(event) = queues.get_mut(&key).and_then(|q| q.events.front().cloned())
+                else {
+                    ready.finished(&key.0);
                     continue;
                 };
-                let Some(event) = queue.events.front().cloned() else {
-                    continue;
-                };
+                let queue = queues.get_mut(&key).expect("checked above");
                 queue.busy = true;
                 running += 1;
                 let deps = self.deps.clone();
@@ -163,6 +171,7 @@ impl Core {
                     }
                     Some(Message::Finished(key, next)) => {
                         running -= 1;
+                        ready.finished(&key.0);
                         let Some(queue) = queues.get_mut(&key) else { continue };
                         queue.busy = false;
                         match next {
@@ -192,7 +201,7 @@ impl Core {
                         let Reverse((_, key)) = timers.pop().expect("peeked");
                         if let Some(queue) = queues.get_mut(&key) {
                             queue.waiting = false;
-                            ready.push_back(key);
+                            ready.push(key);
                         }
                     }
                 }
@@ -201,10 +210,62 @@ impl Core {
     }
 }
 
+/// Orders whose head event can run now, kept per tenant and served round-robin across tenants,
+/// each tenant within its concurrency cap: a tenant flooded with webhooks, or with a slow plugin,
+/// cannot take every worker from the others.
+#[derive(Default)]
+struct Ready {
+    by_tenant: HashMap<String, VecDeque<OrderKey>>,
+    /// Tenants with ready orders, in turn order (a tenant is here iff it has ready orders).
+    rotation: VecDeque<String>,
+    running: HashMap<String, usize>,
+}
+
+impl Ready {
+    fn push(&mut self, key: OrderKey) {
+        let queue = self.by_tenant.entry(key.0.clone()).or_default();
+        if queue.is_empty() {
+            self.rotation.push_back(key.0.clone());
+        }
+        queue.push_back(key);
+    }
+
+    /// The next order to run: the first order of the next tenant in turn that is under its cap.
+    fn next(&mut self, cap: impl Fn(&str) -> usize) -> Option<OrderKey> {
+        for _ in 0..self.rotation.len() {
+            let tenant = self.rotation.pop_front()?;
+            if self.running.get(&tenant).copied().unwrap_or(0) >= cap(&tenant) {
+                self.rotation.push_back(tenant);
+                continue;
+            }
+            let queue = self.by_tenant.get_mut(&tenant)?;
+            let key = queue.pop_front()?;
+            if queue.is_empty() {
+                self.by_tenant.remove(&tenant);
+            } else {
+                self.rotation.push_back(tenant.clone());
+            }
+            *self.running.entry(tenant).or_default() += 1;
+            return Some(key);
+        }
+        None
+    }
+
+    /// One of `tenant`'s attempts ended.
+    fn finished(&mut self, tenant: &str) {
+        if let Some(n) = self.running.get_mut(tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.running.remove(tenant);
+            }
+        }
+    }
+}
+
 fn schedule_head(
     key: &OrderKey,
     queue: &mut OrderQueue,
-    ready: &mut VecDeque<OrderKey>,
+    ready: &mut Ready,
     timers: &mut BinaryHeap<Reverse<(u64, OrderKey)>>,
 ) {
     if queue.busy || queue.waiting {
@@ -214,7 +275,7 @@ fn schedule_head(
         return;
     };
     if head.next_attempt_at_ms <= now_ms() {
-        ready.push_back(key.clone());
+        ready.push(key.clone());
     } else {
         queue.waiting = true;
         timers.push(Reverse((head.next_attempt_at_ms, key.clone())));
@@ -394,6 +455,34 @@ pub async fn record_interrupted(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn key(tenant: &str, order: &str) -> OrderKey {
+        (tenant.to_string(), order.to_string())
+    }
+
+    #[test]
+    fn ready_orders_are_served_round_robin_within_caps() {
+        let mut ready = Ready::default();
+        for i in 0..4 {
+            ready.push(key("flood", &format!("f{i}")));
+        }
+        ready.push(key("quiet", "q0"));
+        ready.push(key("quiet", "q1"));
+        let cap = |t: &str| if t == "flood" { 2 } else { 10 };
+        let order: Vec<String> = std::iter::from_fn(|| ready.next(cap))
+            .map(|k| k.1)
+            .collect();
+        // flood is capped at 2 running; quiet gets its turns in between.
+        assert_eq!(order, ["f0", "q0", "f1", "q1"]);
+        assert_eq!(ready.next(cap), None, "flood is at its cap");
+        ready.finished("flood");
+        assert_eq!(ready.next(cap), Some(key("flood", "f2")));
+        assert_eq!(ready.next(cap), None);
+        ready.finished("flood");
+        ready.finished("flood");
+        assert_eq!(ready.next(cap), Some(key("flood", "f3")));
+        assert!(ready.rotation.is_empty() && ready.by_tenant.is_empty());
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {
