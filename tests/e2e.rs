@@ -615,3 +615,79 @@ password = "{TOKEN}"
         (Some("ord1"), Some("REVERSED"))
     );
 }
+
+#[tokio::test]
+async fn a_broken_or_missing_plugin_is_reported_and_its_events_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"\0asm\x0d\0\x01\0 this is not a component").unwrap();
+    let tenants = format!(
+        r#"
+[tenants.broken]
+plugin = {garbage:?}
+[tenants.broken.sources.fc]
+provider = "fincart"
+token = "{TOKEN}"
+
+[tenants.absent]
+plugin = {missing:?}
+[tenants.absent.sources.fc]
+provider = "fincart"
+token = "{TOKEN}"
+"#,
+        missing = dir.path().join("not-built-yet.wasm"),
+    );
+    let host = Host::start(&tenants).await;
+    let status = wait_for(
+        "both plugin loads to fail",
+        Duration::from_secs(60),
+        async || {
+            let t = host.admin("/admin/tenants").await;
+            let all = t["tenants"].as_array().unwrap().clone();
+            all.iter()
+                .all(|t| t["plugin"]["last_error"].is_string())
+                .then_some(all)
+        },
+    )
+    .await;
+    let error_of = |name: &str| {
+        status.iter().find(|t| t["name"] == name).unwrap()["plugin"]["last_error"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        error_of("broken").contains("not a valid WebAssembly component"),
+        "{}",
+        error_of("broken")
+    );
+    assert!(
+        error_of("absent").contains("cannot read plugin"),
+        "{}",
+        error_of("absent")
+    );
+    // Webhooks are still accepted and journaled; they wait for a working plugin.
+    let seq = accepted_seq(
+        host.send(
+            "broken",
+            "fc",
+            &[JSON, AUTH],
+            fincart_status("w-1", "#W1", "pending", "new", 1),
+        )
+        .await,
+    )
+    .await;
+    let event = host.event(seq).await;
+    assert_eq!(
+        (event["state"].as_str(), event["attempts"].as_u64()),
+        (Some("pending"), Some(0)),
+        "{event}"
+    );
+    assert_eq!(
+        reqwest::get(format!("{}/healthz", host.base))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
