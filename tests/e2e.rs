@@ -691,3 +691,118 @@ token = "{TOKEN}"
         200
     );
 }
+
+/// Writes `bytes` as `path` the way editors and cargo do: a temporary file renamed into place.
+fn replace_file(path: &std::path::Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test]
+async fn plugins_are_hot_reloaded_and_a_broken_one_never_replaces_a_working_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin_path = dir.path().join("live.wasm");
+    std::fs::copy(plugin("recorder"), &plugin_path).unwrap();
+    let tenants = format!(
+        r#"
+[tenants.live]
+plugin = {plugin_path:?}
+[tenants.live.sources.fc]
+provider = "fincart"
+token = "{TOKEN}"
+"#
+    );
+    let host = Host::start(&tenants).await;
+    let status = async || host.admin("/admin/tenants").await["tenants"][0]["plugin"].clone();
+    let first = wait_for("the first version", Duration::from_secs(60), async || {
+        status().await["version"].as_str().map(str::to_string)
+    })
+    .await;
+    let send = async |order: &str| {
+        let body = serde_json::json!({ "orderId": order, "status": "pending", "statusUpdatedDate": 1, "misbehave": "none" }).to_string();
+        accepted_seq(host.send("live", "fc", &[JSON, AUTH], body).await).await
+    };
+    let seq = send("v1").await;
+    let event = host.wait_finished(seq, Duration::from_secs(30)).await;
+    assert_eq!(
+        event["attempts_detail"][0]["plugin_version"],
+        first.as_str()
+    );
+
+    // A new version, renamed into place: the next event runs it.
+    replace_file(&plugin_path, &std::fs::read(plugin("misbehave")).unwrap());
+    let second = wait_for("the second version", Duration::from_secs(60), async || {
+        status().await["version"]
+            .as_str()
+            .filter(|v| *v != first)
+            .map(str::to_string)
+    })
+    .await;
+    let seq = send("v2").await;
+    let event = host.wait_finished(seq, Duration::from_secs(30)).await;
+    assert_eq!(
+        event["attempts_detail"][0]["plugin_version"],
+        second.as_str()
+    );
+    assert_eq!(
+        host.kv("live").await.get("ok").map(String::as_str),
+        Some("1"),
+        "the misbehave plugin handled it"
+    );
+
+    // A broken write is rejected and the working version keeps serving.
+    std::fs::write(&plugin_path, b"\0asm truncated").unwrap();
+    let broken = wait_for("the failed reload", Duration::from_secs(60), async || {
+        let s = status().await;
+        s["last_error"].is_string().then_some(s)
+    })
+    .await;
+    assert_eq!(broken["version"], second.as_str(), "{broken}");
+    let seq = send("v2-still").await;
+    assert_eq!(
+        host.wait_finished(seq, Duration::from_secs(30)).await["attempts_detail"][0]
+            ["plugin_version"],
+        second.as_str()
+    );
+
+    // Removed: events wait (not failed); back: they run.
+    std::fs::remove_file(&plugin_path).unwrap();
+    wait_for("the unload", Duration::from_secs(30), async || {
+        status().await["version"].is_null().then_some(())
+    })
+    .await;
+    let waiting = send("while-removed").await;
+    assert_eq!(host.event(waiting).await["attempts"], 0);
+    replace_file(&plugin_path, &std::fs::read(plugin("recorder")).unwrap());
+    let event = host.wait_finished(waiting, Duration::from_secs(60)).await;
+    assert_eq!(
+        (event["state"].as_str(), event["attempts"].as_u64()),
+        (Some("done"), Some(1)),
+        "{event}"
+    );
+    assert_eq!(
+        event["attempts_detail"][0]["plugin_version"],
+        first.as_str()
+    );
+    let history: Vec<String> = status().await["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["result"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        history.first().map(String::as_str),
+        Some("loaded"),
+        "{}",
+        status().await["history"]
+    );
+    for expected in ["failed", "removed"] {
+        assert!(history.iter().any(|h| h == expected), "{history:?}");
+    }
+    assert_eq!(
+        history.last().map(String::as_str),
+        Some("loaded"),
+        "{history:?}"
+    );
+}

@@ -126,6 +126,8 @@ pub async fn serve(config: Config) -> Result<()> {
         tokio::spawn(prune_forever(storage.clone(), config.retention_hours));
     }
 
+    // Watch the plugin files first, so a change made while the initial loads run is not missed.
+    let _watcher = crate::reload::watch(runtime.clone(), registry.clone(), &tenants)?;
     // Compile plugins off the request path: webhooks are accepted at once and wait for them.
     {
         let (runtime, registry, tenants) = (runtime.clone(), registry.clone(), tenants.clone());

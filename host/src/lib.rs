@@ -5,7 +5,8 @@
 //! [`ingress`] (HTTP) → [`providers`] (authenticate, normalize into an [`event`]) →
 //! [`storage`] (journal, dedupe) → [`dispatcher`] (ordering, retries, dead letters) →
 //! [`runtime`] (wasmtime, a fresh instance per event) with [`capabilities`] → outcome recorded in
-//! [`storage`]. Around them: [`config`], [`tenants`], [`plugins`] (the registry), [`admin`],
+//! [`storage`]. Around them: [`config`], [`tenants`], [`plugins`] (the registry) and [`reload`]
+//! (hot reload), [`admin`],
 //! [`sink`] and [`app`] (wiring and serving).
 
 pub mod admin;
@@ -17,6 +18,7 @@ pub mod event;
 pub mod ingress;
 pub mod plugins;
 pub mod providers;
+pub mod reload;
 pub mod runtime;
 pub mod sink;
 pub mod storage;

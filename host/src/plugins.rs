@@ -25,6 +25,35 @@ pub struct PluginStatus {
     pub load_ms: Option<u64>,
     /// The last load error, if the last load failed (the previous version keeps serving).
     pub last_error: Option<String>,
+    /// The latest loads and unloads, newest last (at most [`HISTORY`]).
+    pub history: Vec<Reload>,
+}
+
+/// How many reloads each tenant's history keeps.
+pub const HISTORY: usize = 20;
+
+/// One load or unload of a tenant's plugin.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reload {
+    /// When (ms since the epoch).
+    pub at_ms: u64,
+    /// `loaded`, `failed` (previous version kept) or `removed` (events wait).
+    pub result: &'static str,
+    /// The version loaded, if it loaded.
+    pub version: Option<String>,
+    /// How long loading took, in ms.
+    pub load_ms: Option<u64>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+impl PluginStatus {
+    fn record(&mut self, reload: Reload) {
+        if self.history.len() == HISTORY {
+            self.history.remove(0);
+        }
+        self.history.push(reload);
+    }
 }
 
 /// Which plugin serves each tenant.
@@ -50,6 +79,10 @@ impl PluginRegistry {
     ) -> anyhow::Result<Arc<LoadedPlugin>> {
         match runtime.load(path) {
             Ok(plugin) => {
+                if let Some(current) = self.get(tenant).filter(|c| c.version == plugin.version) {
+                    // Same content (a touch, or a rewrite of identical bytes): nothing to swap.
+                    return Ok(current);
+                }
                 let plugin = Arc::new(plugin);
                 self.plugins.rcu(|current| {
                     let mut next = HashMap::clone(current);
@@ -58,17 +91,21 @@ impl PluginRegistry {
                 });
                 tracing::info!(tenant, version = %plugin.version, from_cache = plugin.from_cache,
                     load_ms = plugin.load_time.as_millis() as u64, "plugin loaded");
-                self.status.lock().expect("status lock").insert(
-                    tenant.to_string(),
-                    PluginStatus {
-                        path: path.display().to_string(),
-                        version: Some(plugin.version.clone()),
-                        loaded_at_ms: Some(plugin.loaded_at_ms),
-                        from_cache: plugin.from_cache,
-                        load_ms: Some(plugin.load_time.as_millis() as u64),
-                        last_error: None,
-                    },
-                );
+                let mut status = self.status.lock().expect("status lock");
+                let entry = status.entry(tenant.to_string()).or_default();
+                entry.path = path.display().to_string();
+                entry.version = Some(plugin.version.clone());
+                entry.loaded_at_ms = Some(plugin.loaded_at_ms);
+                entry.from_cache = plugin.from_cache;
+                entry.load_ms = Some(plugin.load_time.as_millis() as u64);
+                entry.last_error = None;
+                entry.record(Reload {
+                    at_ms: plugin.loaded_at_ms,
+                    result: "loaded",
+                    version: Some(plugin.version.clone()),
+                    load_ms: entry.load_ms,
+                    error: None,
+                });
                 Ok(plugin)
             }
             Err(e) => {
@@ -77,9 +114,41 @@ impl PluginRegistry {
                 let entry = status.entry(tenant.to_string()).or_default();
                 entry.path = path.display().to_string();
                 entry.last_error = Some(format!("{e:#}"));
+                entry.record(Reload {
+                    at_ms: crate::now_ms(),
+                    result: "failed",
+                    version: None,
+                    load_ms: None,
+                    error: Some(format!("{e:#}")),
+                });
                 Err(e)
             }
         }
+    }
+
+    /// Takes `tenant`'s plugin out of service (its file was removed): its events wait, they are
+    /// neither failed nor dropped, until a plugin loads again.
+    pub fn unload(&self, tenant: &str, path: &std::path::Path) {
+        self.plugins.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            next.remove(tenant);
+            next
+        });
+        tracing::warn!(tenant, path = %path.display(), "plugin file removed: the tenant's events wait until it is back");
+        let mut status = self.status.lock().expect("status lock");
+        let entry = status.entry(tenant.to_string()).or_default();
+        entry.version = None;
+        entry.last_error = Some(format!(
+            "plugin file {} was removed; events wait until it is back",
+            path.display()
+        ));
+        entry.record(Reload {
+            at_ms: crate::now_ms(),
+            result: "removed",
+            version: None,
+            load_ms: None,
+            error: None,
+        });
     }
 
     /// The status of every tenant's plugin.
