@@ -166,12 +166,9 @@ async fn handle(
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!(
-                    "body is not valid JSON: {e} (line {}, column {})",
-                    e.line(),
-                    e.column()
-                ),
-            )
+                // serde_json's message names the position ("... at line 2 column 12").
+                format!("body is not valid JSON: {e}"),
+            );
         }
     };
     let event = match source.provider.normalize(&request, &payload) {
