@@ -45,6 +45,12 @@ enum Cmd {
         #[arg(long)]
         ingest_only: bool,
     },
+    /// Hot reload latency: a new plugin file renamed into place → the first event handled by it.
+    Reload {
+        /// How many reloads to measure.
+        #[arg(long, default_value_t = 20)]
+        count: usize,
+    },
     /// The baseline: a bare axum server answering 200 to every POST (used by `ingest`).
     #[command(hide = true)]
     BareServer,
@@ -53,9 +59,15 @@ enum Cmd {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::BareServer => bare_server(),
+        Cmd::Reload { count } => {
+            prepare()?;
+            print_table(&reload(count)?);
+            Ok(())
+        }
         Cmd::All { secs } => {
             prepare()?;
-            let rows = ingest(secs, 64, false, false)?;
+            let mut rows = ingest(secs, 64, false, false)?;
+            rows.extend(reload(20)?);
             print_table(&rows);
             Ok(())
         }
@@ -280,6 +292,149 @@ async fn admin(client: &reqwest::Client, base: &str, path: &str) -> Result<Value
         .send()
         .await?;
     Ok(r.json().await?)
+}
+
+/// A copy of a component with a custom section appended (`hookhost-bench-nonce`), so every
+/// reload is new content that must be compiled (a realistic edit), not a cache hit.
+fn with_nonce(component: &[u8], nonce: usize) -> Vec<u8> {
+    let name = b"hookhost-bench-nonce";
+    let payload = nonce.to_le_bytes();
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name);
+    section.extend_from_slice(&payload);
+    let mut out = component.to_vec();
+    out.push(0); // custom section id
+    out.push(section.len() as u8); // < 128: one LEB128 byte
+    out.extend_from_slice(&section);
+    out
+}
+
+/// Hot reload latency: the plugin file is replaced (written aside, renamed into place, as cargo
+/// and editors do) with new content; events are sent one after another until one is handled by
+/// the new version. The time from the rename to that event's completion is the reload latency.
+/// The baseline is the round trip of one event when nothing changes (the floor of this method).
+fn reload(count: usize) -> Result<Vec<Row>> {
+    let dir = tempfile::tempdir()?;
+    let live = dir.path().join("live.wasm");
+    let original = std::fs::read(target_dir().join("wasm32-wasip2/release/kv_set.wasm"))?;
+    std::fs::write(&live, with_nonce(&original, 0))?;
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\ndatabase = \"bench.db\"\ncache_dir = \"cache\"\n[admin]\ntoken = \"{ADMIN}\"\n\
+         [tenants.bench]\nplugin = {live:?}\n[tenants.bench.sources.fincart]\nprovider = \"fincart\"\ntoken = \"{TOKEN}\"\n"
+    );
+    std::fs::write(dir.path().join("hookhost.toml"), config)?;
+    let mut command = Command::new(target_dir().join("release/hookhost"));
+    command
+        .args(["serve", "--config"])
+        .arg(dir.path().join("hookhost.toml"))
+        .env("RUST_LOG", "warn");
+    let (_host, base) = spawn_listening(command, "hookhost listening on ")?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let client = reqwest::Client::new();
+    let version = || async {
+        let t = admin(&client, &base, "/admin/tenants").await?;
+        anyhow::Ok(
+            t["tenants"][0]["plugin"]["version"]
+                .as_str()
+                .map(str::to_string),
+        )
+    };
+    // Sends one event, waits for it, returns (plugin version that handled it, its finish time).
+    let mut counter = 0u64;
+    let mut one_event = || {
+        counter += 1;
+        let (client, base) = (client.clone(), base.clone());
+        let order = format!("r-{counter}");
+        async move {
+            let body = format!(
+                r#"{{"orderId":"{order}","status":"pending","statusUpdatedDate":1,"action":"Order Status Changed"}}"#
+            );
+            let r: Value = client
+                .post(format!("{base}/hooks/bench/fincart"))
+                .header("authorization", TOKEN)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await?
+                .json()
+                .await?;
+            let seq = r["event"].as_i64().context("not accepted")?;
+            loop {
+                let e = admin(&client, &base, &format!("/admin/events/{seq}")).await?;
+                if e["state"] == "done" {
+                    let attempt = &e["attempts_detail"][0];
+                    return anyhow::Ok((
+                        attempt["plugin_version"].as_str().unwrap_or("").to_string(),
+                        e["finished_at_ms"].as_u64().unwrap_or(0),
+                    ));
+                }
+                if e["state"] == "pending" && e["attempts"].as_u64() == Some(0) {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+    };
+    runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while version().await?.is_none() {
+            if Instant::now() > deadline {
+                bail!("the plugin did not load");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut steady = Vec::new();
+        for _ in 0..20 {
+            let t0 = Instant::now();
+            one_event().await?;
+            steady.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+        let mut latencies = Vec::new();
+        for i in 1..=count {
+            let before = version().await?.unwrap_or_default();
+            let tmp = dir.path().join("live.wasm.tmp");
+            std::fs::write(&tmp, with_nonce(&original, i))?;
+            let renamed_ms = now_ms();
+            std::fs::rename(&tmp, &live)?;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let (handled_by, finished_ms) = one_event().await?;
+                if !handled_by.is_empty() && handled_by != before {
+                    latencies.push(finished_ms.saturating_sub(renamed_ms) as f64);
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("reload {i} never took effect");
+                }
+            }
+        }
+        steady.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let mut sorted = latencies.clone();
+        sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        eprintln!("reload latencies (ms): {latencies:?}");
+        let median = percentile(&sorted, 0.5);
+        let steady_median = percentile(&steady, 0.5);
+        anyhow::Ok(vec![
+            Row {
+                figure: format!("hot reload → first event on the new version, median of {count} (new content each time)"),
+                hookhost: format!("{median:.0} ms"),
+                baseline: format!("{steady_median:.1} ms (one event, no reload)"),
+                ratio: format!("{:.1}x", median / steady_median.max(0.001)),
+            },
+            Row {
+                figure: "hot reload, max".into(),
+                hookhost: format!("{:.0} ms", sorted.last().copied().unwrap_or(0.0)),
+                baseline: "-".into(),
+                ratio: "-".into(),
+            },
+        ])
+    })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

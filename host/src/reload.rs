@@ -20,8 +20,10 @@ use crate::plugins::PluginRegistry;
 use crate::runtime::Runtime;
 use crate::tenants::Tenants;
 
-/// How long a file must be quiet before it is reloaded (editors write in several steps).
-const DEBOUNCE: Duration = Duration::from_millis(50);
+/// How long a file must be quiet before it is reloaded (editors write in several steps). Short,
+/// because loading a half-written file is harmless: it fails, the working version keeps serving,
+/// and the rest of the write triggers the next reload.
+const DEBOUNCE: Duration = Duration::from_millis(20);
 
 /// The running watcher; dropping it stops hot reload.
 pub struct PluginWatcher {
