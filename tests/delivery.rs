@@ -6,7 +6,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{fincart_status, plugin, wait_for, Backend, Host, ADMIN_TOKEN};
+use common::{accepted, fincart_status, misbehaving, plugin, wait_for, Backend, Host, ADMIN_TOKEN};
 use serde_json::Value;
 
 const TOKEN: &str = "delivery-token";
@@ -43,16 +43,6 @@ token = "{TOKEN}"
 "#,
         plugin = plugin("misbehave"),
     )
-}
-
-fn misbehaving(order: &str, mode: &str) -> String {
-    serde_json::json!({ "orderId": order, "status": "pending", "statusUpdatedDate": 1, "misbehave": mode, "spin_ms": 1500 }).to_string()
-}
-
-async fn accepted(response: reqwest::Response) -> i64 {
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["status"], "accepted", "{body}");
-    body["event"].as_i64().unwrap()
 }
 
 #[tokio::test]

@@ -6,7 +6,9 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{fincart_status, plugin, wait_for, Backend, Host, FINCART_SAMPLE};
+use common::{
+    accepted, fincart_status, misbehaving, plugin, wait_for, Backend, Host, FINCART_SAMPLE,
+};
 use serde_json::Value;
 
 const TOKEN: &str = "fincart-secret-token";
@@ -30,21 +32,13 @@ token = ["an-old-token", "{TOKEN}"]
     )
 }
 
-async fn accepted_seq(response: reqwest::Response) -> i64 {
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["status"], "accepted", "{body}");
-    body["event"].as_i64().unwrap()
-}
-
 #[tokio::test]
 async fn fincart_webhook_reaches_the_plugin_and_the_merchant_backend() {
     let backend = Backend::start().await;
     let host = Host::start(&order_sync_tenant(&backend)).await;
 
     // The document's sample (an "Order Updated" while out for delivery).
-    let seq = accepted_seq(
+    let seq = accepted(
         host.send("acme", "fincart", &[JSON, AUTH], FINCART_SAMPLE)
             .await,
     )
@@ -73,7 +67,7 @@ async fn fincart_webhook_reaches_the_plugin_and_the_merchant_backend() {
         "delivered to customer",
         1738336900000,
     );
-    let seq = accepted_seq(
+    let seq = accepted(
         host.send("acme", "fincart", &[JSON, AUTH], delivered.clone())
             .await,
     )
@@ -207,7 +201,7 @@ async fn bad_requests_get_clear_errors_and_are_never_dispatched() {
 
     // Unknown fields and an unknown status pass through as `unknown`.
     let odd = r#"{"orderId":"o-9","status":"lost in space","subStatus":"???","statusUpdatedDate":"1738336796675","brandNewField":{"x":1}}"#;
-    let seq = accepted_seq(host.send("acme", "fincart", &[JSON, AUTH], odd).await).await;
+    let seq = accepted(host.send("acme", "fincart", &[JSON, AUTH], odd).await).await;
     let event = host.wait_finished(seq, Duration::from_secs(60)).await;
     assert_eq!(event["state"], "done", "{event}");
     assert_eq!(event["event"]["status"], "unknown");
@@ -242,10 +236,6 @@ token = "{TOKEN}"
     )
 }
 
-fn misbehaving(order: &str, mode: &str) -> String {
-    serde_json::json!({ "orderId": order, "status": "pending", "statusUpdatedDate": 1, "misbehave": mode }).to_string()
-}
-
 #[tokio::test]
 async fn misbehaving_plugins_are_contained_and_the_host_keeps_serving() {
     let host = Host::start(&misbehave_tenant(2)).await;
@@ -261,7 +251,7 @@ async fn misbehaving_plugins_are_contained_and_the_host_keeps_serving() {
     let mut seqs = Vec::new();
     for (mode, _) in &cases {
         seqs.push(
-            accepted_seq(
+            accepted(
                 host.send(
                     "rogue",
                     "fc",
@@ -273,7 +263,7 @@ async fn misbehaving_plugins_are_contained_and_the_host_keeps_serving() {
             .await,
         );
     }
-    let ok = accepted_seq(
+    let ok = accepted(
         host.send("rogue", "fc", &[JSON, AUTH], misbehaving("o-fine", "none"))
             .await,
     )
@@ -315,7 +305,7 @@ async fn misbehaving_plugins_are_contained_and_the_host_keeps_serving() {
 #[tokio::test]
 async fn a_retried_attempt_starts_from_clean_kv_and_wasi_grants_nothing() {
     let host = Host::start(&misbehave_tenant(3)).await;
-    let retried = accepted_seq(
+    let retried = accepted(
         host.send(
             "rogue",
             "fc",
@@ -325,12 +315,12 @@ async fn a_retried_attempt_starts_from_clean_kv_and_wasi_grants_nothing() {
         .await,
     )
     .await;
-    let env = accepted_seq(
+    let env = accepted(
         host.send("rogue", "fc", &[JSON, AUTH], misbehaving("o-2", "env"))
             .await,
     )
     .await;
-    let file = accepted_seq(
+    let file = accepted(
         host.send("rogue", "fc", &[JSON, AUTH], misbehaving("o-3", "file"))
             .await,
     )
@@ -384,7 +374,7 @@ async fn events_of_one_order_run_in_order_and_survive_a_restart() {
     .enumerate()
     {
         let body = fincart_status("ord-7", "#7", status, sub, 1_000 + i as u64);
-        seqs.push(accepted_seq(host.send("acme", "fincart", &[JSON, AUTH], body).await).await);
+        seqs.push(accepted(host.send("acme", "fincart", &[JSON, AUTH], body).await).await);
     }
     wait_for(
         "a failed notice attempt",
@@ -465,7 +455,7 @@ token = "{TOKEN}"
             "currency": "EGP", "updatedAt": "{at}"}}, "customer": {{"name": "Mona"}}}}"##
         )
     };
-    let pending = accepted_seq(
+    let pending = accepted(
         host.send(
             "bazaar",
             "sevi",
@@ -489,7 +479,7 @@ token = "{TOKEN}"
         "PENDING"
     );
 
-    let paid = accepted_seq(
+    let paid = accepted(
         host.send(
             "bazaar",
             "sevi",
@@ -520,7 +510,7 @@ token = "{TOKEN}"
     );
 
     // A later PAID notification (a provider's re-send with a new time) does not release it twice.
-    let again = accepted_seq(
+    let again = accepted(
         host.send(
             "bazaar",
             "sevi",
@@ -576,7 +566,7 @@ password = "{TOKEN}"
                 txn(id, value),
             )
             .await;
-        seqs.push(accepted_seq(r).await);
+        seqs.push(accepted(r).await);
     }
     for seq in &seqs {
         assert_eq!(
@@ -667,7 +657,7 @@ token = "{TOKEN}"
         error_of("absent")
     );
     // Webhooks are still accepted and journaled; they wait for a working plugin.
-    let seq = accepted_seq(
+    let seq = accepted(
         host.send(
             "broken",
             "fc",
@@ -721,7 +711,7 @@ token = "{TOKEN}"
     .await;
     let send = async |order: &str| {
         let body = serde_json::json!({ "orderId": order, "status": "pending", "statusUpdatedDate": 1, "misbehave": "none" }).to_string();
-        accepted_seq(host.send("live", "fc", &[JSON, AUTH], body).await).await
+        accepted(host.send("live", "fc", &[JSON, AUTH], body).await).await
     };
     let seq = send("v1").await;
     let event = host.wait_finished(seq, Duration::from_secs(30)).await;

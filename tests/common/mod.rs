@@ -465,3 +465,18 @@ impl Backend {
             .count()
     }
 }
+
+/// A webhook (Fincart-shaped) for the `misbehave` test plugin: `mode` says how it misbehaves
+/// (see tests/plugins/misbehave); `spin` modes busy-wait 1.5 s.
+pub fn misbehaving(order: &str, mode: &str) -> String {
+    serde_json::json!({ "orderId": order, "status": "pending", "statusUpdatedDate": 1, "misbehave": mode, "spin_ms": 1500 }).to_string()
+}
+
+/// The event number of an accepted webhook (fails the test if it was not accepted).
+pub async fn accepted(response: reqwest::Response) -> i64 {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "accepted", "{body}");
+    body["event"].as_i64().unwrap()
+}
