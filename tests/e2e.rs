@@ -796,3 +796,141 @@ token = "{TOKEN}"
         "{history:?}"
     );
 }
+
+#[tokio::test]
+async fn capabilities_refuse_what_was_not_granted_and_other_tenants_carry_on() {
+    let backend = Backend::start().await;
+    let port = backend.addr.rsplit(':').next().unwrap().to_string();
+    let tenants = format!(
+        r#"
+[tenants.rogue]
+plugin = {misbehave:?}
+allowed_hosts = ["{addr}", "localhost:{port}"]
+limits = {{ kv_max_keys = 50, log_bytes = 4096 }}
+retry = {{ max_attempts = 1 }}
+[tenants.rogue.sources.fc]
+provider = "fincart"
+token = "{TOKEN}"
+
+[tenants.calm]
+plugin = {recorder:?}
+[tenants.calm.sources.fc]
+provider = "fincart"
+token = "{TOKEN}"
+"#,
+        misbehave = plugin("misbehave"),
+        recorder = plugin("recorder"),
+        addr = backend.addr,
+    );
+    let host = Host::start(&tenants).await;
+    let send = async |order: &str, extra: serde_json::Value| {
+        let mut body =
+            serde_json::json!({ "orderId": order, "status": "pending", "statusUpdatedDate": 1 });
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let seq = accepted(
+            host.send("rogue", "fc", &[JSON, AUTH], body.to_string())
+                .await,
+        )
+        .await;
+        host.wait_finished(seq, Duration::from_secs(60)).await
+    };
+    let reason = |e: &Value| {
+        e["attempts_detail"][0]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let calm = accepted(
+        host.send(
+            "calm",
+            "fc",
+            &[JSON, AUTH],
+            fincart_status("c-1", "#C1", "pending", "new", 1),
+        )
+        .await,
+    )
+    .await;
+
+    // Outbound HTTP: an allow-listed address works; one not on the list, and an allow-listed name
+    // that resolves to loopback, are refused.
+    let allowed = send(
+        "h-1",
+        serde_json::json!({ "misbehave": "fetch", "url": format!("http://{}/ping", backend.addr) }),
+    )
+    .await;
+    assert!(reason(&allowed).starts_with("fetched 200"), "{allowed}");
+    let unlisted = send(
+        "h-2",
+        serde_json::json!({ "misbehave": "fetch", "url": "http://127.0.0.1:9/" }),
+    )
+    .await;
+    assert!(
+        reason(&unlisted).contains("not on this tenant's allowed_hosts"),
+        "{unlisted}"
+    );
+    let rebinding = send(
+        "h-3",
+        serde_json::json!({ "misbehave": "fetch", "url": format!("http://localhost:{port}/ping") }),
+    )
+    .await;
+    assert!(
+        reason(&rebinding).contains("resolves only to loopback"),
+        "{rebinding}"
+    );
+    assert_eq!(
+        backend.received().len(),
+        1,
+        "only the allowed request reached the backend"
+    );
+
+    // kv key flood: stopped at the tenant's key limit; nothing of the attempt is committed.
+    let flood = send("k-1", serde_json::json!({ "misbehave": "kvflood" })).await;
+    assert_eq!(flood["state"], "dead");
+    assert!(
+        flood["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("kv store is full (50 keys)"),
+        "{flood}"
+    );
+    assert!(
+        !host
+            .kv("rogue")
+            .await
+            .keys()
+            .any(|k| k.starts_with("flood/")),
+        "a failed attempt's keys were committed"
+    );
+
+    // Log spam: kept within the budget, the rest counted as dropped; the event still succeeds.
+    let spam = send("l-1", serde_json::json!({ "misbehave": "logspam" })).await;
+    assert_eq!(spam["state"], "done", "{}", spam["last_error"]);
+    let attempt = &spam["attempts_detail"][0];
+    let kept: usize = attempt["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["message"].as_str().unwrap().len())
+        .sum();
+    assert!(kept <= 4096, "{kept} log bytes kept");
+    assert!(
+        attempt["logs_dropped"].as_u64().unwrap() > 99_000,
+        "{}",
+        attempt["logs_dropped"]
+    );
+
+    // The other tenant was unaffected, and the host is healthy.
+    assert_eq!(
+        host.wait_finished(calm, Duration::from_secs(60)).await["state"],
+        "done"
+    );
+    assert_eq!(
+        reqwest::get(format!("{}/healthz", host.base))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}

@@ -2,7 +2,9 @@
 //! `misbehave` field says how: `trap` (panic), `loop` (never returns), `alloc` (allocates without
 //! bound), `recurse` (overflows the stack), `error` (returns an error), `retry` (asks to retry),
 //! `fail-then-ok` (fails on the first attempt after writing kv, succeeds later), `spin` (busy for
-//! `spin_ms` milliseconds, then succeeds), `env` / `file`
+//! `spin_ms` milliseconds, then succeeds), `huge` (a 10 MiB error), `fetch` (GETs the payload's
+//! `url`, reporting the outcome as its skip reason), `kvflood` (sets keys without end), `logspam`
+//! (logs 100,000 lines), `env` / `file`
 //! (tries to read the environment or a file through WASI); anything else succeeds. Every
 //! successful event increments kv `ok`.
 use hookhost_guest::prelude::*;
@@ -45,6 +47,23 @@ impl Plugin for Misbehave {
             }
             "error" => bail!("misbehave: deliberate error"),
             "huge" => bail!("misbehave: {}", "x".repeat(10 << 20)),
+            "fetch" => {
+                let url = payload["url"].as_str().unwrap_or("http://127.0.0.1:9/");
+                return Ok(match http::get(url) {
+                    Ok(r) => Outcome::Skipped(format!("fetched {}: {}", r.status, r.text())),
+                    Err(e) => Outcome::Skipped(format!("fetch refused: {e}")),
+                });
+            }
+            "kvflood" => {
+                for i in 0..100_000 {
+                    kv::set(&format!("flood/{i}"), b"x")?;
+                }
+            }
+            "logspam" => {
+                for i in 0..100_000 {
+                    info!("spam line {i} {}", "y".repeat(100));
+                }
+            }
             "spin" => {
                 let ms = payload["spin_ms"].as_u64().unwrap_or(1000);
                 let start = std::time::Instant::now();
