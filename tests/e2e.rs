@@ -59,6 +59,10 @@ async fn fincart_webhook_reaches_the_plugin_and_the_merchant_backend() {
         "not delivered yet, nothing to tell the backend"
     );
 
+    // Ready: the store commits and the tenant's plugin is loaded.
+    let ready = reqwest::get(format!("{}/readyz", host.base)).await.unwrap();
+    assert_eq!(ready.status(), 200, "{:?}", ready.text().await);
+
     // Delivered: the plugin records it and tells the backend once.
     let delivered = fincart_status(
         "67387ce18aa2230090e0XXXX",
@@ -680,6 +684,15 @@ token = "{TOKEN}"
             .status(),
         200
     );
+    let ready = reqwest::get(format!("{}/readyz", host.base)).await.unwrap();
+    assert_eq!(ready.status(), 503, "alive but not ready");
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(
+        body["tenants_without_plugin"],
+        serde_json::json!(["absent", "broken"]),
+        "{body}"
+    );
+    assert_eq!(body["store"], "ok");
 }
 
 /// Writes `bytes` as `path` the way editors and cargo do: a temporary file renamed into place.

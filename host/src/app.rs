@@ -55,6 +55,7 @@ pub fn router(app: Arc<App>, admin_token: Option<Secrets>) -> Router {
             post(ingress::receive_with_path_token).layer(DefaultBodyLimit::max(app.max_body_bytes)),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .route("/sink/{name}", post(sink::receive));
     if let Some(token) = admin_token {
         router = router.merge(admin::router(app.clone(), token));
@@ -76,6 +77,35 @@ pub fn router(app: Arc<App>, admin_token: Option<Secrets>) -> Router {
             )
         })
         .with_state(app)
+}
+
+/// Ready means: the journal commits writes, and every tenant has a plugin loaded (otherwise its
+/// webhooks are accepted but wait). 503 says what is missing.
+async fn readyz(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let store = match tokio::time::timeout(Duration::from_secs(2), app.storage.ping()).await {
+        Ok(Ok(())) => "ok".to_string(),
+        Ok(Err(e)) => format!("cannot commit: {e:#}"),
+        Err(_) => "no commit within 2 s".to_string(),
+    };
+    let mut waiting: Vec<&str> = app
+        .tenants
+        .iter()
+        .filter(|t| app.registry.get(&t.name).is_none())
+        .map(|t| t.name.as_str())
+        .collect();
+    waiting.sort();
+    let ready = store == "ok" && waiting.is_empty();
+    let body =
+        serde_json::json!({ "ready": ready, "store": store, "tenants_without_plugin": waiting });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 /// Runs hookhost until SIGINT/SIGTERM.

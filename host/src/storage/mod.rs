@@ -256,6 +256,8 @@ pub trait Storage: Send + Sync {
     fn append(&self, event: NewEvent) -> BoxFuture<'_, Result<Appended>>;
     /// Records an attempt, applies its kv writes and moves the event on, atomically.
     fn finish_attempt(&self, finished: FinishedAttempt) -> BoxFuture<'_, Result<()>>;
+    /// Proves the store can commit a write now (readiness): a no-op through the writer.
+    fn ping(&self) -> BoxFuture<'_, Result<()>>;
     /// Marks an attempt as started. The returned future resolves once the mark is queued, not
     /// committed: writes commit in order, so it is committed no later than the attempt's end.
     fn start_attempt(

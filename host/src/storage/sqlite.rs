@@ -392,6 +392,13 @@ impl Storage for SqliteStorage {
         Box::pin(self.write(move |c| finish(c, &finished)))
     }
 
+    fn ping(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(self.write(|c| {
+            c.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?;
+            Ok(())
+        }))
+    }
+
     fn start_attempt(
         &self,
         seq: i64,
