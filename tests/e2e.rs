@@ -111,6 +111,35 @@ async fn fincart_webhook_reaches_the_plugin_and_the_merchant_backend() {
     assert_eq!(events[0]["duplicates"], 1);
     assert_eq!(events[0]["attempts"], 1);
     assert_eq!(backend.received().len(), 1);
+
+    // The same story in /metrics (parsed as Prometheus text).
+    let acme = [("tenant", "acme"), ("source", "fincart")];
+    assert_eq!(
+        host.metric("hookhost_webhooks_received_total", &acme).await,
+        3.0
+    );
+    assert_eq!(
+        host.metric("hookhost_webhooks_accepted_total", &acme).await,
+        2.0
+    );
+    assert_eq!(
+        host.metric("hookhost_webhooks_duplicate_total", &acme)
+            .await,
+        1.0
+    );
+    assert_eq!(
+        host.metric(
+            "hookhost_attempts_total",
+            &[("tenant", "acme"), ("outcome", "done")]
+        )
+        .await,
+        2.0
+    );
+    assert_eq!(
+        host.metric("hookhost_plugin_loads_total", &[("result", "loaded")])
+            .await,
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -192,6 +221,24 @@ async fn bad_requests_get_clear_errors_and_are_never_dispatched() {
         host.events("acme").await.is_empty(),
         "a rejected webhook was journaled"
     );
+    let rejected = async |tenant: &str, source: &str, reason: &str| {
+        host.metric(
+            "hookhost_webhooks_rejected_total",
+            &[("tenant", tenant), ("source", source), ("reason", reason)],
+        )
+        .await
+    };
+    assert_eq!(rejected("acme", "fincart", "unauthorized").await, 2.0);
+    assert_eq!(
+        rejected("_unknown", "_unknown", "unknown_tenant").await,
+        1.0,
+        "the caller's tenant name is not a label"
+    );
+    assert_eq!(rejected("acme", "_unknown", "unknown_source").await, 1.0);
+    assert_eq!(rejected("acme", "fincart", "content_type").await, 1.0);
+    assert_eq!(rejected("acme", "fincart", "malformed").await, 1.0);
+    assert_eq!(rejected("acme", "fincart", "invalid").await, 2.0);
+    assert_eq!(rejected("acme", "fincart", "too_large").await, 1.0);
     assert!(
         !host.logs().contains(TOKEN),
         "the source's token appeared in the log"

@@ -41,6 +41,8 @@ pub struct App {
     pub sink: Option<Sink>,
     /// The webhook body limit.
     pub max_body_bytes: usize,
+    /// Renders `/metrics`.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// The HTTP routes.
@@ -56,6 +58,7 @@ pub fn router(app: Arc<App>, admin_token: Option<Secrets>) -> Router {
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
         .route("/sink/{name}", post(sink::receive));
     if let Some(token) = admin_token {
         router = router.merge(admin::router(app.clone(), token));
@@ -77,6 +80,27 @@ pub fn router(app: Arc<App>, admin_token: Option<Secrets>) -> Router {
             )
         })
         .with_state(app)
+}
+
+/// Prometheus text exposition of every metric (see `telemetry`).
+async fn metrics_text(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match &app.metrics {
+        Some(handle) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            handle.render(),
+        )
+            .into_response(),
+        None => ingress::error(
+            StatusCode::NOT_FOUND,
+            "metrics are not installed in this process",
+        ),
+    }
 }
 
 /// Ready means: the journal commits writes, and every tenant has a plugin loaded (otherwise its
@@ -179,6 +203,7 @@ pub async fn serve(config: Config) -> Result<()> {
         registry,
         sink: config.sink.then(Sink::default),
         max_body_bytes: config.max_body_bytes,
+        metrics: Some(crate::telemetry::install()?),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -149,6 +149,8 @@ impl Core {
                 });
             }
             self.in_flight.send_replace(running);
+            let waiting: usize = queues.values().map(|q| q.events.len()).sum();
+            metrics::gauge!(crate::telemetry::QUEUE_DEPTH).set(waiting as f64);
             let next_timer = timers.peek().map(|Reverse((at, _))| *at);
             let sleep = async {
                 match next_timer {
@@ -364,6 +366,22 @@ async fn attempt(deps: &DispatchDeps, event: StoredEvent) -> Next {
         _ => {
             tracing::debug!(tenant = %event.tenant, seq = event.seq, attempt = number, version = %plugin.version,
             us = report.duration.as_micros() as u64, "attempt finished: {outcome:?}")
+        }
+    }
+    {
+        use crate::telemetry as m;
+        let outcome = match &outcome {
+            AttemptOutcome::Done => "done",
+            AttemptOutcome::Skipped { .. } => "skipped",
+            AttemptOutcome::RetryAfter { .. } => "retry",
+            AttemptOutcome::Error { .. } => "error",
+        };
+        metrics::counter!(m::ATTEMPTS, "tenant" => event.tenant.clone(), "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!(m::PLUGIN_SECONDS, "tenant" => event.tenant.clone())
+            .record(report.duration.as_secs_f64());
+        if next_state == EventState::Dead {
+            metrics::counter!(m::DEAD_LETTERS, "tenant" => event.tenant.clone()).increment(1);
         }
     }
     let finished = FinishedAttempt {

@@ -117,28 +117,36 @@ async fn handle(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let received_at_ms = crate::now_ms();
+    use crate::telemetry as m;
+    let reject = |tenant: &str, source: &str, reason: &'static str| {
+        metrics::counter!(m::REJECTED, "tenant" => tenant.to_string(), "source" => source.to_string(), "reason" => reason).increment(1);
+    };
     let Some(tenant) = app.tenants.get(&tenant_name) else {
+        reject(m::UNKNOWN, m::UNKNOWN, "unknown_tenant");
         return error(
             StatusCode::NOT_FOUND,
             format!("no tenant named {tenant_name:?}"),
         );
     };
     let Some(source) = tenant.sources.get(&source_name) else {
+        reject(&tenant_name, m::UNKNOWN, "unknown_source");
         return error(
             StatusCode::NOT_FOUND,
             format!("tenant {tenant_name:?} has no source named {source_name:?}"),
         );
     };
+    metrics::counter!(m::RECEIVED, "tenant" => tenant_name.clone(), "source" => source_name.clone()).increment(1);
     let body = match body {
         Ok(b) => b,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            reject(&tenant_name, &source_name, "too_large");
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
                     "body is larger than the limit of {} bytes",
                     app.max_body_bytes
                 ),
-            )
+            );
         }
         Err(rejection) => {
             return error(
@@ -155,15 +163,18 @@ async fn handle(
         peer: Some(peer.ip()),
     };
     if let Err(why) = source.authenticate(&request) {
+        reject(&tenant_name, &source_name, "unauthorized");
         tracing::warn!(tenant = %tenant_name, source = %source_name, reason = why.0, "webhook rejected: unauthorized");
         return error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
     if let Err(message) = is_json_content_type(&headers) {
+        reject(&tenant_name, &source_name, "content_type");
         return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, message);
     }
     let payload: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
+            reject(&tenant_name, &source_name, "malformed");
             return error(
                 StatusCode::BAD_REQUEST,
                 // serde_json's message names the position ("... at line 2 column 12").
@@ -174,10 +185,11 @@ async fn handle(
     let event = match source.provider.normalize(&request, &payload) {
         Ok(e) => e,
         Err(e) => {
+            reject(&tenant_name, &source_name, "invalid");
             return error(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("{} payload: {e}", source.provider.name()),
-            )
+            );
         }
     };
     let kept_headers = headers
@@ -227,8 +239,15 @@ async fn handle(
     let appended = committed
         .await
         .unwrap_or_else(|e| Err(anyhow::anyhow!("journal task failed: {e}")));
+    let labels = [
+        ("tenant", tenant_name.clone()),
+        ("source", source_name.clone()),
+    ];
+    metrics::histogram!(m::ACK_SECONDS, &labels)
+        .record(crate::now_ms().saturating_sub(received_at_ms) as f64 / 1000.0);
     match appended {
         Ok(Appended::Accepted(seq)) => {
+            metrics::counter!(m::ACCEPTED, &labels).increment(1);
             tracing::debug!(tenant = %tenant_name, source = %source_name, seq, "webhook accepted");
             (
                 StatusCode::OK,
@@ -237,6 +256,7 @@ async fn handle(
                 .into_response()
         }
         Ok(Appended::Duplicate(seq)) => {
+            metrics::counter!(m::DUPLICATES, &labels).increment(1);
             tracing::debug!(tenant = %tenant_name, source = %source_name, seq, "duplicate webhook acknowledged, not dispatched");
             let mut response = (
                 StatusCode::OK,
@@ -249,6 +269,7 @@ async fn handle(
             response
         }
         Err(e) => {
+            reject(&tenant_name, &source_name, "storage");
             tracing::error!(tenant = %tenant_name, source = %source_name, "cannot journal webhook: {e:#}");
             let mut response = error(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -22,6 +22,7 @@ pub mod reload;
 pub mod runtime;
 pub mod sink;
 pub mod storage;
+pub mod telemetry;
 pub mod tenants;
 
 /// Milliseconds since the Unix epoch, the unit of every timestamp hookhost stores.

@@ -49,6 +49,7 @@ pub struct Reload {
 
 impl PluginStatus {
     fn record(&mut self, reload: Reload) {
+        metrics::counter!(crate::telemetry::PLUGIN_LOADS, "result" => reload.result).increment(1);
         if self.history.len() == HISTORY {
             self.history.remove(0);
         }

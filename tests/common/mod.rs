@@ -480,3 +480,29 @@ pub async fn accepted(response: reqwest::Response) -> i64 {
     assert_eq!(body["status"], "accepted", "{body}");
     body["event"].as_i64().unwrap()
 }
+
+impl Host {
+    /// Scrapes `/metrics` and parses it with a Prometheus text parser (so the format is checked
+    /// too); returns the value of the sample `name` whose labels include `labels` (0 if none).
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+            .expect("valid Prometheus text");
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    }
+}

@@ -1,0 +1,50 @@
+//! Metrics in the Prometheus text format (`GET /metrics`), through the `metrics` facade. Labels
+//! are only tenant and source names from the config and fixed words (reasons, outcomes): never
+//! event ids or anything a caller chooses, so the number of series stays bounded.
+
+use anyhow::{Context, Result};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Webhooks that reached a configured source.
+pub const RECEIVED: &str = "hookhost_webhooks_received_total";
+/// Webhooks refused, by `reason`.
+pub const REJECTED: &str = "hookhost_webhooks_rejected_total";
+/// Webhooks journaled and acknowledged.
+pub const ACCEPTED: &str = "hookhost_webhooks_accepted_total";
+/// Duplicates acknowledged and not dispatched.
+pub const DUPLICATES: &str = "hookhost_webhooks_duplicate_total";
+/// Time from receiving a webhook to acknowledging it.
+pub const ACK_SECONDS: &str = "hookhost_ack_seconds";
+/// Plugin attempts, by `outcome` (done, skipped, retry, error).
+pub const ATTEMPTS: &str = "hookhost_attempts_total";
+/// Events that became dead letters.
+pub const DEAD_LETTERS: &str = "hookhost_dead_letters_total";
+/// Duration of plugin attempts.
+pub const PLUGIN_SECONDS: &str = "hookhost_plugin_seconds";
+/// Events waiting in the dispatcher (queued or running).
+pub const QUEUE_DEPTH: &str = "hookhost_queue_depth";
+/// Plugin loads, by `result` (loaded, failed, removed).
+pub const PLUGIN_LOADS: &str = "hookhost_plugin_loads_total";
+
+/// A label value for a name not in the config (never the caller's text).
+pub const UNKNOWN: &str = "_unknown";
+
+/// Installs the process-wide recorder; the handle renders `/metrics`.
+pub fn install() -> Result<PrometheusHandle> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(ACK_SECONDS.into()),
+            &[
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ],
+        )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(PLUGIN_SECONDS.into()),
+                &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0],
+            )
+        })
+        .context("invalid histogram buckets")?
+        .install_recorder()
+        .context("cannot install the metrics recorder")
+}
