@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::{
-    accepted, fincart_status, misbehaving, plugin, wait_for, Backend, Host, FINCART_SAMPLE,
+    accepted, fincart_status, misbehaving, plugin, replace_file, wait_for, Backend, Host,
+    FINCART_SAMPLE,
 };
 use serde_json::Value;
 
@@ -743,12 +744,6 @@ token = "{TOKEN}"
 }
 
 /// Writes `bytes` as `path` the way editors and cargo do: a temporary file renamed into place.
-fn replace_file(path: &std::path::Path, bytes: &[u8]) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 #[tokio::test]
 async fn plugins_are_hot_reloaded_and_a_broken_one_never_replaces_a_working_one() {
     let dir = tempfile::tempdir().unwrap();

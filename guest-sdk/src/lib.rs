@@ -50,6 +50,44 @@ pub use bindings::hookhost::plugin::types::{CanonicalStatus, Event, EventKind, M
 #[doc(hidden)]
 pub use bindings::exports::hookhost::plugin::handler::Guest as __Guest;
 
+/// Helpers for a plugin's native unit tests (`cargo test`): the plugin's pure logic runs
+/// natively; the host's capabilities (kv, http, …) exist only inside hookhost.
+pub mod testing {
+    use crate::{CanonicalStatus, Event, EventKind, Money};
+
+    /// A typical event to start a test from: the successful payment of order `1001` (merchant
+    /// reference `#1001`), 49.99 USD, first attempt. Change the fields the test is about.
+    ///
+    /// ```
+    /// let mut event = hookhost_guest::testing::event();
+    /// event.status = hookhost_guest::CanonicalStatus::Failed;
+    /// assert_eq!(event.order_key(), Some("#1001"));
+    /// ```
+    pub fn event() -> Event {
+        Event {
+            id: "evt-1".into(),
+            tenant: "test".into(),
+            source: "test".into(),
+            provider: "test".into(),
+            kind: EventKind::Payment,
+            order_id: Some("1001".into()),
+            merchant_ref: Some("#1001".into()),
+            status: CanonicalStatus::Succeeded,
+            raw_status: Some("PAID".into()),
+            raw_sub_status: None,
+            reason: None,
+            amount: Some(Money {
+                amount: "49.99".into(),
+                currency: Some("USD".into()),
+            }),
+            occurred_at_ms: Some(1_738_336_796_000),
+            received_at_ms: 1_738_336_797_000,
+            attempt: 1,
+            payload: r#"{"orderId":"1001","status":"PAID"}"#.into(),
+        }
+    }
+}
+
 /// Everything a plugin usually needs, in one `use`.
 pub mod prelude {
     pub use crate::{

@@ -34,6 +34,8 @@ pub fn router(app: Arc<App>, token: Secrets) -> Router<Arc<App>> {
             post(replay_dead),
         )
         .route("/admin/sink", get(sink))
+        .route("/admin/config", get(config_status))
+        .route("/admin/config/reload", post(config_reload))
         .layer(axum::middleware::from_fn(
             move |req: Request, next: Next| {
                 let token = token.clone();
@@ -63,7 +65,8 @@ async fn tenants(State(app): State<Arc<App>>) -> Response {
     let statuses = app.registry.statuses();
     let mut list: Vec<_> = app
         .tenants
-        .iter()
+        .all()
+        .values()
         .map(|t| {
             let mut sources: Vec<_> = t
                 .sources
@@ -87,10 +90,13 @@ async fn tenants(State(app): State<Arc<App>>) -> Response {
 struct KvQuery {
     #[serde(default)]
     prefix: String,
+    /// Cursor: entries after this key (`next_after` of the previous page).
+    after: Option<String>,
     limit: Option<u32>,
 }
 
-/// A tenant's kv entries (values as text when UTF-8, else base64).
+/// A tenant's kv entries in key order (values as text when UTF-8, else base64); `next_after` is
+/// the cursor for the next page.
 async fn kv(
     State(app): State<Arc<App>>,
     Path(tenant): Path<String>,
@@ -99,11 +105,15 @@ async fn kv(
     if app.tenants.get(&tenant).is_none() {
         return error(StatusCode::NOT_FOUND, format!("no tenant named {tenant:?}"));
     }
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     match app
         .storage
-        .kv_entries(&tenant, &q.prefix, q.limit.unwrap_or(100).min(1000))
+        .kv_entries(&tenant, &q.prefix, q.after.as_deref(), limit)
     {
         Ok(entries) => {
+            let next_after = (entries.len() == limit as usize)
+                .then(|| entries.last().map(|e| e.key.clone()))
+                .flatten();
             let entries: Vec<_> = entries
                 .into_iter()
                 .map(|e| match String::from_utf8(e.value) {
@@ -111,7 +121,8 @@ async fn kv(
                     Err(bin) => json!({ "key": e.key, "value_base64": base64::engine::general_purpose::STANDARD.encode(bin.as_bytes()), "updated_at_ms": e.updated_at_ms }),
                 })
                 .collect();
-            Json(json!({ "tenant": tenant, "entries": entries })).into_response()
+            Json(json!({ "tenant": tenant, "entries": entries, "next_after": next_after }))
+                .into_response()
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
     }
@@ -264,6 +275,35 @@ async fn sink(State(app): State<Arc<App>>) -> Response {
         None => error(
             StatusCode::NOT_FOUND,
             "the sink is disabled: set `sink = true` in the config",
+        ),
+    }
+}
+
+/// The config file and how its last reload went.
+async fn config_status(State(app): State<Arc<App>>) -> Response {
+    match &app.reconfigurer {
+        Some(r) => Json(r.status()).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "this host was not started from a config file",
+        ),
+    }
+}
+
+/// Re-reads the config file and applies its tenants (like SIGHUP), answering what changed, or 422
+/// saying why the file was refused (the running config stays).
+async fn config_reload(State(app): State<Arc<App>>) -> Response {
+    let Some(reconfigurer) = &app.reconfigurer else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "this host was not started from a config file",
+        );
+    };
+    match reconfigurer.reload().await {
+        Ok(change) => Json(change).into_response(),
+        Err(e) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("config not reloaded, the running config stays: {e:#}"),
         ),
     }
 }

@@ -14,6 +14,7 @@ use crate::capabilities::http::HttpCapability;
 use crate::config::{Config, Secrets};
 use crate::dispatcher::{DispatchDeps, Dispatcher};
 use crate::plugins::PluginRegistry;
+use crate::reconfigure::Reconfigurer;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::sink::Sink;
 use crate::storage::sqlite::SqliteStorage;
@@ -43,6 +44,8 @@ pub struct App {
     pub max_body_bytes: usize,
     /// Renders `/metrics`.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Reloads the config file, when the host was started from one.
+    pub reconfigurer: Option<Arc<Reconfigurer>>,
 }
 
 /// The HTTP routes.
@@ -114,9 +117,9 @@ async fn readyz(
         Ok(Err(e)) => format!("cannot commit: {e:#}"),
         Err(_) => "no commit within 2 s".to_string(),
     };
-    let mut waiting: Vec<&str> = app
-        .tenants
-        .iter()
+    let tenants = app.tenants.all();
+    let mut waiting: Vec<&str> = tenants
+        .values()
         .filter(|t| app.registry.get(&t.name).is_none())
         .map(|t| t.name.as_str())
         .collect();
@@ -134,6 +137,15 @@ async fn readyz(
 
 /// Runs hookhost until SIGINT/SIGTERM.
 pub async fn serve(config: Config) -> Result<()> {
+    serve_with(config, None).await
+}
+
+/// Like [`serve`]; `on_ready` gets the running host's state once it listens (for `hookhost dev`,
+/// which watches the registry to report reloads).
+pub async fn serve_with(
+    config: Config,
+    on_ready: Option<tokio::sync::oneshot::Sender<Arc<App>>>,
+) -> Result<()> {
     let storage: Arc<dyn Storage> =
         Arc::new(SqliteStorage::open(&config.database, config.durability)?);
     let max_memory_mib = config
@@ -181,12 +193,30 @@ pub async fn serve(config: Config) -> Result<()> {
     }
 
     // Watch the plugin files first, so a change made while the initial loads run is not missed.
-    let _watcher = crate::reload::watch(runtime.clone(), registry.clone(), &tenants)?;
+    let watcher = Arc::new(crate::reload::watch(
+        runtime.clone(),
+        registry.clone(),
+        tenants.clone(),
+    )?);
+    let reconfigurer = config.path.clone().map(|path| {
+        Arc::new(Reconfigurer::new(
+            path,
+            &config,
+            tenants.clone(),
+            registry.clone(),
+            runtime.clone(),
+            watcher.clone(),
+            max_memory_mib,
+        ))
+    });
+    if let Some(reconfigurer) = reconfigurer.clone() {
+        tokio::spawn(reload_on_sighup(reconfigurer));
+    }
     // Compile plugins off the request path: webhooks are accepted at once and wait for them.
     {
         let (runtime, registry, tenants) = (runtime.clone(), registry.clone(), tenants.clone());
         tokio::task::spawn_blocking(move || {
-            for tenant in tenants.iter() {
+            for tenant in tenants.all().values() {
                 let _ = registry.load(&runtime, &tenant.name, &tenant.plugin_path);
             }
         });
@@ -204,6 +234,7 @@ pub async fn serve(config: Config) -> Result<()> {
         sink: config.sink.then(Sink::default),
         max_body_bytes: config.max_body_bytes,
         metrics: Some(crate::telemetry::install()?),
+        reconfigurer,
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -216,6 +247,9 @@ pub async fn serve(config: Config) -> Result<()> {
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to find the port when listening on port 0.
     println!("hookhost listening on http://{addr}");
+    if let Some(on_ready) = on_ready {
+        let _ = on_ready.send(app.clone());
+    }
     tracing::info!(%addr, "listening");
     axum::serve(
         listener,
@@ -262,6 +296,19 @@ async fn prune_forever(storage: Arc<dyn Storage>, hours: u64) {
             );
         }
         tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+}
+
+/// `kill -HUP` re-reads the config file (like nginx or HAProxy); errors are logged and leave the
+/// running config in place.
+async fn reload_on_sighup(reconfigurer: Arc<Reconfigurer>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: reload the config through the admin API");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the config file");
+        let _ = reconfigurer.reload().await;
     }
 }
 

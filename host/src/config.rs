@@ -44,6 +44,9 @@ pub struct Config {
     /// The merchants, by tenant name (used in webhook URLs: `/hooks/{tenant}/{source}`).
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// The file this config was read from (for reloads); not a setting.
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -554,6 +557,7 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
         config.validate()?;
+        config.path = Some(path.to_path_buf());
         Ok(config)
     }
 

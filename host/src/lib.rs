@@ -5,19 +5,21 @@
 //! [`ingress`] (HTTP) → [`providers`] (authenticate, normalize into an [`event`]) →
 //! [`storage`] (journal, dedupe) → [`dispatcher`] (ordering, retries, dead letters) →
 //! [`runtime`] (wasmtime, a fresh instance per event) with [`capabilities`] → outcome recorded in
-//! [`storage`]. Around them: [`config`], [`tenants`], [`plugins`] (the registry) and [`reload`]
-//! (hot reload), [`admin`],
-//! [`sink`] and [`app`] (wiring and serving).
+//! [`storage`]. Around them: [`config`], [`tenants`], [`plugins`] (the registry), [`reload`]
+//! (hot reload of plugins), [`reconfigure`] (config reload), [`admin`], [`sink`], [`app`] (wiring
+//! and serving) and [`devloop`] (`hookhost send`, `new`, `dev`).
 
 pub mod admin;
 pub mod app;
 pub mod capabilities;
 pub mod config;
+pub mod devloop;
 pub mod dispatcher;
 pub mod event;
 pub mod ingress;
 pub mod plugins;
 pub mod providers;
+pub mod reconfigure;
 pub mod reload;
 pub mod runtime;
 pub mod sink;

@@ -48,6 +48,57 @@ enum Command {
         #[arg(long)]
         since: Option<String>,
     },
+    /// Send a webhook to a running host, authenticated and signed exactly as the provider would
+    /// for that source (credentials from the config file), with a shipped sample or your file.
+    Send {
+        /// The provider (`hookhost send --list` shows them with their samples).
+        #[arg(required_unless_present = "list")]
+        provider: Option<String>,
+        /// The tenant.
+        #[arg(long, required_unless_present = "list")]
+        tenant: Option<String>,
+        /// The tenant's source (webhook endpoint) to send to.
+        #[arg(long, required_unless_present = "list")]
+        source: Option<String>,
+        /// The config file with the source's credentials.
+        #[arg(long, short, default_value = "hookhost.toml")]
+        config: PathBuf,
+        /// A shipped sample payload (default: the provider's first).
+        #[arg(long, conflicts_with = "file")]
+        sample: Option<String>,
+        /// Send this file's content as the body instead of a sample.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// An extra header, `Name: value` (repeatable).
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+        /// The host's base URL (default: the config's listen address).
+        #[arg(long, env = "HOOKHOST_URL")]
+        url: Option<String>,
+        /// List the providers and their shipped samples.
+        #[arg(long)]
+        list: bool,
+    },
+    /// Create a Rust plugin crate on the guest SDK, with a unit test and a README.
+    New {
+        /// The plugin's (crate's) name.
+        name: String,
+        /// Create it here instead of `./NAME`.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The guest SDK's folder (default: $HOOKHOST_SDK, else the one beside hookhost's sources).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Serve a plugin crate locally and rebuild + hot-swap it on every save.
+    Dev {
+        /// The plugin crate's folder.
+        #[arg(default_value = ".")]
+        plugin_dir: PathBuf,
+        /// Listen here instead of the dev config's address (127.0.0.1:8080 by default).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
 }
 
 /// How to reach a running host's admin API.
@@ -125,6 +176,68 @@ fn run() -> Result<()> {
             }
             Ok(())
         }
+        Command::Send {
+            provider,
+            tenant,
+            source,
+            config,
+            sample,
+            file,
+            headers,
+            url,
+            list,
+        } => {
+            if list {
+                println!("{}", hookhost::devloop::send::list_samples());
+                return Ok(());
+            }
+            let (Some(provider), Some(tenant), Some(source)) = (provider, tenant, source) else {
+                bail!("give the provider, --tenant and --source");
+            };
+            let report = tokio::runtime::Runtime::new()?.block_on(
+                hookhost::devloop::send::send(hookhost::devloop::send::SendRequest {
+                    provider,
+                    config,
+                    tenant,
+                    source,
+                    sample,
+                    file,
+                    headers,
+                    url,
+                }),
+            )?;
+            for note in &report.notes {
+                eprintln!("note: {note}");
+            }
+            println!(
+                "POST {}{} -> {}{}: {}",
+                report.url,
+                report
+                    .sample
+                    .map(|s| format!(" (sample {s})"))
+                    .unwrap_or_default(),
+                report.status,
+                if report.duplicate { " duplicate" } else { "" },
+                report.body.trim()
+            );
+            if !(200..300).contains(&report.status) {
+                bail!("the host refused the webhook ({})", report.status);
+            }
+            Ok(())
+        }
+        Command::New { name, dir, sdk } => {
+            let dir =
+                hookhost::devloop::scaffold::new_plugin(&name, dir.as_deref(), sdk.as_deref())?;
+            println!(
+                "created {}: `cargo test` runs its test; `hookhost dev {}` serves it and reloads on save",
+                dir.display(),
+                dir.display()
+            );
+            Ok(())
+        }
+        Command::Dev { plugin_dir, listen } => tokio::runtime::Runtime::new()?.block_on(
+            hookhost::devloop::dev::dev(hookhost::devloop::dev::DevOptions { plugin_dir, listen }),
+        ),
     }
 }
 

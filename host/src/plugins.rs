@@ -152,6 +152,16 @@ impl PluginRegistry {
         });
     }
 
+    /// Forgets `tenant` (removed from the config): no plugin, no status.
+    pub fn remove(&self, tenant: &str) {
+        self.plugins.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            next.remove(tenant);
+            next
+        });
+        self.status.lock().expect("status lock").remove(tenant);
+    }
+
     /// The status of every tenant's plugin.
     pub fn statuses(&self) -> HashMap<String, PluginStatus> {
         self.status.lock().expect("status lock").clone()

@@ -6,9 +6,9 @@
 //! does not load (partial write, not a component, wrong world) leaves the previous version serving.
 //! A deleted plugin file unloads the tenant's plugin: its events wait, they are not failed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -18,7 +18,7 @@ use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, Recom
 
 use crate::plugins::PluginRegistry;
 use crate::runtime::Runtime;
-use crate::tenants::Tenants;
+use crate::tenants::{TenantMap, Tenants};
 
 /// How long a file must be quiet before it is reloaded (editors write in several steps). Short,
 /// because loading a half-written file is harmless: it fails, the working version keeps serving,
@@ -27,27 +27,49 @@ const DEBOUNCE: Duration = Duration::from_millis(20);
 
 /// The running watcher; dropping it stops hot reload.
 pub struct PluginWatcher {
-    _debouncer: Debouncer<RecommendedWatcher, RecommendedCache>,
+    debouncer: Mutex<Debouncer<RecommendedWatcher, RecommendedCache>>,
+    /// Folders watched so far (a config reload may add tenants in new folders).
+    folders: Mutex<HashSet<PathBuf>>,
 }
 
-/// Starts watching the plugin files of every tenant.
+impl PluginWatcher {
+    /// Watches the folder of every tenant's plugin file not watched yet (after a config reload).
+    pub fn watch_folders(&self, tenants: &TenantMap) {
+        let mut watched = self.folders.lock().expect("watcher lock");
+        let mut debouncer = self.debouncer.lock().expect("watcher lock");
+        for tenant in tenants.values() {
+            let Some(folder) = absolute(&tenant.plugin_path)
+                .parent()
+                .map(Path::to_path_buf)
+            else {
+                continue;
+            };
+            if watched.contains(&folder) {
+                continue;
+            }
+            match debouncer.watch(&folder, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    tracing::debug!(folder = %folder.display(), "watching plugins");
+                    watched.insert(folder);
+                }
+                Err(e) => {
+                    tracing::warn!(folder = %folder.display(), "cannot watch this plugin folder (hot reload is off for it): {e}")
+                }
+            }
+        }
+    }
+}
+
+/// Starts watching the plugin files of every tenant (the tenants as configured when a change is
+/// seen, so a config reload needs only [`PluginWatcher::watch_folders`]).
 pub fn watch(
     runtime: Arc<Runtime>,
     registry: Arc<PluginRegistry>,
-    tenants: &Tenants,
+    tenants: Arc<Tenants>,
 ) -> Result<PluginWatcher> {
-    // Plugin file → the tenants it serves (several tenants may share one file).
-    let mut by_file: HashMap<PathBuf, Vec<String>> = HashMap::new();
-    for tenant in tenants.iter() {
-        by_file
-            .entry(absolute(&tenant.plugin_path))
-            .or_default()
-            .push(tenant.name.clone());
-    }
-    let by_file = Arc::new(by_file);
     let handle = tokio::runtime::Handle::current();
-    let files = by_file.clone();
-    let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
+    let current = tenants.clone();
+    let debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
         let events = match result {
             Ok(events) => events,
             Err(errors) => {
@@ -57,6 +79,14 @@ pub fn watch(
                 return;
             }
         };
+        // Plugin file → the tenants it serves (several tenants may share one file).
+        let mut by_file: HashMap<PathBuf, Vec<String>> = HashMap::new();
+        for tenant in current.all().values() {
+            by_file
+                .entry(absolute(&tenant.plugin_path))
+                .or_default()
+                .push(tenant.name.clone());
+        }
         // Reading a plugin (as loading does) is an access event: only content, name and existence
         // changes count, or every load would trigger the next.
         let mut changed: Vec<PathBuf> = events
@@ -69,13 +99,13 @@ pub fn watch(
             })
             .flat_map(|e| e.paths.iter())
             .map(|p| absolute(p))
-            .filter(|p| files.contains_key(p))
+            .filter(|p| by_file.contains_key(p))
             .collect();
         changed.sort();
         changed.dedup();
         for path in changed {
-            let (runtime, registry, tenants) =
-                (runtime.clone(), registry.clone(), files[&path].clone());
+            let (runtime, registry) = (runtime.clone(), registry.clone());
+            let tenants = by_file.remove(&path).unwrap_or_default();
             handle.spawn_blocking(move || {
                 for tenant in &tenants {
                     if path.exists() {
@@ -88,26 +118,15 @@ pub fn watch(
         }
     })
     .context("cannot start the plugin file watcher")?;
-    let mut folders: Vec<PathBuf> = by_file
-        .keys()
-        .filter_map(|f| f.parent().map(Path::to_path_buf))
-        .collect();
-    folders.sort();
-    folders.dedup();
-    for folder in folders {
-        match debouncer.watch(&folder, RecursiveMode::NonRecursive) {
-            Ok(()) => tracing::debug!(folder = %folder.display(), "watching plugins"),
-            Err(e) => {
-                tracing::warn!(folder = %folder.display(), "cannot watch this plugin folder (hot reload is off for it): {e}")
-            }
-        }
-    }
-    Ok(PluginWatcher {
-        _debouncer: debouncer,
-    })
+    let watcher = PluginWatcher {
+        debouncer: Mutex::new(debouncer),
+        folders: Mutex::new(HashSet::new()),
+    };
+    watcher.watch_folders(&tenants.all());
+    Ok(watcher)
 }
 
 /// The path made absolute without resolving links (the watcher reports paths as configured).
-fn absolute(path: &Path) -> PathBuf {
+pub fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }

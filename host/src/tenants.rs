@@ -1,5 +1,8 @@
 //! Tenants as the pipeline uses them: the config turned into ready-to-use pieces (providers with
 //! their secrets, parsed allow-lists, limits), looked up by name on every webhook and attempt.
+//! The set is swapped whole when the config is reloaded (`arc-swap`, lock-free lookups): a webhook
+//! or attempt holds the `Arc<Tenant>` it looked up, so it finishes with the settings it started
+//! with.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -7,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
 
 use crate::capabilities::config::ConfigValues;
 use crate::capabilities::http::{AllowList, HttpLimits};
@@ -38,13 +42,22 @@ pub struct Tenant {
     pub retry: RetryPolicy,
 }
 
-/// All tenants by name.
+/// Every tenant, by name.
+pub type TenantMap = HashMap<String, Arc<Tenant>>;
+
+/// All tenants by name, replaceable as a whole on config reload.
 #[derive(Default)]
-pub struct Tenants(HashMap<String, Arc<Tenant>>);
+pub struct Tenants(ArcSwap<TenantMap>);
 
 impl Tenants {
     /// Builds every tenant from the config.
     pub fn from_config(config: &Config) -> Result<Tenants> {
+        Ok(Tenants(ArcSwap::from_pointee(Tenants::build(config)?)))
+    }
+
+    /// Builds every tenant of `config` without installing them (a reload checks the whole new
+    /// config before anything changes).
+    pub fn build(config: &Config) -> Result<TenantMap> {
         let mut tenants = HashMap::new();
         for (name, t) in &config.tenants {
             let allow = AllowList::parse(&t.allowed_hosts)
@@ -82,16 +95,21 @@ impl Tenants {
                 }),
             );
         }
-        Ok(Tenants(tenants))
+        Ok(tenants)
     }
 
     /// A tenant by name.
     pub fn get(&self, name: &str) -> Option<Arc<Tenant>> {
-        self.0.get(name).cloned()
+        self.0.load().get(name).cloned()
     }
 
-    /// Every tenant.
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Tenant>> {
-        self.0.values()
+    /// Every tenant now configured.
+    pub fn all(&self) -> Arc<TenantMap> {
+        self.0.load_full()
+    }
+
+    /// Installs a new set of tenants; returns the previous one.
+    pub fn replace(&self, next: TenantMap) -> Arc<TenantMap> {
+        self.0.swap(Arc::new(next))
     }
 }

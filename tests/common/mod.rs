@@ -36,7 +36,7 @@ pub fn plugin(crate_name: &str) -> PathBuf {
         let status = Command::new(env!("CARGO"))
             .current_dir(workspace())
             .args(["build", "--release", "--target", "wasm32-wasip2"])
-            .args(["-p", "order-sync", "-p", "payment-gate", "-p", "payout-ledger", "-p", "recorder", "-p", "misbehave"])
+            .args(["-p", "order-sync", "-p", "payment-gate", "-p", "payout-ledger", "-p", "recorder", "-p", "misbehave", "-p", "other-world"])
             .status()
             .expect("run cargo to build the plugins");
         assert!(status.success(), "building the plugins failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`)");
@@ -67,6 +67,15 @@ pub async fn wait_for<T>(
     }
 }
 
+/// A test host's whole config: loopback on an ephemeral port, a database in the host's folder, the
+/// shared plugin cache, the sink, the admin token, and `tenants_toml`.
+pub fn config_text(tenants_toml: &str) -> String {
+    let cache = target_dir().join("hookhost-test-cache");
+    format!(
+        "listen = \"127.0.0.1:0\"\ndatabase = \"hookhost.db\"\ncache_dir = {cache:?}\nsink = true\n\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n\n{tenants_toml}"
+    )
+}
+
 /// A running `hookhost serve`, killed when dropped.
 pub struct Host {
     child: Child,
@@ -88,12 +97,8 @@ impl Host {
 
     /// Like [`Host::start`], in an existing folder (to restart on the same database).
     pub async fn start_in(dir: tempfile::TempDir, tenants_toml: &str) -> Host {
-        let cache = target_dir().join("hookhost-test-cache");
-        let config = format!(
-            "listen = \"127.0.0.1:0\"\ndatabase = \"hookhost.db\"\ncache_dir = {cache:?}\nsink = true\n\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n\n{tenants_toml}"
-        );
         let config_path = dir.path().join("hookhost.toml");
-        std::fs::write(&config_path, config).unwrap();
+        std::fs::write(&config_path, config_text(tenants_toml)).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -174,22 +179,44 @@ impl Host {
         response.json().await.unwrap()
     }
 
-    /// A tenant's kv as a map of key → value text.
+    /// A tenant's whole kv as a map of key → value text (following the pages).
     pub async fn kv(&self, tenant: &str) -> std::collections::BTreeMap<String, String> {
-        let v = self
-            .admin(&format!("/admin/tenants/{tenant}/kv?limit=1000"))
-            .await;
-        v["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| {
-                (
+        let mut all = std::collections::BTreeMap::new();
+        let mut path = format!("/admin/tenants/{tenant}/kv?limit=1000");
+        loop {
+            let page = self.admin(&path).await;
+            for e in page["entries"].as_array().unwrap() {
+                all.insert(
                     e["key"].as_str().unwrap().to_string(),
                     e["value"].as_str().unwrap_or("").to_string(),
-                )
-            })
-            .collect()
+                );
+            }
+            match page["next_after"].as_str() {
+                Some(after) => {
+                    path = format!(
+                        "/admin/tenants/{tenant}/kv?limit=1000&after={}",
+                        url_escape(after)
+                    )
+                }
+                None => return all,
+            }
+        }
+    }
+
+    /// Every event of a tenant, newest first (following the pages).
+    pub async fn all_events(&self, tenant: &str) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut path = format!("/admin/tenants/{tenant}/events?limit=500");
+        loop {
+            let page = self.admin(&path).await;
+            all.extend(page["events"].as_array().unwrap().iter().cloned());
+            match page["next_before"].as_i64() {
+                Some(before) => {
+                    path = format!("/admin/tenants/{tenant}/events?limit=500&before={before}")
+                }
+                None => return all,
+            }
+        }
     }
 
     /// One event's detail.
@@ -443,6 +470,37 @@ impl Host {
         (code, std::mem::replace(&mut self.dir, dir))
     }
 
+    /// Rewrites the host's config file with other tenants (applied on SIGHUP or admin reload).
+    pub fn write_config(&self, tenants_toml: &str) {
+        std::fs::write(
+            self.dir.path().join("hookhost.toml"),
+            config_text(tenants_toml),
+        )
+        .unwrap();
+    }
+
+    /// Sends a signal (`HUP`, `TERM`, …) to the host.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// POSTs to an admin path; returns the status and the JSON answer.
+    pub async fn admin_post(&self, path: &str) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("admin request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_default())
+    }
+
     /// Runs `hookhost <args>` (a CLI command) against this host's admin API.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_hookhost"))
@@ -505,4 +563,38 @@ impl Host {
             })
             .sum()
     }
+}
+
+/// Writes `bytes` next to `path` and renames it into place, as cargo and most editors do.
+pub fn replace_file(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The same component with a custom section appended: another version (content hash) with
+/// exactly the same behaviour.
+pub fn variant_of(component: &Path, tag: &str) -> Vec<u8> {
+    let mut bytes = std::fs::read(component).unwrap();
+    let name = b"hookhost-test-variant";
+    let payload_len = 1 + name.len() + tag.len();
+    assert!(payload_len < 128, "one-byte LEB128 length");
+    bytes.push(0); // custom section
+    bytes.push(payload_len as u8);
+    bytes.push(name.len() as u8);
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(tag.as_bytes());
+    bytes
+}
+
+/// Percent-encodes a query value.
+pub fn url_escape(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

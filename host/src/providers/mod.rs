@@ -21,6 +21,7 @@ pub mod generic;
 pub mod juspay;
 pub mod selldone;
 pub mod sevi;
+pub mod sign;
 pub mod signed;
 
 pub use auth::AuthCheck;

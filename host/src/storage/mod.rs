@@ -286,8 +286,15 @@ pub trait Storage: Send + Sync {
     fn kv_list(&self, tenant: &str, prefix: &str, limit: u32) -> Result<Vec<String>>;
     /// How many kv keys a tenant has.
     fn kv_count(&self, tenant: &str) -> Result<u64>;
-    /// Up to `limit` kv entries of a tenant starting with `prefix` (admin).
-    fn kv_entries(&self, tenant: &str, prefix: &str, limit: u32) -> Result<Vec<KvEntry>>;
+    /// Up to `limit` kv entries of a tenant starting with `prefix`, in key order, after the key
+    /// `after` when given (admin, paginated).
+    fn kv_entries(
+        &self,
+        tenant: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<KvEntry>>;
     /// A tenant's events, newest first, before `before_seq` when given, only those in `state`
     /// when given (admin, paginated).
     fn events(

@@ -498,7 +498,7 @@ impl Storage for SqliteStorage {
 
     fn kv_list(&self, tenant: &str, prefix: &str, limit: u32) -> Result<Vec<String>> {
         Ok(self
-            .kv_entries(tenant, prefix, limit)?
+            .kv_entries(tenant, prefix, None, limit)?
             .into_iter()
             .map(|e| e.key)
             .collect())
@@ -513,16 +513,23 @@ impl Storage for SqliteStorage {
         })
     }
 
-    fn kv_entries(&self, tenant: &str, prefix: &str, limit: u32) -> Result<Vec<KvEntry>> {
+    fn kv_entries(
+        &self,
+        tenant: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<KvEntry>> {
         self.read(|c| {
             // A range scan on the primary key (BINARY collation is byte order); char(1114111) is
             // the largest code point, so the range covers every key that starts with the prefix.
             let mut stmt = c.prepare_cached(
                 "SELECT key, value, updated_at_ms FROM kv
                  WHERE tenant = ?1 AND key >= ?2 AND key < ?2 || char(1114111)
+                   AND (?4 IS NULL OR key > ?4)
                  ORDER BY key LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![tenant, prefix, limit], |r| {
+            let rows = stmt.query_map(params![tenant, prefix, limit, after], |r| {
                 Ok(KvEntry {
                     key: r.get(0)?,
                     value: r.get(1)?,

@@ -1,0 +1,200 @@
+//! Config reload: re-reads the config file on SIGHUP (or `POST /admin/config/reload`) and applies
+//! the tenants it describes to the running host — tenants added, removed or changed (sources,
+//! secrets, limits, allow-lists, retry policy, plugin file) — without a restart and without
+//! touching a webhook in flight. The whole new file is checked first; a file that does not load
+//! changes nothing and the error is reported. Settings of the process itself (listen address,
+//! database, admin token, workers…) need a restart and are reported as such.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use sha2::Digest as _;
+
+use crate::config::Config;
+use crate::plugins::PluginRegistry;
+use crate::reload::PluginWatcher;
+use crate::runtime::Runtime;
+use crate::tenants::Tenants;
+
+/// What a config reload changed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConfigChange {
+    /// When it was applied (ms since the epoch).
+    pub at_ms: u64,
+    /// Tenants that are new.
+    pub added: Vec<String>,
+    /// Tenants no longer configured: their webhooks get 404, their journaled events wait.
+    pub removed: Vec<String>,
+    /// Tenants whose settings were replaced (every tenant still configured).
+    pub updated: Vec<String>,
+    /// Tenants whose plugin file changed (loaded in the background).
+    pub plugin_changed: Vec<String>,
+    /// Settings that changed in the file but only take effect after a restart.
+    pub needs_restart: Vec<String>,
+}
+
+/// The last reload, as the admin API shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConfigStatus {
+    /// The config file.
+    pub path: String,
+    /// The last reload that applied.
+    pub last_applied: Option<ConfigChange>,
+    /// Why the last reload attempt was refused, if it was (cleared by the next success).
+    pub last_error: Option<String>,
+}
+
+/// Applies a changed config file to the running host.
+pub struct Reconfigurer {
+    path: PathBuf,
+    tenants: Arc<Tenants>,
+    registry: Arc<PluginRegistry>,
+    runtime: Arc<Runtime>,
+    watcher: Arc<PluginWatcher>,
+    /// The process-wide settings the host started with, to tell which changes need a restart.
+    started_with: Vec<(&'static str, String)>,
+    /// Largest memory limit the runtime's pool can give (set at start).
+    pool_memory_mib: u64,
+    status: Mutex<ConfigStatus>,
+    /// One reload at a time.
+    running: tokio::sync::Mutex<()>,
+}
+
+impl Reconfigurer {
+    /// Ties reloading to the running host's parts; `started_with` is the config it started with.
+    pub fn new(
+        path: PathBuf,
+        started_with: &Config,
+        tenants: Arc<Tenants>,
+        registry: Arc<PluginRegistry>,
+        runtime: Arc<Runtime>,
+        watcher: Arc<PluginWatcher>,
+        pool_memory_mib: u64,
+    ) -> Reconfigurer {
+        Reconfigurer {
+            status: Mutex::new(ConfigStatus {
+                path: path.display().to_string(),
+                ..Default::default()
+            }),
+            path,
+            tenants,
+            registry,
+            runtime,
+            watcher,
+            started_with: process_settings(started_with),
+            pool_memory_mib,
+            running: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Re-reads the config file and applies its tenants. On error nothing changed.
+    pub async fn reload(&self) -> Result<ConfigChange> {
+        let _one_at_a_time = self.running.lock().await;
+        let result = self.apply().await;
+        let mut status = self.status.lock().expect("config status lock");
+        match &result {
+            Ok(change) => {
+                status.last_applied = Some(change.clone());
+                status.last_error = None;
+                tracing::info!(added = ?change.added, removed = ?change.removed,
+                    plugin_changed = ?change.plugin_changed, needs_restart = ?change.needs_restart,
+                    "config reloaded");
+            }
+            Err(e) => {
+                status.last_error = Some(format!("{e:#}"));
+                tracing::error!("config not reloaded; the running config stays: {e:#}");
+            }
+        }
+        result
+    }
+
+    /// The last reload's outcome.
+    pub fn status(&self) -> ConfigStatus {
+        self.status.lock().expect("config status lock").clone()
+    }
+
+    async fn apply(&self) -> Result<ConfigChange> {
+        let config = Config::load(&self.path)?;
+        let next = Tenants::build(&config)
+            .with_context(|| format!("config file {} is invalid", self.path.display()))?;
+        let mut change = ConfigChange {
+            at_ms: crate::now_ms(),
+            ..Default::default()
+        };
+        for (name, now) in process_settings(&config) {
+            let before = self.started_with.iter().find(|(n, _)| *n == name);
+            if before.map(|(_, v)| v) != Some(&now) {
+                change.needs_restart.push(name.to_string());
+            }
+        }
+        for tenant in next.values() {
+            if tenant.limits.memory_mib > self.pool_memory_mib {
+                change.needs_restart.push(format!(
+                    "tenants.{}.limits.memory_mib ({} MiB; this process's pool holds at most {} MiB)",
+                    tenant.name, tenant.limits.memory_mib, self.pool_memory_mib
+                ));
+            }
+        }
+        let previous = self.tenants.all();
+        let old: BTreeSet<&String> = previous.keys().collect();
+        let new: BTreeSet<&String> = next.keys().collect();
+        change.added = new.difference(&old).map(|s| s.to_string()).collect();
+        change.removed = old.difference(&new).map(|s| s.to_string()).collect();
+        change.updated = new.intersection(&old).map(|s| s.to_string()).collect();
+        let mut to_load = Vec::new();
+        for (name, tenant) in &next {
+            let plugin_moved = previous
+                .get(name)
+                .is_some_and(|p| p.plugin_path != tenant.plugin_path);
+            if plugin_moved {
+                change.plugin_changed.push(name.clone());
+            }
+            if plugin_moved || !previous.contains_key(name) {
+                to_load.push((name.clone(), tenant.plugin_path.clone()));
+            }
+        }
+        change.plugin_changed.sort();
+
+        self.watcher.watch_folders(&next);
+        self.tenants.replace(next);
+        for name in &change.removed {
+            self.registry.remove(name);
+        }
+        // Compiling may take seconds (scripted plugins): the new tenants' webhooks are accepted
+        // meanwhile and wait for their plugin like at start.
+        let (runtime, registry) = (self.runtime.clone(), self.registry.clone());
+        tokio::task::spawn_blocking(move || {
+            for (tenant, path) in to_load {
+                let _ = registry.load(&runtime, &tenant, &path);
+            }
+        });
+        Ok(change)
+    }
+}
+
+/// The settings that belong to the process, not to a tenant: changing them needs a restart.
+fn process_settings(config: &Config) -> Vec<(&'static str, String)> {
+    vec![
+        ("listen", config.listen.to_string()),
+        ("database", config.database.display().to_string()),
+        ("durability", format!("{:?}", config.durability)),
+        ("cache_dir", format!("{:?}", config.cache_dir)),
+        ("max_body_bytes", config.max_body_bytes.to_string()),
+        // Compared by a digest: the token itself never leaves the config.
+        (
+            "admin.token",
+            config
+                .admin
+                .token
+                .as_ref()
+                .map(|t| hex::encode(sha2::Sha256::digest(t.expose().as_bytes())))
+                .unwrap_or_default(),
+        ),
+        ("dispatch.workers", config.dispatch.workers.to_string()),
+        ("retention_hours", config.retention_hours.to_string()),
+        ("sink", config.sink.to_string()),
+    ]
+}

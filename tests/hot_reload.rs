@@ -1,0 +1,656 @@
+//! Hot reload and the merchant's dev loop, end to end: plugins swapped under load, components of
+//! another world refused, the config reloaded on SIGHUP and through the admin API, and the
+//! `hookhost send`, `new` and `dev` commands.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{accepted, plugin, replace_file, variant_of, wait_for, Host};
+use serde_json::{json, Value};
+
+const TOKEN: &str = "fincart-secret-token";
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+fn fincart_tenant(name: &str, plugin: &std::path::Path, token: &str) -> String {
+    format!(
+        r#"
+[tenants.{name}]
+plugin = {plugin:?}
+[tenants.{name}.sources.fc]
+provider = "fincart"
+token = "{token}"
+"#
+    )
+}
+
+fn order(id: &str) -> String {
+    json!({ "orderId": id, "status": "pending", "statusUpdatedDate": 1 }).to_string()
+}
+
+/// The plugin status of `tenant` in the admin API.
+async fn plugin_status(host: &Host, tenant: &str) -> Value {
+    let tenants = host.admin("/admin/tenants").await;
+    tenants["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == tenant)
+        .map(|t| t["plugin"].clone())
+        .unwrap_or(Value::Null)
+}
+
+async fn wait_version(host: &Host, tenant: &str, not: Option<&str>) -> String {
+    wait_for(
+        &format!("a new plugin version for {tenant}"),
+        Duration::from_secs(60),
+        async || {
+            plugin_status(host, tenant).await["version"]
+                .as_str()
+                .filter(|v| Some(*v) != not)
+                .map(str::to_string)
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn fifty_swaps_under_load_lose_and_fail_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.wasm");
+    let versions = [
+        variant_of(&plugin("recorder"), "a"),
+        variant_of(&plugin("recorder"), "b"),
+    ];
+    std::fs::write(&live, &versions[0]).unwrap();
+    let host = Arc::new(Host::start(&fincart_tenant("live", &live, TOKEN)).await);
+    let mut current = wait_version(&host, "live", None).await;
+
+    // Four senders keep webhooks flowing until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(Mutex::new(Vec::<i64>::new()));
+    let mut senders = Vec::new();
+    for sender in 0..4 {
+        let (host, stop, sent) = (host.clone(), stop.clone(), sent.clone());
+        senders.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let body = order(&format!("load-{sender}-{n}"));
+                let seq = accepted(
+                    host.send("live", "fc", &[JSON, ("authorization", TOKEN)], body)
+                        .await,
+                )
+                .await;
+                sent.lock().unwrap().push(seq);
+                n += 1;
+            }
+        }));
+    }
+    let mut seen_versions = BTreeSet::from([current.clone()]);
+    for swap in 1..=50 {
+        replace_file(&live, &versions[swap % 2]);
+        current = wait_version(&host, "live", Some(&current)).await;
+        seen_versions.insert(current.clone());
+    }
+    assert_eq!(
+        seen_versions.len(),
+        2,
+        "two versions alternate: {seen_versions:?}"
+    );
+    // The last swap is in place: every event from now on runs the last version.
+    let mut after = Vec::new();
+    for n in 0..10 {
+        let body = order(&format!("after-{n}"));
+        after.push(
+            accepted(
+                host.send("live", "fc", &[JSON, ("authorization", TOKEN)], body)
+                    .await,
+            )
+            .await,
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for s in senders {
+        s.await.unwrap();
+    }
+    let sent = sent.lock().unwrap().clone();
+    assert!(
+        sent.len() >= 50,
+        "the load kept flowing: {} events",
+        sent.len()
+    );
+
+    let mut ran_on = std::collections::BTreeMap::<String, usize>::new();
+    for seq in sent.iter().chain(&after) {
+        let event = host.wait_finished(*seq, Duration::from_secs(60)).await;
+        assert_eq!(
+            (event["state"].as_str(), event["attempts"].as_u64()),
+            (Some("done"), Some(1)),
+            "no event failed or was retried across the swaps: {event}"
+        );
+        let version = event["attempts_detail"][0]["plugin_version"]
+            .as_str()
+            .unwrap();
+        assert!(seen_versions.contains(version), "ran {version}");
+        *ran_on.entry(version.to_string()).or_insert(0) += 1;
+        if after.contains(seq) {
+            assert_eq!(
+                version, current,
+                "events after the last swap run the last version"
+            );
+        }
+    }
+    assert_eq!(ran_on.len(), 2, "both versions handled events: {ran_on:?}");
+    eprintln!(
+        "{} events across 50 swaps, by version: {ran_on:?}",
+        sent.len() + after.len()
+    );
+    // Nothing lost, nothing doubled: the journal holds exactly what was acknowledged, and each
+    // event's kv effect committed once.
+    let events = host.all_events("live").await;
+    assert_eq!(events.len(), sent.len() + after.len());
+    let kv = host.kv("live").await;
+    let times: Vec<&String> = kv
+        .iter()
+        .filter(|(k, _)| k.starts_with("times/"))
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(times.len(), sent.len() + after.len());
+    assert!(times.iter().all(|v| *v == "1"), "each effect once");
+}
+
+#[tokio::test]
+async fn a_component_of_another_world_is_refused_and_the_working_version_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.wasm");
+    std::fs::copy(plugin("recorder"), &live).unwrap();
+    let host = Host::start(&fincart_tenant("live", &live, TOKEN)).await;
+    let working = wait_version(&host, "live", None).await;
+
+    replace_file(&live, &std::fs::read(plugin("other-world")).unwrap());
+    let status = wait_for("the refusal", Duration::from_secs(60), async || {
+        let s = plugin_status(&host, "live").await;
+        s["last_error"].is_string().then_some(s)
+    })
+    .await;
+    let error = status["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("hookhost:plugin"),
+        "the error says what world was expected: {error}"
+    );
+    assert_eq!(status["version"], working.as_str(), "{status}");
+    let history = status["history"].as_array().unwrap();
+    assert_eq!(history.last().unwrap()["result"], "failed", "{status}");
+
+    let seq = accepted(
+        host.send(
+            "live",
+            "fc",
+            &[JSON, ("authorization", TOKEN)],
+            order("still"),
+        )
+        .await,
+    )
+    .await;
+    let event = host.wait_finished(seq, Duration::from_secs(30)).await;
+    assert_eq!(event["state"], "done");
+    assert_eq!(
+        event["attempts_detail"][0]["plugin_version"],
+        working.as_str()
+    );
+}
+
+#[tokio::test]
+async fn the_config_is_reloaded_on_sighup_and_through_the_admin_api() {
+    let recorder = plugin("recorder");
+    let host = Host::start(&fincart_tenant("first", &recorder, "token-one")).await;
+    wait_version(&host, "first", None).await;
+    let send = async |tenant: &str, token: &str, id: &str| {
+        host.send(tenant, "fc", &[JSON, ("authorization", token)], order(id))
+            .await
+    };
+    assert_eq!(send("second", "token-two", "o1").await.status(), 404);
+
+    // SIGHUP: `first` rotates its token, `second` appears.
+    host.write_config(&format!(
+        "{}{}",
+        fincart_tenant("first", &recorder, "token-one-rotated"),
+        fincart_tenant("second", &recorder, "token-two")
+    ));
+    host.signal("HUP");
+    let applied = wait_for("the SIGHUP reload", Duration::from_secs(30), async || {
+        let status = host.admin("/admin/config").await;
+        status["last_applied"].is_object().then_some(status)
+    })
+    .await;
+    assert_eq!(
+        applied["last_applied"]["added"],
+        json!(["second"]),
+        "{applied}"
+    );
+    assert_eq!(
+        applied["last_applied"]["needs_restart"],
+        json!([]),
+        "{applied}"
+    );
+    assert_eq!(send("first", "token-one", "o2").await.status(), 401);
+    let seq = accepted(send("first", "token-one-rotated", "o3").await).await;
+    assert_eq!(
+        host.wait_finished(seq, Duration::from_secs(30)).await["state"],
+        "done"
+    );
+    let seq = accepted(send("second", "token-two", "o4").await).await;
+    assert_eq!(
+        host.wait_finished(seq, Duration::from_secs(60)).await["state"],
+        "done",
+        "the new tenant's plugin was loaded"
+    );
+
+    // A broken file is refused as a whole, saying why; the running config stays.
+    host.write_config(&format!(
+        "{}\n[tenants.third]\nplugin = {recorder:?}\n[tenants.third.sources.x]\nprovider = \"paypal\"\n",
+        fincart_tenant("first", &recorder, "token-one-rotated"),
+    ));
+    let (status, answer) = host.admin_post("/admin/config/reload").await;
+    assert_eq!(status, 422, "{answer}");
+    let message = answer["error"].as_str().unwrap();
+    assert!(message.contains("paypal"), "{message}");
+    assert!(message.contains("running config stays"), "{message}");
+    assert!(host.admin("/admin/config").await["last_error"].is_string());
+    let seq = accepted(send("second", "token-two", "o5").await).await;
+    assert_eq!(
+        host.wait_finished(seq, Duration::from_secs(30)).await["state"],
+        "done"
+    );
+
+    // `second` removed, and a process setting changed (reported: it needs a restart).
+    let text = common::config_text(&fincart_tenant("first", &recorder, "token-one-rotated"))
+        .replace("sink = true", "sink = true\nmax_body_bytes = 4096");
+    std::fs::write(host.dir.path().join("hookhost.toml"), text).unwrap();
+    let (status, change) = host.admin_post("/admin/config/reload").await;
+    assert_eq!(status, 200, "{change}");
+    assert_eq!(change["removed"], json!(["second"]), "{change}");
+    assert_eq!(
+        change["needs_restart"],
+        json!(["max_body_bytes"]),
+        "{change}"
+    );
+    assert!(host.admin("/admin/config").await["last_error"].is_null());
+    let gone = send("second", "token-two", "o6").await;
+    assert_eq!(gone.status(), 404);
+    let names: Vec<Value> = host.admin("/admin/tenants").await["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].clone())
+        .collect();
+    assert_eq!(names, vec![json!("first")]);
+    // The host still serves the remaining tenant and is ready.
+    let seq = accepted(send("first", "token-one-rotated", "o7").await).await;
+    assert_eq!(
+        host.wait_finished(seq, Duration::from_secs(30)).await["state"],
+        "done"
+    );
+    let ready = reqwest::get(format!("{}/readyz", host.base)).await.unwrap();
+    assert_eq!(ready.status(), 200);
+}
+
+/// Every authentication scheme, signed by `hookhost send` from the config's credentials with the
+/// shipped samples: the host must accept each (its verifiers are tested against vectors computed
+/// by Python's hmac module in tests/providers.rs).
+#[tokio::test]
+async fn send_signs_for_every_scheme_with_the_shipped_samples() {
+    let tenants = format!(
+        r#"
+[tenants.t]
+plugin = {plugin:?}
+[tenants.t.sources.fincart]
+provider = "fincart"
+token = ["fc-current", "fc-old"]
+[tenants.t.sources.sevi]
+provider = "sevi"
+token = "sevi-token"
+header = "X-Sevi-Token"
+[tenants.t.sources.juspay]
+provider = "juspay"
+username = "payer"
+password = "jp-pass"
+required_headers = {{ "x-merchant" = "acme" }}
+[tenants.t.sources.finch-query]
+provider = "finchpay"
+token = "fp-token"
+[tenants.t.sources.finch-path]
+provider = "finchpay"
+token = "fp-token"
+token_in = "path"
+[tenants.t.sources.selldone]
+provider = "selldone"
+token = "sd-token"
+sign_key = "sd-key"
+[tenants.t.sources.stripe]
+provider = "stripe"
+secret = "whsec_stripe"
+[tenants.t.sources.shopify]
+provider = "shopify"
+secret = "shop-secret"
+[tenants.t.sources.github]
+provider = "github"
+secret = "gh-secret"
+[tenants.t.sources.standard]
+provider = "standard-webhooks"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+[tenants.t.sources.signed]
+provider = "generic"
+[tenants.t.sources.signed.auth]
+scheme = "hmac"
+secret = "generic-secret"
+header = "X-Signature"
+algorithm = "sha512"
+encoding = "base64"
+prefix = "v1="
+template = "{{timestamp}}.{{header:X-Partner}}.{{body}}"
+timestamp_header = "X-Timestamp"
+[tenants.t.sources.signed.mapping]
+id = "id"
+status = "status"
+"#,
+        plugin = plugin("recorder")
+    );
+    let host = Host::start(&tenants).await;
+    let config = host.dir.path().join("hookhost.toml");
+    let send = |args: &[&str]| {
+        let mut all = vec!["send"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--config", config.to_str().unwrap(), "--url", &host.base]);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookhost"))
+            .args(&all)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let cases: &[&[&str]] = &[
+        &["fincart", "--tenant", "t", "--source", "fincart"],
+        &["sevi", "--tenant", "t", "--source", "sevi"],
+        &[
+            "sevi",
+            "--tenant",
+            "t",
+            "--source",
+            "sevi",
+            "--sample",
+            "order-payment-legacy",
+        ],
+        &["juspay", "--tenant", "t", "--source", "juspay"],
+        &[
+            "juspay",
+            "--tenant",
+            "t",
+            "--source",
+            "juspay",
+            "--sample",
+            "transaction-success",
+        ],
+        &["finchpay", "--tenant", "t", "--source", "finch-query"],
+        &["selldone", "--tenant", "t", "--source", "selldone"],
+        &["stripe", "--tenant", "t", "--source", "stripe"],
+        &["shopify", "--tenant", "t", "--source", "shopify"],
+        &["github", "--tenant", "t", "--source", "github"],
+        &["standard-webhooks", "--tenant", "t", "--source", "standard"],
+    ];
+    for case in cases {
+        let (ok, stdout, stderr) = send(case);
+        assert!(ok, "{case:?}: {stdout}{stderr}");
+        assert!(stdout.contains("accepted"), "{case:?}: {stdout}");
+    }
+    // The path token works too; the same sample again on the same source is the same
+    // transaction: a duplicate, acknowledged and not dispatched again.
+    let (ok, stdout, _) = send(&["finchpay", "--tenant", "t", "--source", "finch-path"]);
+    assert!(ok && stdout.contains("accepted"), "{stdout}");
+    let (ok, stdout, _) = send(&["finchpay", "--tenant", "t", "--source", "finch-query"]);
+    assert!(ok && stdout.contains("duplicate"), "{stdout}");
+    // The merchant's own payload, with a header the signature covers.
+    let file = host.dir.path().join("mine.json");
+    std::fs::write(&file, r#"{"id": "p-9", "status": "paid"}"#).unwrap();
+    let (ok, stdout, stderr) = send(&[
+        "generic",
+        "--tenant",
+        "t",
+        "--source",
+        "signed",
+        "--file",
+        file.to_str().unwrap(),
+        "-H",
+        "X-Partner: acme",
+    ]);
+    assert!(ok && stdout.contains("accepted"), "{stdout}{stderr}");
+    // A signed header that is not given is named.
+    let (ok, _, stderr) = send(&[
+        "generic",
+        "--tenant",
+        "t",
+        "--source",
+        "signed",
+        "--file",
+        file.to_str().unwrap(),
+    ]);
+    assert!(!ok && stderr.contains("X-Partner"), "{stderr}");
+
+    // Everything sent reached the plugin, once.
+    let events = host.all_events("t").await;
+    assert_eq!(events.len(), cases.len() + 2, "{events:?}");
+    for event in &events {
+        let seq = event["seq"].as_i64().unwrap();
+        assert_eq!(
+            host.wait_finished(seq, Duration::from_secs(30)).await["state"],
+            "done"
+        );
+    }
+
+    // Mistakes are explained.
+    let (ok, _, stderr) = send(&["stripe", "--tenant", "t", "--source", "fincart"]);
+    assert!(
+        !ok && stderr.contains("is a fincart source, not stripe"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = send(&[
+        "juspay", "--tenant", "t", "--source", "juspay", "--sample", "nope",
+    ]);
+    assert!(!ok && stderr.contains("transaction-success"), "{stderr}");
+    let (ok, _, stderr) = send(&["fincart", "--tenant", "nobody", "--source", "fincart"]);
+    assert!(
+        !ok && stderr.contains("the tenants there are t"),
+        "{stderr}"
+    );
+    let (ok, stdout, _) = send(&["--list"]);
+    assert!(
+        ok && stdout.contains("juspay") && stdout.contains("orders-paid"),
+        "{stdout}"
+    );
+}
+
+/// The merchant's loop: `hookhost new` scaffolds a crate whose test passes; `hookhost dev` builds
+/// it, serves it, and on each save rebuilds and hot-swaps it; a broken save prints the compiler's
+/// error and the working version keeps serving.
+#[tokio::test]
+async fn new_then_dev_builds_serves_and_hot_swaps_on_save() {
+    use std::io::BufRead;
+    let work = tempfile::tempdir().unwrap();
+    let crate_dir = work.path().join("shop-notes");
+    let hookhost = env!("CARGO_BIN_EXE_hookhost");
+    let target = common::workspace().join("target");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or(target);
+    let out = std::process::Command::new(hookhost)
+        .args(["new", "shop-notes", "--dir"])
+        .arg(&crate_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Refuses to overwrite.
+    let again = std::process::Command::new(hookhost)
+        .args(["new", "shop-notes", "--dir"])
+        .arg(&crate_dir)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    let test = std::process::Command::new(env!("CARGO"))
+        .current_dir(&crate_dir)
+        .env("CARGO_TARGET_DIR", &target)
+        .args(["test", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(
+        test.status.success(),
+        "the scaffold's own test passes: {}{}",
+        String::from_utf8_lossy(&test.stdout),
+        String::from_utf8_lossy(&test.stderr)
+    );
+
+    let mut dev = std::process::Command::new(hookhost)
+        .args(["dev", "--listen", "127.0.0.1:0"])
+        .arg(&crate_dir)
+        .env("CARGO_TARGET_DIR", &target)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = dev.stdout.take().unwrap();
+    let _dev = KillOnDrop(dev);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let next_line = |want: &str| -> String {
+        let mut seen = String::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(300)) {
+                Ok(line) if line.contains(want) => return line,
+                Ok(line) => {
+                    seen.push_str(&line);
+                    seen.push('\n');
+                }
+                Err(_) => panic!("no line with {want:?} from hookhost dev; it printed:\n{seen}"),
+            }
+        }
+    };
+    let base = next_line("hookhost listening on ")
+        .trim_start_matches("hookhost listening on ")
+        .to_string();
+    let first = next_line("reloaded version ");
+    let version = |line: &str| line.split_whitespace().nth(2).unwrap().to_string();
+    let v1 = version(&first);
+
+    let config = crate_dir.join(".hookhost-dev/hookhost.toml");
+    let client = reqwest::Client::new();
+    let admin = async |path: &str| -> Value {
+        client
+            .get(format!("{base}{path}"))
+            .bearer_auth("dev")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    };
+    let send = |order: &str| {
+        let file = work.path().join(format!("{order}.json"));
+        std::fs::write(&file, order_status(order)).unwrap();
+        let out = std::process::Command::new(hookhost)
+            .args([
+                "send", "fincart", "--tenant", "dev", "--source", "fincart", "--config",
+            ])
+            .arg(&config)
+            .args(["--url", &base, "--file"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let answer: Value = serde_json::from_str(stdout.split_once(": ").unwrap().1).unwrap();
+        answer["event"].as_i64().unwrap()
+    };
+    let finished = async |seq: i64| -> Value {
+        wait_for("the event to finish", Duration::from_secs(30), async || {
+            let e = admin(&format!("/admin/events/{seq}")).await;
+            (e["state"] == "done").then_some(e)
+        })
+        .await
+    };
+    let seq = send("A-1");
+    assert_eq!(
+        finished(seq).await["attempts_detail"][0]["plugin_version"],
+        v1.as_str()
+    );
+    let kv = admin("/admin/tenants/dev/kv").await;
+    assert_eq!(kv["entries"][0]["key"], "order/A-1", "{kv}");
+
+    // A save that changes the reaction: rebuilt, swapped, the next event runs it.
+    let lib = crate_dir.join("src/lib.rs");
+    let source = std::fs::read_to_string(&lib).unwrap();
+    assert!(source.contains("format!(\"order/{order}\")"));
+    std::fs::write(
+        &lib,
+        source.replace("format!(\"order/{order}\")", "format!(\"latest/{order}\")"),
+    )
+    .unwrap();
+    let v2 = version(&next_line("reloaded version "));
+    assert_ne!(v1, v2);
+    let seq = send("B-2");
+    assert_eq!(
+        finished(seq).await["attempts_detail"][0]["plugin_version"],
+        v2.as_str()
+    );
+    let kv = admin("/admin/tenants/dev/kv?prefix=latest/").await;
+    assert_eq!(kv["entries"][0]["key"], "latest/B-2", "{kv}");
+
+    // A broken save: the compiler's error is printed and v2 keeps serving.
+    std::fs::write(
+        &lib,
+        source.replace("Ok(Outcome::Done)", "Ok(Outcome::Done"),
+    )
+    .unwrap();
+    let failed = next_line("build failed");
+    assert!(failed.contains(&v2), "{failed}");
+    let error = next_line("error");
+    assert!(error.contains("error"), "{error}");
+    let seq = send("C-3");
+    assert_eq!(
+        finished(seq).await["attempts_detail"][0]["plugin_version"],
+        v2.as_str()
+    );
+}
+
+fn order_status(order: &str) -> String {
+    json!({ "orderId": order, "status": "processing", "subStatus": "packed", "statusUpdatedDate": 1738336796675u64 })
+        .to_string()
+}
