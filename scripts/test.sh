@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build-plugins.sh
-cargo test --workspace --exclude order-sync --exclude payment-gate --exclude payout-ledger --exclude recorder --exclude misbehave --exclude kv-set "$@"
+cargo test --workspace --exclude order-sync --exclude payment-gate --exclude payout-ledger --exclude recorder --exclude misbehave --exclude other-world --exclude kv-set "$@"

@@ -654,3 +654,67 @@ fn order_status(order: &str) -> String {
     json!({ "orderId": order, "status": "processing", "subStatus": "packed", "statusUpdatedDate": 1738336796675u64 })
         .to_string()
 }
+
+/// A version that fails the tenant's self-test never serves: the previous one keeps serving, the
+/// refusal says which case failed and how, and the self-test leaves no kv behind.
+#[tokio::test]
+async fn a_version_failing_its_self_test_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.wasm");
+    std::fs::copy(plugin("recorder"), &live).unwrap();
+    // The recorder ignores `misbehave`; the misbehave plugin panics on it.
+    let case = dir.path().join("paid.json");
+    std::fs::write(&case, common::misbehaving("self-test-order", "trap")).unwrap();
+    let tenants = format!(
+        "{}[[tenants.live.self_test]]\nsource = \"fc\"\nfile = {case:?}\nexpect = \"done\"\n",
+        fincart_tenant("live", &live, TOKEN)
+    );
+    let host = Host::start(&tenants).await;
+    let working = wait_version(&host, "live", None).await;
+    assert!(
+        host.kv("live").await.is_empty(),
+        "a self-test's kv writes are discarded"
+    );
+
+    replace_file(&live, &std::fs::read(plugin("misbehave")).unwrap());
+    let status = wait_for("the refusal", Duration::from_secs(60), async || {
+        let s = plugin_status(&host, "live").await;
+        s["last_error"].is_string().then_some(s)
+    })
+    .await;
+    let error = status["last_error"].as_str().unwrap();
+    assert!(error.contains("failed its self-test"), "{error}");
+    assert!(error.contains("paid.json"), "names the case: {error}");
+    assert!(
+        error.contains("deliberate panic"),
+        "says what happened: {error}"
+    );
+    assert_eq!(status["version"], working.as_str());
+    let seq = accepted(
+        host.send(
+            "live",
+            "fc",
+            &[JSON, ("authorization", TOKEN)],
+            order("after"),
+        )
+        .await,
+    )
+    .await;
+    let event = host.wait_finished(seq, Duration::from_secs(30)).await;
+    assert_eq!(
+        event["attempts_detail"][0]["plugin_version"],
+        working.as_str()
+    );
+
+    // A self-test that cannot be read is a config error, reported on reload.
+    host.write_config(&format!(
+        "{}[[tenants.live.self_test]]\nsource = \"fc\"\nfile = \"missing.json\"\n",
+        fincart_tenant("live", &live, TOKEN)
+    ));
+    let (status, answer) = host.admin_post("/admin/config/reload").await;
+    assert_eq!(status, 422);
+    assert!(
+        answer["error"].as_str().unwrap().contains("missing.json"),
+        "{answer}"
+    );
+}

@@ -164,6 +164,12 @@ pub async fn serve_with(
     })?);
     let tenants = Arc::new(Tenants::from_config(&config)?);
     let registry = Arc::new(PluginRegistry::default());
+    registry.set_self_tester(Arc::new(crate::selftest::SelfTester::new(
+        runtime.clone(),
+        storage.clone(),
+        tenants.clone(),
+        tokio::runtime::Handle::current(),
+    )?));
     let dispatcher = Dispatcher::start(
         DispatchDeps {
             storage: storage.clone(),

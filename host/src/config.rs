@@ -123,6 +123,43 @@ pub struct TenantConfig {
     /// The webhook endpoints of this tenant, by source name.
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
+    /// Webhooks every new version of the plugin must handle before it may replace the serving
+    /// one (hot reload, config reload, start). A version that fails is not loaded.
+    #[serde(default)]
+    pub self_test: Vec<SelfTestConfig>,
+}
+
+/// One self-test case: a webhook body as `source` would deliver it, and what the plugin must do.
+/// It runs in a fresh instance like a real attempt, with the tenant's limits; its kv writes are
+/// discarded and outbound HTTP is refused.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfTestConfig {
+    /// The tenant's source whose provider normalizes the body (authentication is not checked).
+    pub source: String,
+    /// The webhook body (JSON), relative to the config file.
+    pub file: PathBuf,
+    /// Headers the provider would send with it (e.g. `x-shopify-topic`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// What the plugin must answer (default `ok`: done, skipped or retry-after, not an error).
+    #[serde(default)]
+    pub expect: SelfTestExpect,
+}
+
+/// What a self-test requires of the plugin.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SelfTestExpect {
+    /// Any outcome; no error, trap or exceeded limit.
+    #[default]
+    Ok,
+    /// `done`.
+    Done,
+    /// `skipped`.
+    Skipped,
+    /// `retry-after`.
+    Retry,
 }
 
 /// Per-attempt resource limits, with defaults safe for a shared host.
@@ -580,6 +617,9 @@ impl Config {
         });
         for tenant in self.tenants.values_mut() {
             tenant.plugin = abs(&tenant.plugin);
+            for case in &mut tenant.self_test {
+                case.file = abs(&case.file);
+            }
         }
     }
 

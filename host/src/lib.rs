@@ -6,7 +6,7 @@
 //! [`storage`] (journal, dedupe) → [`dispatcher`] (ordering, retries, dead letters) →
 //! [`runtime`] (wasmtime, a fresh instance per event) with [`capabilities`] → outcome recorded in
 //! [`storage`]. Around them: [`config`], [`tenants`], [`plugins`] (the registry), [`reload`]
-//! (hot reload of plugins), [`reconfigure`] (config reload), [`admin`], [`sink`], [`app`] (wiring
+//! (hot reload of plugins) with [`selftest`], [`reconfigure`] (config reload), [`admin`], [`sink`], [`app`] (wiring
 //! and serving) and [`devloop`] (`hookhost send`, `new`, `dev`).
 
 pub mod admin;
@@ -22,6 +22,7 @@ pub mod providers;
 pub mod reconfigure;
 pub mod reload;
 pub mod runtime;
+pub mod selftest;
 pub mod sink;
 pub mod storage;
 pub mod telemetry;

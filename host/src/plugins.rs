@@ -3,12 +3,13 @@
 //! never disturbs attempts already running on the old one (they hold their own `Arc`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use crate::runtime::{LoadedPlugin, Runtime};
+use crate::selftest::SelfTester;
 
 /// A tenant's plugin as the admin API shows it.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -62,9 +63,15 @@ impl PluginStatus {
 pub struct PluginRegistry {
     plugins: ArcSwap<HashMap<String, Arc<LoadedPlugin>>>,
     status: Mutex<HashMap<String, PluginStatus>>,
+    self_tester: OnceLock<Arc<SelfTester>>,
 }
 
 impl PluginRegistry {
+    /// From now on, a new version must pass its tenant's self-tests before it serves.
+    pub fn set_self_tester(&self, tester: Arc<SelfTester>) {
+        let _ = self.self_tester.set(tester);
+    }
+
     /// The plugin serving `tenant`, if one is loaded.
     pub fn get(&self, tenant: &str) -> Option<Arc<LoadedPlugin>> {
         self.plugins.load().get(tenant).cloned()
@@ -78,12 +85,19 @@ impl PluginRegistry {
         tenant: &str,
         path: &std::path::Path,
     ) -> anyhow::Result<Arc<LoadedPlugin>> {
-        match runtime.load(path) {
-            Ok(plugin) => {
-                if let Some(current) = self.get(tenant).filter(|c| c.version == plugin.version) {
-                    // Same content (a touch, or a rewrite of identical bytes): nothing to swap.
-                    return Ok(current);
-                }
+        let candidate = runtime.load(path).and_then(|plugin| {
+            if let Some(current) = self.get(tenant).filter(|c| c.version == plugin.version) {
+                // Same content (a touch, or a rewrite of identical bytes): nothing to swap.
+                return Ok(Err(current));
+            }
+            if let Some(tester) = self.self_tester.get() {
+                tester.check(tenant, &plugin)?;
+            }
+            Ok(Ok(plugin))
+        });
+        match candidate {
+            Ok(Err(current)) => Ok(current),
+            Ok(Ok(plugin)) => {
                 let plugin = Arc::new(plugin);
                 self.plugins.rcu(|current| {
                     let mut next = HashMap::clone(current);

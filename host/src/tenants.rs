@@ -17,6 +17,7 @@ use crate::capabilities::http::{AllowList, HttpLimits};
 use crate::capabilities::kv::KvLimits;
 use crate::config::{Config, Limits, RetryPolicy};
 use crate::providers::{self, Source};
+use crate::selftest::SelfTest;
 
 /// One tenant, ready to serve.
 pub struct Tenant {
@@ -40,6 +41,8 @@ pub struct Tenant {
     pub config: ConfigValues,
     /// Retry policy.
     pub retry: RetryPolicy,
+    /// Webhooks each new plugin version must handle before it serves.
+    pub self_tests: Vec<SelfTest>,
 }
 
 /// Every tenant, by name.
@@ -71,6 +74,12 @@ impl Tenants {
                     Ok((s.clone(), source))
                 })
                 .collect::<Result<HashMap<_, _>>>()?;
+            let self_tests = t
+                .self_test
+                .iter()
+                .map(|case| crate::selftest::prepare(case, &sources))
+                .collect::<Result<Vec<_>>>()
+                .with_context(|| format!("tenant {name}"))?;
             let l = t.limits.clone();
             tenants.insert(
                 name.clone(),
@@ -92,6 +101,7 @@ impl Tenants {
                     allow_private_networks: t.allow_private_networks,
                     config: ConfigValues::new(t.config.clone(), t.secrets.clone()),
                     retry: t.retry.clone(),
+                    self_tests,
                 }),
             );
         }
