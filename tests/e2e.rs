@@ -989,3 +989,85 @@ token = "{TOKEN}"
         200
     );
 }
+
+#[tokio::test]
+async fn a_tenant_over_its_ingest_rate_gets_429_with_retry_after_and_others_do_not() {
+    let tenants = format!(
+        r#"
+[tenants.limited]
+plugin = {plugin:?}
+limits = {{ ingest_per_second = 0.5, ingest_burst = 3 }}
+[tenants.limited.sources.fc]
+provider = "fincart"
+token = "{TOKEN}"
+
+[tenants.free]
+plugin = {plugin:?}
+[tenants.free.sources.fc]
+provider = "fincart"
+token = "{TOKEN}"
+"#,
+        plugin = plugin("recorder")
+    );
+    let host = Host::start(&tenants).await;
+    let body = |order: &str| fincart_status(order, "#1", "processing", "packed", 1);
+    // Unauthenticated requests do not use up the merchant's rate.
+    for n in 0..10 {
+        let r = host
+            .send(
+                "limited",
+                "fc",
+                &[JSON, ("authorization", "wrong")],
+                body(&format!("x{n}")),
+            )
+            .await;
+        assert_eq!(r.status(), 401);
+    }
+    for n in 0..3 {
+        accepted(
+            host.send("limited", "fc", &[JSON, AUTH], body(&format!("o{n}")))
+                .await,
+        )
+        .await;
+    }
+    let refused = host.send("limited", "fc", &[JSON, AUTH], body("o3")).await;
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    let message: Value = refused.json().await.unwrap();
+    assert!(
+        message["error"]
+            .as_str()
+            .unwrap()
+            .contains("at most 0.5 webhooks per second"),
+        "{message}"
+    );
+    // Another tenant is not limited by it.
+    for n in 0..5 {
+        accepted(
+            host.send("free", "fc", &[JSON, AUTH], body(&format!("f{n}")))
+                .await,
+        )
+        .await;
+    }
+    assert_eq!(
+        host.events("limited").await.len(),
+        3,
+        "the refused one was not journaled"
+    );
+    assert_eq!(
+        host.metric(
+            "hookhost_webhooks_rejected_total",
+            &[("tenant", "limited"), ("reason", "rate_limited")]
+        )
+        .await,
+        1.0
+    );
+    // After the advertised wait, the sender gets through.
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    accepted(host.send("limited", "fc", &[JSON, AUTH], body("o3")).await).await;
+}

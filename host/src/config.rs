@@ -184,6 +184,11 @@ pub struct Limits {
     pub http_response_bytes: usize,
     /// Most of this tenant's events running at once, so one tenant cannot take every worker.
     pub max_concurrency: usize,
+    /// Authenticated webhooks accepted per second for this tenant (all sources together); above
+    /// it callers get 429 with `Retry-After`. Unset: no limit.
+    pub ingest_per_second: Option<f64>,
+    /// Webhooks that may arrive at once above `ingest_per_second` (default: one second's worth).
+    pub ingest_burst: Option<u32>,
 }
 
 impl Default for Limits {
@@ -198,6 +203,8 @@ impl Default for Limits {
             http_timeout_ms: 10_000,
             http_response_bytes: 1024 * 1024,
             max_concurrency: 8,
+            ingest_per_second: None,
+            ingest_burst: None,
         }
     }
 }
@@ -644,6 +651,13 @@ impl Config {
                 || tenant.limits.max_concurrency == 0
             {
                 bail!("tenant {name}: limits.timeout_ms, limits.memory_mib and limits.max_concurrency must be above zero");
+            }
+            if tenant
+                .limits
+                .ingest_per_second
+                .is_some_and(|r| !(r.is_finite() && r > 0.0))
+            {
+                bail!("tenant {name}: limits.ingest_per_second must be a number above zero (leave it out for no limit)");
             }
             if tenant.retry.max_attempts == 0 {
                 bail!("tenant {name}: retry.max_attempts must be at least 1");

@@ -167,6 +167,24 @@ async fn handle(
         tracing::warn!(tenant = %tenant_name, source = %source_name, reason = why.0, "webhook rejected: unauthorized");
         return error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
+    if let Some(limiter) = &tenant.ingest_limit {
+        if let Err(wait) = limiter.try_acquire() {
+            reject(&tenant_name, &source_name, "rate_limited");
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            let mut response = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "tenant {tenant_name:?} receives at most {} webhooks per second; retry after {secs} s",
+                    tenant.limits.ingest_per_second.unwrap_or_default()
+                ),
+            );
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
+            return response;
+        }
+    }
     if let Err(message) = is_json_content_type(&headers) {
         reject(&tenant_name, &source_name, "content_type");
         return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, message);

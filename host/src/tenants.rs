@@ -43,6 +43,49 @@ pub struct Tenant {
     pub retry: RetryPolicy,
     /// Webhooks each new plugin version must handle before it serves.
     pub self_tests: Vec<SelfTest>,
+    /// The tenant's ingest rate limit, if it has one.
+    pub ingest_limit: Option<RateLimiter>,
+}
+
+/// A token bucket: `rate` webhooks per second on average, `burst` at once. Shared by all of a
+/// tenant's sources, so one flooded merchant is slowed at the door before it costs journal writes.
+#[derive(Debug)]
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    /// Tokens left and when they were counted.
+    state: std::sync::Mutex<(f64, std::time::Instant)>,
+}
+
+impl RateLimiter {
+    /// `rate` per second, up to `burst` at once (at least 1).
+    pub fn new(rate: f64, burst: u32) -> RateLimiter {
+        let burst = f64::from(burst.max(1));
+        RateLimiter {
+            rate,
+            burst,
+            state: std::sync::Mutex::new((burst, std::time::Instant::now())),
+        }
+    }
+
+    /// Takes one token, or says how long until one is available.
+    pub fn try_acquire(&self) -> Result<(), Duration> {
+        self.try_acquire_at(std::time::Instant::now())
+    }
+
+    fn try_acquire_at(&self, now: std::time::Instant) -> Result<(), Duration> {
+        let mut state = self.state.lock().expect("rate limiter lock");
+        let (tokens, at) = *state;
+        let tokens =
+            (tokens + now.saturating_duration_since(at).as_secs_f64() * self.rate).min(self.burst);
+        if tokens >= 1.0 {
+            *state = (tokens - 1.0, now);
+            Ok(())
+        } else {
+            *state = (tokens, now);
+            Err(Duration::from_secs_f64((1.0 - tokens) / self.rate))
+        }
+    }
 }
 
 /// Every tenant, by name.
@@ -102,6 +145,9 @@ impl Tenants {
                     config: ConfigValues::new(t.config.clone(), t.secrets.clone()),
                     retry: t.retry.clone(),
                     self_tests,
+                    ingest_limit: t.limits.ingest_per_second.map(|rate| {
+                        RateLimiter::new(rate, t.limits.ingest_burst.unwrap_or(rate.ceil() as u32))
+                    }),
                 }),
             );
         }
@@ -121,5 +167,35 @@ impl Tenants {
     /// Installs a new set of tenants; returns the previous one.
     pub fn replace(&self, next: TenantMap) -> Arc<TenantMap> {
         self.0.swap(Arc::new(next))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn the_bucket_allows_the_burst_then_the_rate() {
+        let limiter = RateLimiter::new(10.0, 3);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(limiter.try_acquire_at(t0).is_ok());
+        }
+        let wait = limiter.try_acquire_at(t0).unwrap_err();
+        assert!(
+            wait > Duration::from_millis(90) && wait <= Duration::from_millis(100),
+            "{wait:?}"
+        );
+        // A tenth of a second later one more token has arrived, not more.
+        let t1 = t0 + Duration::from_millis(100);
+        assert!(limiter.try_acquire_at(t1).is_ok());
+        assert!(limiter.try_acquire_at(t1).is_err());
+        // After a long pause the bucket is full again, never fuller.
+        let t2 = t1 + Duration::from_secs(60);
+        for _ in 0..3 {
+            assert!(limiter.try_acquire_at(t2).is_ok());
+        }
+        assert!(limiter.try_acquire_at(t2).is_err());
     }
 }
