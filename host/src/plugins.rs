@@ -77,8 +77,10 @@ impl PluginRegistry {
         self.plugins.load().get(tenant).cloned()
     }
 
-    /// Loads `path` for `tenant` and, if it loads, makes it the serving version. On failure the
-    /// previous version (if any) keeps serving and the error is kept for the admin API.
+    /// Loads `path` for `tenant` and, if it loads (and passes the tenant's self-tests), makes it
+    /// the serving version. On failure the previous version (if any) keeps serving and the error
+    /// is kept for the admin API. Blocking (compiles, runs self-tests): call it from a blocking
+    /// thread, never from an async task.
     pub fn load(
         &self,
         runtime: &Runtime,
