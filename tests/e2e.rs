@@ -1071,3 +1071,55 @@ token = "{TOKEN}"
     tokio::time::sleep(Duration::from_secs(retry_after)).await;
     accepted(host.send("limited", "fc", &[JSON, AUTH], body("o3")).await).await;
 }
+
+#[tokio::test]
+async fn an_instruction_budget_stops_a_runaway_plugin_deterministically() {
+    let tenants = format!(
+        r#"
+[tenants.budget]
+plugin = {misbehave:?}
+limits = {{ fuel = 50_000_000, timeout_ms = 30_000 }}
+retry = {{ max_attempts = 1 }}
+[tenants.budget.sources.fc]
+provider = "fincart"
+token = "{TOKEN}"
+
+[tenants.unbudgeted]
+plugin = {recorder:?}
+[tenants.unbudgeted.sources.fc]
+provider = "fincart"
+token = "{TOKEN}"
+"#,
+        misbehave = plugin("misbehave"),
+        recorder = plugin("recorder"),
+    );
+    let host = Host::start(&tenants).await;
+    // Within its budget a plugin runs normally.
+    let ok = accepted(
+        host.send("budget", "fc", &[JSON, AUTH], misbehaving("fine", "none"))
+            .await,
+    )
+    .await;
+    let event = host.wait_finished(ok, Duration::from_secs(60)).await;
+    assert_eq!(event["state"], "done", "{event}");
+    // An endless loop is stopped by the budget long before the 30 s wall-clock limit.
+    let spin = accepted(
+        host.send("budget", "fc", &[JSON, AUTH], misbehaving("spin", "loop"))
+            .await,
+    )
+    .await;
+    let event = host.wait_finished(spin, Duration::from_secs(60)).await;
+    assert_eq!(event["state"], "dead", "{event}");
+    let error = event["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("instruction budget of 50000000"), "{event}");
+    // A tenant without a budget is not limited by fuel counting.
+    let seq = accepted(
+        host.send("unbudgeted", "fc", &[JSON, AUTH], misbehaving("u", "none"))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        host.wait_finished(seq, Duration::from_secs(60)).await["state"],
+        "done"
+    );
+}

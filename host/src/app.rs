@@ -161,6 +161,7 @@ pub async fn serve_with(
             .context("cache_dir is resolved at load")?,
         max_instances: (config.dispatch.workers as u32 * 2).max(16),
         max_memory_mib,
+        fuel: config.tenants.values().any(|t| t.limits.fuel.is_some()),
     })?);
     let tenants = Arc::new(Tenants::from_config(&config)?);
     let registry = Arc::new(PluginRegistry::default());

@@ -184,6 +184,11 @@ pub struct Limits {
     pub http_response_bytes: usize,
     /// Most of this tenant's events running at once, so one tenant cannot take every worker.
     pub max_concurrency: usize,
+    /// Instruction budget of one attempt (wasmtime fuel, about one unit per wasm instruction),
+    /// for operators who want a deterministic CPU cap like Shopify Functions' instruction limit;
+    /// `timeout_ms` still applies. Unset: no budget. Counting fuel costs every plugin some speed,
+    /// so the engine counts it only when a tenant had a budget at start.
+    pub fuel: Option<u64>,
     /// Authenticated webhooks accepted per second for this tenant (all sources together); above
     /// it callers get 429 with `Retry-After`. Unset: no limit.
     pub ingest_per_second: Option<f64>,
@@ -203,6 +208,7 @@ impl Default for Limits {
             http_timeout_ms: 10_000,
             http_response_bytes: 1024 * 1024,
             max_concurrency: 8,
+            fuel: None,
             ingest_per_second: None,
             ingest_burst: None,
         }
@@ -658,6 +664,9 @@ impl Config {
                 .is_some_and(|r| !(r.is_finite() && r > 0.0))
             {
                 bail!("tenant {name}: limits.ingest_per_second must be a number above zero (leave it out for no limit)");
+            }
+            if tenant.limits.fuel == Some(0) {
+                bail!("tenant {name}: limits.fuel must be above zero (leave it out for no budget)");
             }
             if tenant.retry.max_attempts == 0 {
                 bail!("tenant {name}: retry.max_attempts must be at least 1");

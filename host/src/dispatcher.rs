@@ -326,6 +326,7 @@ async fn attempt(deps: &DispatchDeps, event: StoredEvent) -> Next {
         timeout: Duration::from_millis(limits.timeout_ms),
         memory_bytes: (limits.memory_mib as usize) << 20,
         log_bytes_hint: limits.log_bytes,
+        fuel: limits.fuel,
     };
     let started_at_ms = now_ms();
     // Marked before running, so an attempt cut short by a crash still counts at the next start.

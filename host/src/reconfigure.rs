@@ -131,6 +131,12 @@ impl Reconfigurer {
             }
         }
         for tenant in next.values() {
+            if tenant.limits.fuel.is_some() && !self.runtime.counts_fuel() {
+                change.needs_restart.push(format!(
+                    "tenants.{}.limits.fuel (this process started without fuel counting)",
+                    tenant.name
+                ));
+            }
             if tenant.limits.memory_mib > self.pool_memory_mib {
                 change.needs_restart.push(format!(
                     "tenants.{}.limits.memory_mib ({} MiB; this process's pool holds at most {} MiB)",

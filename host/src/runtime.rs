@@ -60,6 +60,8 @@ pub struct RuntimeConfig {
     pub max_instances: u32,
     /// Largest linear memory any tenant may be given, in MiB (sizes the pool's slots).
     pub max_memory_mib: u64,
+    /// Count fuel (instruction budgets); attempts without a budget get an unlimited one.
+    pub fuel: bool,
 }
 
 /// A compiled, type-checked plugin ready to be instantiated per event.
@@ -93,6 +95,8 @@ pub struct AttemptContext {
     pub memory_bytes: usize,
     /// Bytes of stdout/stderr output kept (what is printed beyond fails to write).
     pub log_bytes_hint: usize,
+    /// Instruction budget, when the tenant has one (and the engine counts fuel).
+    pub fuel: Option<u64>,
 }
 
 /// What the plugin returned (WIT `outcome`).
@@ -185,9 +189,15 @@ pub struct Runtime {
     cache_dir: PathBuf,
     compat: String,
     _ticker: Arc<()>,
+    fuel: bool,
 }
 
 impl Runtime {
+    /// Whether this engine counts fuel (decided at start).
+    pub fn counts_fuel(&self) -> bool {
+        self.fuel
+    }
+
     /// Creates the engine, the linker (WASI with nothing granted + hookhost's capabilities) and the
     /// epoch ticker.
     pub fn new(config: &RuntimeConfig) -> Result<Runtime> {
@@ -210,6 +220,7 @@ impl Runtime {
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
+            .consume_fuel(config.fuel)
             .memory_init_cow(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine =
@@ -243,6 +254,7 @@ impl Runtime {
             cache_dir: config.cache_dir.clone(),
             compat,
             _ticker: ticker,
+            fuel: config.fuel,
         })
     }
 
@@ -350,6 +362,12 @@ impl Runtime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
+        if self.fuel {
+            if let Err(e) = store.set_fuel(cx.fuel.unwrap_or(u64::MAX)) {
+                tracing::error!("cannot set the attempt's fuel: {e:#}");
+            }
+        }
+        let fuel = cx.fuel.filter(|_| self.fuel);
         let deadline = started + cx.timeout;
         let timeout_ms = cx.timeout.as_millis();
         store.set_epoch_deadline(1);
@@ -382,6 +400,7 @@ impl Runtime {
             Ok(Err(trap)) => Err(describe_trap(
                 &trap,
                 store.data().limiter.exceeded.as_deref(),
+                fuel,
             )),
         };
         let mut state = store.into_data();
@@ -427,7 +446,11 @@ fn bounded(mut text: String) -> String {
 
 /// A trap as a merchant should read it: what happened, in plain words, and where (the innermost
 /// wasm functions, repeated frames folded), without a hundred-frame backtrace.
-fn describe_trap(trap: &wasmtime::Error, memory_exceeded: Option<&str>) -> String {
+fn describe_trap(
+    trap: &wasmtime::Error,
+    memory_exceeded: Option<&str>,
+    fuel: Option<u64>,
+) -> String {
     if let Some(message) = memory_exceeded {
         return message.to_string();
     }
@@ -439,6 +462,10 @@ fn describe_trap(trap: &wasmtime::Error, memory_exceeded: Option<&str>) -> Strin
         Some(wasmtime::Trap::UnreachableCodeReached) => {
             "plugin trapped: a Rust panic or abort ends this way (its message, if any, is in the attempt's logs)".to_string()
         }
+        Some(wasmtime::Trap::OutOfFuel) => format!(
+            "plugin used up its instruction budget of {} (limits.fuel)",
+            fuel.unwrap_or(u64::MAX)
+        ),
         Some(code) => format!("plugin trapped: {code}"),
         None => format!("plugin failed: {}", trap.root_cause()),
     };

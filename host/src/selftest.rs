@@ -143,6 +143,7 @@ impl SelfTester {
                 timeout: std::time::Duration::from_millis(limits.timeout_ms),
                 memory_bytes: (limits.memory_mib as usize) << 20,
                 log_bytes_hint: limits.log_bytes,
+                fuel: limits.fuel,
             };
             // The report's kv writes are dropped here: a self-test never commits.
             let report = self
