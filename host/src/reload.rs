@@ -91,12 +91,7 @@ pub fn watch(
         // changes count, or every load would trigger the next.
         let mut changed: Vec<PathBuf> = events
             .iter()
-            .filter(|e| match e.kind {
-                EventKind::Create(_) | EventKind::Remove(_) | EventKind::Any => true,
-                EventKind::Modify(ModifyKind::Metadata(_)) => false,
-                EventKind::Modify(_) => true,
-                EventKind::Access(_) | EventKind::Other => false,
-            })
+            .filter(|e| changes_content(&e.kind))
             .flat_map(|e| e.paths.iter())
             .map(|p| absolute(p))
             .filter(|p| by_file.contains_key(p))
@@ -124,6 +119,18 @@ pub fn watch(
     };
     watcher.watch_folders(&tenants.all());
     Ok(watcher)
+}
+
+/// Whether a file event may have changed what a file holds: writes, creations, renames and
+/// removals do; reads (as loading a plugin or cargo reading sources does) and metadata changes do
+/// not — counting them makes every load or build trigger the next.
+pub fn changes_content(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Create(_) | EventKind::Remove(_) | EventKind::Any => true,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Modify(_) => true,
+        EventKind::Access(_) | EventKind::Other => false,
+    }
 }
 
 /// The path made absolute without resolving links (the watcher reports paths as configured).

@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use notify_debouncer_full::notify::event::{EventKind, ModifyKind};
 use notify_debouncer_full::notify::RecursiveMode;
 use notify_debouncer_full::{new_debouncer, DebounceEventResult};
 use sha2::Digest as _;
 
 use crate::app::App;
 use crate::config::Config;
+use crate::reload::changes_content;
 
 /// The tenant `hookhost dev` serves the plugin as.
 pub const DEV_TENANT: &str = "dev";
@@ -145,15 +145,6 @@ pub async fn dev(options: DevOptions) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn changes_content(kind: &EventKind) -> bool {
-    match kind {
-        EventKind::Create(_) | EventKind::Remove(_) | EventKind::Any => true,
-        EventKind::Modify(ModifyKind::Metadata(_)) => false,
-        EventKind::Modify(_) => true,
-        EventKind::Access(_) | EventKind::Other => false,
-    }
 }
 
 /// A build's result.
