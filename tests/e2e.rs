@@ -407,6 +407,39 @@ async fn a_retried_attempt_starts_from_clean_kv_and_wasi_grants_nothing() {
             .starts_with("file access refused"),
         "{file}"
     );
+
+    // Clocks: the wall clock reads the event's received time (the contract's time), the
+    // monotonic clock stands still; nothing lets a plugin time the host.
+    let clock = accepted(
+        host.send("rogue", "fc", &[JSON, AUTH], misbehaving("o-4", "clock"))
+            .await,
+    )
+    .await;
+    let clock = host.wait_finished(clock, Duration::from_secs(30)).await;
+    assert_eq!(
+        clock["attempts_detail"][0]["reason"],
+        format!(
+            "wall {} ms, monotonic advanced 0 ns",
+            clock["received_at_ms"].as_u64().unwrap()
+        ),
+        "{clock}"
+    );
+
+    // A huge successful answer is cut to the bound, and says so.
+    let huge = accepted(
+        host.send("rogue", "fc", &[JSON, AUTH], misbehaving("o-5", "hugeskip"))
+            .await,
+    )
+    .await;
+    let huge = host.wait_finished(huge, Duration::from_secs(30)).await;
+    assert_eq!(huge["state"], "skipped");
+    let reason = huge["attempts_detail"][0]["reason"].as_str().unwrap();
+    assert!(reason.len() < 5_000, "{} bytes kept", reason.len());
+    assert!(
+        reason.contains("more bytes cut"),
+        "{}",
+        &reason[reason.len() - 80..]
+    );
 }
 
 #[tokio::test]
@@ -1121,5 +1154,61 @@ token = "{TOKEN}"
     assert_eq!(
         host.wait_finished(seq, Duration::from_secs(60)).await["state"],
         "done"
+    );
+}
+
+/// The host's resident memory (VmRSS) in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+#[tokio::test]
+async fn memory_returns_to_its_baseline_after_plugins_fill_theirs() {
+    let host = Host::start(&misbehave_tenant(1)).await;
+    // Warm up: the plugin loaded and run once, the journal open.
+    let warm = accepted(
+        host.send("rogue", "fc", &[JSON, AUTH], misbehaving("warm", "none"))
+            .await,
+    )
+    .await;
+    host.wait_finished(warm, Duration::from_secs(60)).await;
+    let baseline = rss_mib(host.pid());
+    // 40 attempts each filling its 32 MiB memory to the limit (1.25 GiB in all), 8 at a time.
+    let mut seqs = Vec::new();
+    for n in 0..40 {
+        seqs.push(
+            accepted(
+                host.send(
+                    "rogue",
+                    "fc",
+                    &[JSON, AUTH],
+                    misbehaving(&format!("a{n}"), "alloc"),
+                )
+                .await,
+            )
+            .await,
+        );
+    }
+    for seq in seqs {
+        let event = host.wait_finished(seq, Duration::from_secs(60)).await;
+        assert!(
+            event["last_error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("memory limit"),
+            "{event}"
+        );
+    }
+    let after = rss_mib(host.pid());
+    eprintln!("RSS baseline {baseline:.1} MiB, after 40 memory bombs {after:.1} MiB");
+    assert!(
+        after < baseline + 16.0,
+        "resident memory went from {baseline:.1} MiB to {after:.1} MiB"
     );
 }

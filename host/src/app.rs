@@ -148,19 +148,16 @@ pub async fn serve_with(
 ) -> Result<()> {
     let storage: Arc<dyn Storage> =
         Arc::new(SqliteStorage::open(&config.database, config.durability)?);
-    let max_memory_mib = config
-        .tenants
-        .values()
-        .map(|t| t.limits.memory_mib)
-        .max()
-        .unwrap_or(64);
+    let max_memory_mib = config.max_memory_mib();
     let runtime = Arc::new(Runtime::new(&RuntimeConfig {
         cache_dir: config
             .cache_dir
             .clone()
             .context("cache_dir is resolved at load")?,
-        max_instances: (config.dispatch.workers as u32 * 2).max(16),
+        max_instances: config.max_instances(),
         max_memory_mib,
+        max_table_elements: config.max_table_elements(),
+        decommit_batch: config.decommit_batch(),
         fuel: config.tenants.values().any(|t| t.limits.fuel.is_some()),
     })?);
     let tenants = Arc::new(Tenants::from_config(&config)?);

@@ -33,6 +33,9 @@ pub struct Config {
     /// How events are dispatched to plugins.
     #[serde(default)]
     pub dispatch: DispatchConfig,
+    /// The WebAssembly engine's pooling allocator (fixed at start).
+    #[serde(default)]
+    pub runtime: RuntimeSettings,
     /// Events finished (done, skipped, dead) longer ago than this many hours are deleted, with
     /// their attempts, in the background. 0 keeps everything. Default: 7 days.
     #[serde(default = "default_retention_hours")]
@@ -91,6 +94,55 @@ pub struct DispatchConfig {
 impl Default for DispatchConfig {
     fn default() -> Self {
         DispatchConfig { workers: 32 }
+    }
+}
+
+/// Sizes of the pooling allocator: every slot is reserved up front, so these bound the host's
+/// memory whatever the plugins do.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSettings {
+    /// Plugin instances alive at once (default: twice `dispatch.workers`, at least 16). Must
+    /// exceed `dispatch.workers` (a new version's self-tests run beside the attempts).
+    pub max_instances: Option<u32>,
+    /// Largest linear memory any tenant may be given, in MiB: each slot's size (default: the
+    /// largest tenant `limits.memory_mib`). Config reloads cannot raise a tenant above it.
+    pub max_memory_mib: Option<u64>,
+    /// Most elements a plugin's table may grow to (default 100,000).
+    pub max_table_elements: Option<usize>,
+    /// Freed instances whose memory is returned to the OS in one batch (default 1: at once).
+    /// Batching saves syscalls at high event rates but keeps up to this many instances' touched
+    /// memory resident until the batch fills.
+    pub decommit_batch: Option<usize>,
+}
+
+impl Config {
+    /// Plugin instances alive at once.
+    pub fn max_instances(&self) -> u32 {
+        self.runtime
+            .max_instances
+            .unwrap_or((self.dispatch.workers as u32 * 2).max(16))
+    }
+
+    /// The pool's slot size in MiB.
+    pub fn max_memory_mib(&self) -> u64 {
+        self.runtime.max_memory_mib.unwrap_or_else(|| {
+            self.tenants
+                .values()
+                .map(|t| t.limits.memory_mib)
+                .max()
+                .unwrap_or(64)
+        })
+    }
+
+    /// Largest table a plugin may grow.
+    pub fn max_table_elements(&self) -> usize {
+        self.runtime.max_table_elements.unwrap_or(100_000)
+    }
+
+    /// Freed instances decommitted together.
+    pub fn decommit_batch(&self) -> usize {
+        self.runtime.decommit_batch.unwrap_or(1).max(1)
     }
 }
 
@@ -671,9 +723,26 @@ impl Config {
             if tenant.retry.max_attempts == 0 {
                 bail!("tenant {name}: retry.max_attempts must be at least 1");
             }
+            if tenant.limits.memory_mib > self.max_memory_mib() {
+                bail!(
+                    "tenant {name}: limits.memory_mib is {} but runtime.max_memory_mib (the pool's slot size) is {}: raise runtime.max_memory_mib or lower the tenant's limit",
+                    tenant.limits.memory_mib,
+                    self.max_memory_mib()
+                );
+            }
         }
         if self.dispatch.workers == 0 {
             bail!("dispatch.workers must be at least 1");
+        }
+        if self.max_instances() as usize <= self.dispatch.workers {
+            bail!(
+                "runtime.max_instances ({}) must be above dispatch.workers ({}): every running attempt holds an instance",
+                self.max_instances(),
+                self.dispatch.workers
+            );
+        }
+        if self.max_memory_mib() == 0 || self.max_memory_mib() > 4096 {
+            bail!("runtime.max_memory_mib must be 1 to 4096 (32-bit WebAssembly memories)");
         }
         Ok(())
     }
@@ -723,6 +792,37 @@ mod tests {
             err.to_string().contains("HOOKHOST_TEST_SURELY_UNSET"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_pool_is_sized_from_the_config_and_checked_against_the_tenants() {
+        let parse = |text: &str| {
+            let mut cfg: Config = toml::from_str(text).unwrap();
+            cfg.resolve_paths(Path::new("/etc"));
+            cfg
+        };
+        let tenant = "[tenants.a]\nplugin = 'p.wasm'\nlimits = { memory_mib = 128 }\n";
+        let defaults = parse(&format!("database = 'x'\n{tenant}"));
+        defaults.validate().unwrap();
+        assert_eq!(
+            (defaults.max_instances(), defaults.max_memory_mib()),
+            (64, 128)
+        );
+        let sized = parse(&format!(
+            "database = 'x'\n[runtime]\nmax_instances = 40\nmax_memory_mib = 256\n{tenant}"
+        ));
+        sized.validate().unwrap();
+        assert_eq!((sized.max_instances(), sized.max_memory_mib()), (40, 256));
+        let small_slots = parse(&format!(
+            "database = 'x'\n[runtime]\nmax_memory_mib = 64\n{tenant}"
+        ));
+        let err = small_slots.validate().unwrap_err().to_string();
+        assert!(err.contains("runtime.max_memory_mib"), "{err}");
+        let few = parse(&format!(
+            "database = 'x'\n[runtime]\nmax_instances = 32\n{tenant}"
+        ));
+        let err = few.validate().unwrap_err().to_string();
+        assert!(err.contains("dispatch.workers (32)"), "{err}");
     }
 
     #[test]

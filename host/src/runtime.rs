@@ -62,6 +62,10 @@ pub struct RuntimeConfig {
     pub max_memory_mib: u64,
     /// Count fuel (instruction budgets); attempts without a budget get an unlimited one.
     pub fuel: bool,
+    /// Most elements a plugin's table may grow to.
+    pub max_table_elements: usize,
+    /// Freed instance slots whose memory is returned to the OS together (1 = at once).
+    pub decommit_batch: usize,
 }
 
 /// A compiled, type-checked plugin ready to be instantiated per event.
@@ -145,10 +149,38 @@ impl WasiView for PluginState {
     }
 }
 
+/// The only time a plugin is given is the contract's: WASI's wall clock reads the event's
+/// `received-at-ms`, on every attempt and replay alike. Plugins cannot time the host (a side
+/// channel) and their results do not depend on when an attempt happens to run.
+struct ContractWallClock(Duration);
+
+impl wasmtime_wasi::HostWallClock for ContractWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+    fn now(&self) -> Duration {
+        self.0
+    }
+}
+
+/// WASI's monotonic clock stands still (it may, it is only required not to go back). Sleeping
+/// still works (it waits real time, bounded by the attempt's deadline); measuring does not.
+struct FrozenMonotonicClock;
+
+impl wasmtime_wasi::HostMonotonicClock for FrozenMonotonicClock {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
 /// Caps linear memory and counts instances per store; refusing growth traps with a message that
 /// says which limit was hit.
 struct MemoryLimiter {
     max_bytes: usize,
+    max_table_elements: usize,
     exceeded: Option<String>,
 }
 
@@ -174,11 +206,19 @@ impl ResourceLimiter for MemoryLimiter {
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        if desired > self.max_table_elements {
+            let message = format!(
+                "plugin exceeded its table limit: it asked for {desired} elements (has {current}), the limit is {} (runtime.max_table_elements)",
+                self.max_table_elements
+            );
+            self.exceeded = Some(message.clone());
+            return Err(wasmtime::format_err!(message));
+        }
+        Ok(true)
     }
 }
 
@@ -190,6 +230,7 @@ pub struct Runtime {
     compat: String,
     _ticker: Arc<()>,
     fuel: bool,
+    max_table_elements: usize,
 }
 
 impl Runtime {
@@ -208,6 +249,7 @@ impl Runtime {
             .total_tables(config.max_instances * 4)
             .total_stacks(config.max_instances)
             .max_memory_size((config.max_memory_mib as usize) << 20)
+            .table_elements(config.max_table_elements)
             .max_component_instance_size(1 << 20)
             .max_core_instances_per_component(64)
             .max_memories_per_component(8)
@@ -215,8 +257,10 @@ impl Runtime {
             .linear_memory_keep_resident(64 << 10)
             .table_keep_resident(16 << 10)
             // Every event frees an instance; batching the decommits (madvise) cuts the syscalls
-            // and the TLB-shootdown interrupts that showed up in profiles (docs/BENCHMARKS.md).
-            .decommit_batch_size(16);
+            // and the TLB-shootdown interrupts that showed up in profiles (docs/BENCHMARKS.md),
+            // but a batch keeps up to `decommit_batch` slots' touched memory resident until it
+            // fills: off by default, so memory returns to its baseline after every attempt.
+            .decommit_batch_size(config.decommit_batch);
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
@@ -255,6 +299,7 @@ impl Runtime {
             compat,
             _ticker: ticker,
             fuel: config.fuel,
+            max_table_elements: config.max_table_elements,
         })
     }
 
@@ -349,10 +394,15 @@ impl Runtime {
             wasi: WasiCtx::builder()
                 .stdout(output.clone())
                 .stderr(output.clone())
+                .wall_clock(ContractWallClock(Duration::from_millis(
+                    event.received_at_ms,
+                )))
+                .monotonic_clock(FrozenMonotonicClock)
                 .build(),
             table: ResourceTable::new(),
             limiter: MemoryLimiter {
                 max_bytes: cx.memory_bytes,
+                max_table_elements: self.max_table_elements,
                 exceeded: None,
             },
             kv: cx.kv,

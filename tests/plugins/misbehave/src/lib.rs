@@ -83,6 +83,23 @@ impl Plugin for Misbehave {
                     vars.len()
                 )));
             }
+            "clock" => {
+                // What time it is, as far as the plugin can tell (wall and monotonic clocks).
+                let wall = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis())
+                    .unwrap_or(0);
+                let start = std::time::Instant::now();
+                let mut x: u64 = 0;
+                for _ in 0..5_000_000 {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+                return Ok(Outcome::Skipped(format!(
+                    "wall {wall} ms, monotonic advanced {} ns",
+                    start.elapsed().as_nanos()
+                )));
+            }
+            "hugeskip" => return Ok(Outcome::Skipped("y".repeat(10 << 20))),
             "file" => {
                 return match std::fs::read_to_string("/etc/passwd") {
                     Ok(_) => Err(Error::msg("misbehave: could read /etc/passwd")),
