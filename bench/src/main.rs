@@ -11,6 +11,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
+mod fairness;
+
 const TOKEN: &str = "bench-token";
 const ADMIN: &str = "bench-admin";
 
@@ -44,12 +46,21 @@ enum Cmd {
         /// is dispatched, and the end-to-end figures are skipped).
         #[arg(long)]
         ingest_only: bool,
+        /// `runtime.decommit_batch` for hookhost (default 1: memory returned after every attempt).
+        #[arg(long, default_value_t = 1)]
+        decommit_batch: usize,
     },
     /// Hot reload latency: a new plugin file renamed into place → the first event handled by it.
     Reload {
         /// How many reloads to measure.
         #[arg(long, default_value_t = 20)]
         count: usize,
+    },
+    /// Fairness: tenant B's latency with tenant A flooded (slow plugin) vs A idle.
+    Fairness {
+        /// B's events per phase (sent at 50/s).
+        #[arg(long, default_value_t = 500)]
+        events: usize,
     },
     /// The baseline: a bare axum server answering 200 to every POST (used by `ingest`).
     #[command(hide = true)]
@@ -64,10 +75,16 @@ fn main() -> Result<()> {
             print_table(&reload(count)?);
             Ok(())
         }
+        Cmd::Fairness { events } => {
+            prepare()?;
+            print_table(&fairness::fairness(events)?);
+            Ok(())
+        }
         Cmd::All { secs } => {
             prepare()?;
-            let mut rows = ingest(secs, 64, false, false)?;
+            let mut rows = ingest(secs, 64, false, false, 1)?;
             rows.extend(reload(20)?);
+            rows.extend(fairness::fairness(500)?);
             print_table(&rows);
             Ok(())
         }
@@ -76,9 +93,10 @@ fn main() -> Result<()> {
             connections,
             fast,
             ingest_only,
+            decommit_batch,
         } => {
             prepare()?;
-            let rows = ingest(secs, connections, fast, ingest_only)?;
+            let rows = ingest(secs, connections, fast, ingest_only, decommit_batch)?;
             print_table(&rows);
             Ok(())
         }
@@ -142,6 +160,8 @@ fn prepare() -> Result<()> {
             "wasm32-wasip2",
             "-p",
             "kv-set",
+            "-p",
+            "order-sync",
         ])
         .status()?;
     if !status.success() {
@@ -448,7 +468,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// 200-OK server and against hookhost (durable journal, dispatch to a wasm plugin running at the
 /// same time). End to end: from the first request until every accepted event has completed in the
 /// plugin, and each event's time from acceptance to completion.
-fn ingest(secs: u64, connections: u32, fast: bool, ingest_only: bool) -> Result<Vec<Row>> {
+fn ingest(
+    secs: u64,
+    connections: u32,
+    fast: bool,
+    ingest_only: bool,
+    decommit_batch: usize,
+) -> Result<Vec<Row>> {
     let (bare_process, bare) = spawn_listening(
         {
             let mut c = Command::new(std::env::current_exe()?);
@@ -468,7 +494,8 @@ fn ingest(secs: u64, connections: u32, fast: bool, ingest_only: bool) -> Result<
     };
     let durability = if fast { "fast" } else { "durable" };
     let config = format!(
-        "listen = \"127.0.0.1:0\"\ndatabase = \"bench.db\"\ndurability = \"{durability}\"\n[admin]\ntoken = \"{ADMIN}\"\n\
+        "listen = \"127.0.0.1:0\"\ndatabase = \"bench.db\"\ndurability = \"{durability}\"\n\
+         [runtime]\ndecommit_batch = {decommit_batch}\n[admin]\ntoken = \"{ADMIN}\"\n\
          [tenants.bench]\nplugin = {plugin:?}\nlimits = {{ kv_max_keys = 100000000 }}\n[tenants.bench.sources.fincart]\nprovider = \"fincart\"\ntoken = \"{TOKEN}\"\n"
     );
     std::fs::write(dir.path().join("hookhost.toml"), config)?;

@@ -23,7 +23,7 @@ use crate::now_ms;
 use crate::plugins::PluginRegistry;
 use crate::runtime::{AttemptContext, PluginOutcome, Runtime};
 use crate::storage::{
-    AttemptOutcome, AttemptRecord, EventState, FinishedAttempt, Storage, StoredEvent,
+    AttemptOutcome, AttemptRecord, EventState, FinishedAttempt, KvConflict, Storage, StoredEvent,
 };
 use crate::tenants::Tenants;
 
@@ -130,6 +130,9 @@ impl Core {
         };
         let mut timers: BinaryHeap<Reverse<(u64, OrderKey)>> = BinaryHeap::new();
         let mut running = 0usize;
+        // Events queued (a running count: summing the queues on every message would make the
+        // loop quadratic under a flood of distinct orders).
+        let mut queued = 0usize;
         loop {
             while running < self.workers {
                 let Some(key) = ready.next(&cap) else { break };
@@ -149,8 +152,7 @@ impl Core {
                 });
             }
             self.in_flight.send_replace(running);
-            let waiting: usize = queues.values().map(|q| q.events.len()).sum();
-            metrics::gauge!(crate::telemetry::QUEUE_DEPTH).set(waiting as f64);
+            metrics::gauge!(crate::telemetry::QUEUE_DEPTH).set(queued as f64);
             let next_timer = timers.peek().map(|Reverse((at, _))| *at);
             let sleep = async {
                 match next_timer {
@@ -167,6 +169,7 @@ impl Core {
                         let key = (event.tenant.clone(), event.event.order_key());
                         let queue = queues.entry(key.clone()).or_default();
                         queue.events.push_back(*event);
+                        queued += 1;
                         if queue.events.len() == 1 {
                             schedule_head(&key, queue, &mut ready, &mut timers);
                         }
@@ -178,7 +181,9 @@ impl Core {
                         queue.busy = false;
                         match next {
                             Next::Completed => {
-                                queue.events.pop_front();
+                                if queue.events.pop_front().is_some() {
+                                    queued -= 1;
+                                }
                             }
                             Next::Retry { at_ms, attempts } => {
                                 if let Some(head) = queue.events.front_mut() {
@@ -398,10 +403,30 @@ async fn attempt(deps: &DispatchDeps, event: StoredEvent) -> Next {
             logs_dropped: report.logs_dropped,
         },
         kv_writes: report.kv_writes,
+        kv_reads: report.kv_reads,
         next_state,
         next_attempt_at_ms,
     };
-    if let Err(e) = deps.storage.finish_attempt(finished).await {
+    let committed = deps.storage.finish_attempt(finished).await;
+    if let Some(conflict) = committed
+        .as_ref()
+        .err()
+        .and_then(|e| e.downcast_ref::<KvConflict>())
+    {
+        // Another attempt of this tenant changed what this one read, and committed first:
+        // nothing was written, and the attempt is not counted (it had no effect and it is not the
+        // plugin's fault). The event runs again at once on fresh data with the same attempt
+        // number, as if this run had not happened; every conflict means another attempt
+        // committed, so the tenant always makes progress.
+        tracing::debug!(tenant = %event.tenant, seq = event.seq, "{conflict}");
+        metrics::counter!(crate::telemetry::KV_CONFLICTS, "tenant" => event.tenant.clone())
+            .increment(1);
+        return Next::Retry {
+            at_ms: now_ms() + rand::rng().random_range(1..=20),
+            attempts: event.attempts,
+        };
+    }
+    if let Err(e) = committed {
         // The attempt's effects were not recorded: run it again (at-least-once).
         tracing::error!(tenant = %event.tenant, seq = event.seq, "cannot record the attempt; it will run again: {e:#}");
         return Next::Retry {
@@ -458,6 +483,7 @@ pub async fn record_interrupted(
                 logs_dropped: 0,
             },
             kv_writes: Vec::new(),
+            kv_reads: Vec::new(),
             next_state: if dead { EventState::Dead } else { EventState::Pending },
             next_attempt_at_ms,
         })

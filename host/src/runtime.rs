@@ -28,7 +28,7 @@ use crate::capabilities::http::{HttpCapability, HttpError, HttpRequest, Method};
 use crate::capabilities::kv::{KvError, KvTxn};
 use crate::capabilities::log::{Level, LogCapture};
 use crate::event::{CanonicalStatus, EventKind};
-use crate::storage::{KvWrite, LogLine, StoredEvent};
+use crate::storage::{KvRead, KvWrite, LogLine, StoredEvent};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -121,6 +121,8 @@ pub struct AttemptReport {
     pub result: Result<PluginOutcome, String>,
     /// kv writes made (to commit only on success).
     pub kv_writes: Vec<KvWrite>,
+    /// What the attempt read from the committed kv (validated when the writes commit).
+    pub kv_reads: Vec<KvRead>,
     /// Log lines kept.
     pub logs: Vec<LogLine>,
     /// Log lines dropped.
@@ -163,16 +165,17 @@ impl wasmtime_wasi::HostWallClock for ContractWallClock {
     }
 }
 
-/// WASI's monotonic clock stands still (it may, it is only required not to go back). Sleeping
-/// still works (it waits real time, bounded by the attempt's deadline); measuring does not.
-struct FrozenMonotonicClock;
+/// WASI's monotonic clock starts at zero when the attempt starts and ticks in whole milliseconds:
+/// timers, sleeps and event loops (JavaScript's, Python's) work, but a plugin learns nothing about
+/// the host beyond how long its own attempt has run, and too coarsely to time the host's work.
+struct AttemptMonotonicClock(std::time::Instant);
 
-impl wasmtime_wasi::HostMonotonicClock for FrozenMonotonicClock {
+impl wasmtime_wasi::HostMonotonicClock for AttemptMonotonicClock {
     fn resolution(&self) -> u64 {
         1_000_000
     }
     fn now(&self) -> u64 {
-        0
+        (self.0.elapsed().as_millis() as u64).saturating_mul(1_000_000)
     }
 }
 
@@ -397,7 +400,7 @@ impl Runtime {
                 .wall_clock(ContractWallClock(Duration::from_millis(
                     event.received_at_ms,
                 )))
-                .monotonic_clock(FrozenMonotonicClock)
+                .monotonic_clock(AttemptMonotonicClock(started))
                 .build(),
             table: ResourceTable::new(),
             limiter: MemoryLimiter {
@@ -462,13 +465,15 @@ impl Runtime {
             state.log.write(Level::Print, line.to_string());
         }
         let (logs, logs_dropped) = state.log.finish();
+        // Only a handled event (done or skipped) commits its kv writes; retry-after, errors,
+        // traps and timeouts leave no change behind.
+        let (kv_writes, kv_reads) = match result {
+            Ok(PluginOutcome::Done | PluginOutcome::Skipped(_)) => state.kv.into_parts(),
+            _ => (Vec::new(), Vec::new()),
+        };
         AttemptReport {
-            // Only a handled event (done or skipped) commits its kv writes; retry-after, errors,
-            // traps and timeouts leave no change behind.
-            kv_writes: match result {
-                Ok(PluginOutcome::Done | PluginOutcome::Skipped(_)) => state.kv.into_writes(),
-                _ => Vec::new(),
-            },
+            kv_writes,
+            kv_reads,
             result,
             logs,
             logs_dropped,

@@ -25,6 +25,8 @@ pub const PLUGIN_SECONDS: &str = "hookhost_plugin_seconds";
 pub const QUEUE_DEPTH: &str = "hookhost_queue_depth";
 /// Plugin loads, by `result` (loaded, failed, removed).
 pub const PLUGIN_LOADS: &str = "hookhost_plugin_loads_total";
+/// Attempts whose kv writes were refused because a key they read changed meanwhile (retried).
+pub const KV_CONFLICTS: &str = "hookhost_kv_conflicts_total";
 
 /// A label value for a name not in the config (never the caller's text).
 pub const UNKNOWN: &str = "_unknown";

@@ -4,10 +4,11 @@
 //! transaction (see `Storage::finish_attempt`), so a failed, trapped or timed-out attempt leaves no
 //! change behind, and a retried event never sees half of a previous attempt's writes.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::storage::{KvWrite, Storage};
+use crate::storage::{kv_digest, KvRead, KvWrite, Storage};
 
 /// Longest key, in bytes.
 pub const MAX_KEY_BYTES: u32 = 512;
@@ -45,6 +46,8 @@ pub struct KvTxn {
     added: i64,
     /// The tenant's committed key count, read once per attempt when first needed.
     committed_keys: Option<i64>,
+    /// What `get` saw in the committed store, per key (first read): validated at commit.
+    reads: RefCell<BTreeMap<String, Option<[u8; 32]>>>,
 }
 
 impl KvTxn {
@@ -57,6 +60,7 @@ impl KvTxn {
             overlay: BTreeMap::new(),
             added: 0,
             committed_keys: None,
+            reads: RefCell::new(BTreeMap::new()),
         }
     }
 
@@ -73,12 +77,29 @@ impl KvTxn {
             .map_err(|e| KvError::Storage(format!("{e:#}")))
     }
 
-    /// The value as this attempt sees it.
+    /// The value as this attempt sees it. A value read from the committed store is remembered,
+    /// so that the attempt's writes commit only if it is still the same then.
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         Self::check_key(key)?;
         match self.overlay.get(key) {
             Some(v) => Ok(v.clone()),
-            None => self.committed(key),
+            None => {
+                let value = self.committed(key)?;
+                self.reads
+                    .borrow_mut()
+                    .entry(key.to_string())
+                    .or_insert_with(|| value.as_deref().map(kv_digest));
+                Ok(value)
+            }
+        }
+    }
+
+    /// Whether the key is visible to this attempt, without counting as a read (a blind write
+    /// does not depend on the old value).
+    fn visible(&self, key: &str) -> Result<bool, KvError> {
+        match self.overlay.get(key) {
+            Some(v) => Ok(v.is_some()),
+            None => self.exists_committed(key),
         }
     }
 
@@ -93,7 +114,7 @@ impl KvTxn {
         if value.len() > self.limits.max_value_bytes {
             return Err(KvError::ValueTooLarge(self.limits.max_value_bytes as u64));
         }
-        let visible_before = self.get(key)?.is_some();
+        let visible_before = self.visible(key)?;
         if !visible_before {
             let count = match self.committed_keys {
                 Some(n) => n,
@@ -119,7 +140,7 @@ impl KvTxn {
     /// Deletes a key; returns whether it existed (as this attempt saw it).
     pub fn delete(&mut self, key: &str) -> Result<bool, KvError> {
         Self::check_key(key)?;
-        let existed = self.get(key)?.is_some();
+        let existed = self.visible(key)?;
         if existed {
             self.added -= 1;
         }
@@ -164,15 +185,23 @@ impl KvTxn {
         Ok(keys)
     }
 
-    /// The writes to commit if the attempt succeeds.
-    pub fn into_writes(self) -> Vec<KvWrite> {
-        self.overlay
+    /// The writes to commit if the attempt succeeds, with what it read (to validate them).
+    pub fn into_parts(self) -> (Vec<KvWrite>, Vec<KvRead>) {
+        let reads = self
+            .reads
+            .into_inner()
+            .into_iter()
+            .map(|(key, seen)| KvRead { key, seen })
+            .collect();
+        let writes = self
+            .overlay
             .into_iter()
             .map(|(k, v)| match v {
                 Some(v) => KvWrite::Set(k, v),
                 None => KvWrite::Delete(k),
             })
-            .collect()
+            .collect();
+        (writes, reads)
     }
 }
 
@@ -209,6 +238,7 @@ mod tests {
                     logs_dropped: 0,
                 },
                 kv_writes: writes,
+                kv_reads: Vec::new(),
                 next_state: EventState::Done,
                 next_attempt_at_ms: 0,
             })
@@ -231,7 +261,7 @@ mod tests {
         let other = KvTxn::new("globex", s, LIMITS);
         assert_eq!(other.get("k").unwrap(), None);
         assert_eq!(
-            a.into_writes(),
+            a.into_parts().0,
             vec![KvWrite::Set("k".into(), b"v".to_vec())]
         );
     }

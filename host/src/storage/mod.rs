@@ -168,6 +168,44 @@ pub enum KvWrite {
     Delete(String),
 }
 
+/// A kv key an attempt read from the committed store, with a digest of what it saw (`None`: the
+/// key was absent). Checked when the attempt commits writes: see [`KvConflict`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvRead {
+    /// The key.
+    pub key: String,
+    /// SHA-256 of the value seen, or `None` if it was absent.
+    pub seen: Option<[u8; 32]>,
+}
+
+/// The digest a [`KvRead`] keeps.
+pub fn kv_digest(value: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(value).into()
+}
+
+/// Why an attempt's kv writes were not committed: a key it read was changed by another attempt
+/// (another order of the same tenant, running at the same time) before it committed. Committing
+/// would lose that attempt's update, so nothing is written and the event runs again on fresh data
+/// (optimistic concurrency: each tenant's kv behaves as if attempts ran one after another).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvConflict {
+    /// The key that changed.
+    pub key: String,
+}
+
+impl std::fmt::Display for KvConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "kv key {:?} was changed by a concurrent attempt after this one read it; nothing was written and the event runs again",
+            self.key
+        )
+    }
+}
+
+impl std::error::Error for KvConflict {}
+
 /// The end of an attempt: its record, its kv changes and the event's next state, committed in one
 /// transaction.
 #[derive(Debug, Clone)]
@@ -180,6 +218,9 @@ pub struct FinishedAttempt {
     pub record: AttemptRecord,
     /// kv writes to commit (empty unless the attempt succeeded).
     pub kv_writes: Vec<KvWrite>,
+    /// What the attempt read: if any of it changed since, the writes are refused with
+    /// [`KvConflict`] (checked only when there are writes).
+    pub kv_reads: Vec<KvRead>,
     /// The event's state after this attempt.
     pub next_state: EventState,
     /// For `Pending`: when to try again.
@@ -254,7 +295,8 @@ pub trait Storage: Send + Sync {
     /// Journals an accepted webhook durably (per the durability setting), deduplicating on
     /// (tenant, source, event id) atomically with the insert. Concurrent calls share commits.
     fn append(&self, event: NewEvent) -> BoxFuture<'_, Result<Appended>>;
-    /// Records an attempt, applies its kv writes and moves the event on, atomically.
+    /// Records an attempt, applies its kv writes and moves the event on, atomically; or, when a
+    /// key the attempt read has changed since, writes nothing and fails with [`KvConflict`].
     fn finish_attempt(&self, finished: FinishedAttempt) -> BoxFuture<'_, Result<()>>;
     /// Proves the store can commit a write now (readiness): a no-op through the writer.
     fn ping(&self) -> BoxFuture<'_, Result<()>>;

@@ -260,6 +260,20 @@ fn append(conn: &Connection, ev: &NewEvent) -> Result<Appended> {
 }
 
 fn finish(conn: &Connection, fin: &FinishedAttempt) -> Result<()> {
+    if !fin.kv_writes.is_empty() {
+        for read in &fin.kv_reads {
+            let current: Option<Vec<u8>> = conn
+                .prepare_cached("SELECT value FROM kv WHERE tenant = ?1 AND key = ?2")?
+                .query_row(params![fin.tenant, read.key], |r| r.get(0))
+                .optional()?;
+            if current.as_deref().map(super::kv_digest) != read.seen {
+                return Err(super::KvConflict {
+                    key: read.key.clone(),
+                }
+                .into());
+            }
+        }
+    }
     let now = now_ms() as i64;
     let last_error = match &fin.record.outcome {
         super::AttemptOutcome::Error { message } => Some(message.clone()),
@@ -681,6 +695,75 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_read_modify_write_on_stale_data_is_refused_not_lost() {
+        use crate::capabilities::kv::{KvLimits, KvTxn};
+        let dir = tempfile::tempdir().unwrap();
+        let store: std::sync::Arc<dyn Storage> = std::sync::Arc::new(
+            SqliteStorage::open(&dir.path().join("h.db"), Durability::Fast).unwrap(),
+        );
+        let limits = KvLimits {
+            max_value_bytes: 64,
+            max_keys: 100,
+        };
+        let mut seqs = Vec::new();
+        for id in ["e1", "e2", "e3", "e4"] {
+            let Appended::Accepted(seq) = store.append(event(id)).await.unwrap() else {
+                panic!()
+            };
+            seqs.push(seq);
+        }
+        let finish = |seq: i64, txn: KvTxn| {
+            let (kv_writes, kv_reads) = txn.into_parts();
+            store.finish_attempt(FinishedAttempt {
+                seq,
+                tenant: "acme".into(),
+                record: record(1, AttemptOutcome::Done),
+                kv_writes,
+                kv_reads,
+                next_state: EventState::Done,
+                next_attempt_at_ms: 0,
+            })
+        };
+        // Two attempts read the counter (absent), both write 1: the second must not commit.
+        let mut a = KvTxn::new("acme", store.clone(), limits);
+        let mut b = KvTxn::new("acme", store.clone(), limits);
+        assert_eq!(a.get("counter").unwrap(), None);
+        assert_eq!(b.get("counter").unwrap(), None);
+        a.set("counter", b"1".to_vec()).unwrap();
+        b.set("counter", b"1".to_vec()).unwrap();
+        finish(seqs[0], a).await.unwrap();
+        let err = finish(seqs[1], b).await.unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<super::super::KvConflict>(),
+            Some(&super::super::KvConflict {
+                key: "counter".into()
+            })
+        );
+        // Nothing of the refused attempt was written: its event is still pending.
+        assert_eq!(
+            store.kv_get("acme", "counter").unwrap(),
+            Some(b"1".to_vec())
+        );
+        let pending: Vec<i64> = store.unfinished().unwrap().iter().map(|e| e.seq).collect();
+        assert!(pending.contains(&seqs[1]));
+        // Run again on fresh data, it commits 2. Blind writes (no read) never conflict.
+        let mut b = KvTxn::new("acme", store.clone(), limits);
+        assert_eq!(b.get("counter").unwrap(), Some(b"1".to_vec()));
+        b.set("counter", b"2".to_vec()).unwrap();
+        let mut c = KvTxn::new("acme", store.clone(), limits);
+        c.set("last", b"c".to_vec()).unwrap();
+        let mut d = KvTxn::new("acme", store.clone(), limits);
+        d.set("last", b"d".to_vec()).unwrap();
+        finish(seqs[1], b).await.unwrap();
+        finish(seqs[2], c).await.unwrap();
+        finish(seqs[3], d).await.unwrap();
+        assert_eq!(
+            store.kv_get("acme", "counter").unwrap(),
+            Some(b"2".to_vec())
+        );
+    }
+
+    #[tokio::test]
     async fn finish_commits_kv_with_the_outcome_and_counts_keys() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStorage::open(&dir.path().join("h.db"), Durability::Fast).unwrap();
@@ -698,6 +781,7 @@ mod tests {
                     },
                 ),
                 kv_writes: vec![],
+                kv_reads: Vec::new(),
                 next_state: EventState::Pending,
                 next_attempt_at_ms: 5000,
             })
@@ -724,6 +808,7 @@ mod tests {
                     KvWrite::Set("b".into(), b"3".to_vec()),
                     KvWrite::Delete("b".into()),
                 ],
+                kv_reads: Vec::new(),
                 next_state: EventState::Done,
                 next_attempt_at_ms: 0,
             })
@@ -752,6 +837,7 @@ mod tests {
             tenant: "acme".into(),
             record: record(attempt, outcome),
             kv_writes: vec![],
+            kv_reads: Vec::new(),
             next_state,
             next_attempt_at_ms: 0,
         }

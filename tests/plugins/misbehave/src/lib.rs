@@ -100,6 +100,17 @@ impl Plugin for Misbehave {
                 )));
             }
             "hugeskip" => return Ok(Outcome::Skipped("y".repeat(10 << 20))),
+            "count" => {
+                // A read-modify-write of one key shared by every order of the tenant, slowed
+                // down so that concurrent attempts overlap.
+                let n: u64 = kv::get_json("shared-counter")?.unwrap_or(0);
+                let mut x: u64 = 0;
+                for _ in 0..2_000_000 {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+                kv::set_json("shared-counter", &(n + 1))?;
+                return Ok(Outcome::Done);
+            }
             "file" => {
                 return match std::fs::read_to_string("/etc/passwd") {
                     Ok(_) => Err(Error::msg("misbehave: could read /etc/passwd")),
