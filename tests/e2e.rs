@@ -1218,31 +1218,36 @@ async fn memory_returns_to_its_baseline_after_plugins_fill_theirs() {
 }
 
 #[tokio::test]
-async fn a_plugin_needing_a_larger_table_than_the_pool_allows_is_refused() {
-    // The recorder's function table has more than 8 elements; the pool allows 8.
-    let tenants = format!(
-        "[runtime]\nmax_table_elements = 8\n{}",
-        misbehave_tenant(1).replace(
-            &*plugin("misbehave").to_string_lossy(),
-            &plugin("recorder").to_string_lossy()
-        )
-    );
-    let host = Host::start(&tenants).await;
-    // Refused at load, with the reason: the plugin never serves, its events wait.
-    let status = wait_for("the refusal", Duration::from_secs(60), async || {
-        let t = host.admin("/admin/tenants").await;
-        let p = t["tenants"][0]["plugin"].clone();
-        p["last_error"].is_string().then_some(p)
-    })
-    .await;
-    let error = status["last_error"].as_str().unwrap();
-    assert!(
-        error.contains("table") && error.contains("exceeds the limit of 8"),
-        "{error}"
-    );
-    assert!(status["version"].is_null(), "{status}");
-    let ready = reqwest::get(format!("{}/readyz", host.base)).await.unwrap();
-    assert_eq!(ready.status(), 503);
+async fn a_plugin_needing_more_than_the_pool_allows_is_refused_at_load() {
+    // The recorder's function table has more than 8 elements and it creates 3 core instances.
+    for (runtime, expected) in [
+        ("max_table_elements = 8", "exceeds the limit of 8"),
+        (
+            "max_core_instances = 2",
+            "exceeds the configured maximum of 2",
+        ),
+    ] {
+        let tenants = format!(
+            "[runtime]\n{runtime}\n{}",
+            misbehave_tenant(1).replace(
+                &*plugin("misbehave").to_string_lossy(),
+                &plugin("recorder").to_string_lossy()
+            )
+        );
+        let host = Host::start(&tenants).await;
+        // Refused at load, with the reason: the plugin never serves, its events wait.
+        let status = wait_for("the refusal", Duration::from_secs(60), async || {
+            let t = host.admin("/admin/tenants").await;
+            let p = t["tenants"][0]["plugin"].clone();
+            p["last_error"].is_string().then_some(p)
+        })
+        .await;
+        let error = status["last_error"].as_str().unwrap();
+        assert!(error.contains(expected), "{runtime}: {error}");
+        assert!(status["version"].is_null(), "{status}");
+        let ready = reqwest::get(format!("{}/readyz", host.base)).await.unwrap();
+        assert_eq!(ready.status(), 503);
+    }
 }
 
 /// Read-modify-writes of one key from many orders at once (different orders run in parallel):

@@ -236,6 +236,15 @@ async fn the_config_is_reloaded_on_sighup_and_through_the_admin_api() {
         json!([]),
         "{applied}"
     );
+    // Secrets stay out of the admin API and the log, before and after the reload.
+    for path in ["/admin/config", "/admin/tenants"] {
+        let text = host.admin(path).await.to_string();
+        assert!(
+            !text.contains("token-one") && !text.contains("token-two"),
+            "{path}: {text}"
+        );
+    }
+    assert!(!host.logs().contains("token-one") && !host.logs().contains("token-two"));
     assert_eq!(send("first", "token-one", "o2").await.status(), 401);
     let seq = accepted(send("first", "token-one-rotated", "o3").await).await;
     assert_eq!(

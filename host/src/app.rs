@@ -158,6 +158,7 @@ pub async fn serve_with(
         max_memory_mib,
         max_table_elements: config.max_table_elements(),
         decommit_batch: config.decommit_batch(),
+        max_core_instances: config.max_core_instances(),
         fuel: config.tenants.values().any(|t| t.limits.fuel.is_some()),
     })?);
     let tenants = Arc::new(Tenants::from_config(&config)?);

@@ -110,6 +110,9 @@ pub struct RuntimeSettings {
     pub max_memory_mib: Option<u64>,
     /// Most elements a plugin's table may grow to (default 100,000).
     pub max_table_elements: Option<usize>,
+    /// Most core module instances one plugin component may create (default 64; a Rust plugin
+    /// uses 4, scripted plugins a few more).
+    pub max_core_instances: Option<u32>,
     /// Freed instances whose memory is returned to the OS in one batch (default 1: at once).
     /// Batching saves syscalls at high event rates but keeps up to this many instances' touched
     /// memory resident until the batch fills.
@@ -138,6 +141,11 @@ impl Config {
     /// Largest table a plugin may grow.
     pub fn max_table_elements(&self) -> usize {
         self.runtime.max_table_elements.unwrap_or(100_000)
+    }
+
+    /// Core instances one component may create.
+    pub fn max_core_instances(&self) -> u32 {
+        self.runtime.max_core_instances.unwrap_or(64).max(1)
     }
 
     /// Freed instances decommitted together.

@@ -64,6 +64,8 @@ pub struct RuntimeConfig {
     pub fuel: bool,
     /// Most elements a plugin's table may grow to.
     pub max_table_elements: usize,
+    /// Most core instances one component may create.
+    pub max_core_instances: u32,
     /// Freed instance slots whose memory is returned to the OS together (1 = at once).
     pub decommit_batch: usize,
 }
@@ -247,14 +249,14 @@ impl Runtime {
     pub fn new(config: &RuntimeConfig) -> Result<Runtime> {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(config.max_instances)
-            .total_core_instances(config.max_instances * 4)
+            .total_core_instances(config.max_instances * config.max_core_instances.min(16))
             .total_memories(config.max_instances * 2)
             .total_tables(config.max_instances * 4)
             .total_stacks(config.max_instances)
             .max_memory_size((config.max_memory_mib as usize) << 20)
             .table_elements(config.max_table_elements)
             .max_component_instance_size(1 << 20)
-            .max_core_instances_per_component(64)
+            .max_core_instances_per_component(config.max_core_instances)
             .max_memories_per_component(8)
             .max_tables_per_component(16)
             .linear_memory_keep_resident(64 << 10)

@@ -531,4 +531,34 @@ mod tests {
             HttpError::TooManyRequests(3)
         );
     }
+
+    #[tokio::test]
+    async fn a_redirect_is_handed_to_the_plugin_not_followed() {
+        // Following it would reach a host nobody allow-listed (here the cloud metadata address).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = axum::Router::new().route(
+            "/moved",
+            axum::routing::get(|| async {
+                (
+                    axum::http::StatusCode::FOUND,
+                    [(
+                        axum::http::header::LOCATION,
+                        "http://169.254.169.254/latest/",
+                    )],
+                )
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let mut http = capability(&[&format!("127.0.0.1:{port}")], 3);
+        let r = http
+            .send(get(&format!("http://127.0.0.1:{port}/moved")))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 302);
+        assert!(r
+            .headers
+            .iter()
+            .any(|(k, v)| k == "location" && v.contains("169.254.169.254")));
+    }
 }
