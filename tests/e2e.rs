@@ -1293,3 +1293,131 @@ async fn concurrent_read_modify_writes_of_a_shared_key_lose_no_update() {
         .await;
     eprintln!("{conflicts} kv conflicts resolved by running again");
 }
+
+/// JSON logs: each line about a webhook carries its tenant, source and event number (one span
+/// per webhook); an attempt's lines carry the event and attempt number.
+#[tokio::test]
+async fn json_logs_carry_the_webhook_and_attempt_spans() {
+    let host = Host::start_with_env(
+        tempfile::tempdir().unwrap(),
+        &misbehave_tenant(1),
+        &[("HOOKHOST_LOG_JSON", "true")],
+    )
+    .await;
+    let refused = host
+        .send(
+            "rogue",
+            "fc",
+            &[JSON, ("authorization", "wrong")],
+            misbehaving("x", "none"),
+        )
+        .await;
+    assert_eq!(refused.status(), 401);
+    let seq = accepted(
+        host.send("rogue", "fc", &[JSON, AUTH], misbehaving("o-err", "error"))
+            .await,
+    )
+    .await;
+    host.wait_finished(seq, Duration::from_secs(60)).await;
+    let lines: Vec<Value> = host
+        .logs()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let rejected = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "webhook rejected: unauthorized")
+        .expect("the rejection is logged");
+    assert_eq!(rejected["span"]["tenant"], "rogue", "{rejected}");
+    assert_eq!(rejected["span"]["source"], "fc", "{rejected}");
+    let failed = lines
+        .iter()
+        .find(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("attempt failed"))
+        })
+        .expect("the failed attempt is logged");
+    assert_eq!(failed["span"]["name"], "attempt", "{failed}");
+    assert_eq!(failed["span"]["event"], seq, "{failed}");
+    assert_eq!(failed["span"]["attempt"], 1, "{failed}");
+    assert!(!host.logs().contains(TOKEN), "the token is never logged");
+}
+
+/// The CLI shows what the admin API shows: events, one event with its attempts and logs, dead
+/// letters and plugins, as tables or as the API's JSON.
+#[tokio::test]
+async fn the_cli_lists_events_dead_letters_and_plugins() {
+    let host = Host::start(&misbehave_tenant(1)).await;
+    let ok = accepted(
+        host.send("rogue", "fc", &[JSON, AUTH], misbehaving("o-ok", "none"))
+            .await,
+    )
+    .await;
+    let bad = accepted(
+        host.send("rogue", "fc", &[JSON, AUTH], misbehaving("o-bad", "error"))
+            .await,
+    )
+    .await;
+    host.wait_finished(ok, Duration::from_secs(60)).await;
+    host.wait_finished(bad, Duration::from_secs(60)).await;
+    let run = |args: &[&str]| {
+        let out = host.cli(args);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+
+    let (success, events, _) = run(&["events", "--tenant", "rogue"]);
+    assert!(success);
+    let lines: Vec<&str> = events.lines().collect();
+    assert!(
+        lines[0].starts_with("EVENT") && lines[0].contains("LAST ERROR"),
+        "{events}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{bad} ")) && lines[1].contains("dead"),
+        "{events}"
+    );
+    assert!(lines[1].contains("deliberate error"), "{events}");
+    assert!(
+        lines[2].starts_with(&format!("{ok} ")) && lines[2].contains("done"),
+        "{events}"
+    );
+
+    let (_, json, _) = run(&["events", "--tenant", "rogue", "--state", "done", "--json"]);
+    let page: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(page["events"].as_array().unwrap().len(), 1);
+    assert_eq!(page["events"][0]["seq"], ok);
+
+    let (_, detail, _) = run(&["event", &bad.to_string()]);
+    assert!(detail.contains("dead after 1 attempt"), "{detail}");
+    assert!(detail.contains("order o-bad"), "{detail}");
+    assert!(detail.contains("attempt 1 · version"), "{detail}");
+    assert!(
+        detail.contains("error: plugin returned an error: misbehave: deliberate error"),
+        "{detail}"
+    );
+
+    let (_, dead, _) = run(&["dead-letters", "--tenant", "rogue"]);
+    assert!(dead.contains(&format!("\n{bad} ")), "{dead}");
+    assert!(!dead.contains(&format!("\n{ok} ")), "{dead}");
+
+    let (_, plugins, _) = run(&["plugins"]);
+    let version = host.admin("/admin/tenants").await["tenants"][0]["plugin"]["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        plugins.contains("rogue") && plugins.contains(&version),
+        "{plugins}"
+    );
+
+    let (success, _, stderr) = run(&["events", "--tenant", "nobody"]);
+    assert!(
+        !success && stderr.contains("404") && stderr.contains("nobody"),
+        "{stderr}"
+    );
+}

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument as _;
 
 use crate::capabilities::http::HttpCapability;
 use crate::capabilities::kv::KvTxn;
@@ -146,8 +147,9 @@ impl Core {
                 running += 1;
                 let deps = self.deps.clone();
                 let tx = self.tx.clone();
+                let span = tracing::info_span!("attempt", tenant = %event.tenant, event = event.seq, attempt = event.attempts + 1);
                 tokio::spawn(async move {
-                    let next = attempt(&deps, event).await;
+                    let next = attempt(&deps, event).instrument(span).await;
                     let _ = tx.send(Message::Finished(key, next));
                 });
             }

@@ -14,6 +14,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
+use tracing::Instrument as _;
 
 use crate::app::App;
 use crate::providers::WebhookRequest;
@@ -79,6 +80,7 @@ pub async fn receive(
         headers,
         body,
     )
+    .instrument(webhook_span())
     .await
 }
 
@@ -102,7 +104,19 @@ pub async fn receive_with_path_token(
         headers,
         body,
     )
+    .instrument(webhook_span())
     .await
+}
+
+/// One span per webhook: every log line about it carries the tenant, the source and (once
+/// journaled) the event number, in text and JSON logs alike.
+fn webhook_span() -> tracing::Span {
+    tracing::info_span!(
+        "webhook",
+        tenant = tracing::field::Empty,
+        source = tracing::field::Empty,
+        event = tracing::field::Empty
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -117,6 +131,9 @@ async fn handle(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let received_at_ms = crate::now_ms();
+    let span = tracing::Span::current();
+    span.record("tenant", tenant_name.as_str());
+    span.record("source", source_name.as_str());
     use crate::telemetry as m;
     let reject = |tenant: &str, source: &str, reason: &'static str| {
         metrics::counter!(m::REJECTED, "tenant" => tenant.to_string(), "source" => source.to_string(), "reason" => reason).increment(1);
@@ -265,6 +282,7 @@ async fn handle(
         .record(crate::now_ms().saturating_sub(received_at_ms) as f64 / 1000.0);
     match appended {
         Ok(Appended::Accepted(seq)) => {
+            span.record("event", seq);
             metrics::counter!(m::ACCEPTED, &labels).increment(1);
             tracing::debug!(tenant = %tenant_name, source = %source_name, seq, "webhook accepted");
             (
@@ -274,6 +292,7 @@ async fn handle(
                 .into_response()
         }
         Ok(Appended::Duplicate(seq)) => {
+            span.record("event", seq);
             metrics::counter!(m::DUPLICATES, &labels).increment(1);
             tracing::debug!(tenant = %tenant_name, source = %source_name, seq, "duplicate webhook acknowledged, not dispatched");
             let mut response = (

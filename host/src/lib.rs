@@ -6,10 +6,12 @@
 //! [`storage`] (journal, dedupe) → [`dispatcher`] (ordering, retries, dead letters) →
 //! [`runtime`] (wasmtime, a fresh instance per event) with [`capabilities`] → outcome recorded in
 //! [`storage`]. Around them: [`config`], [`tenants`], [`plugins`] (the registry), [`reload`]
-//! (hot reload of plugins) with [`selftest`], [`reconfigure`] (config reload), [`admin`], [`sink`], [`app`] (wiring
-//! and serving) and [`devloop`] (`hookhost send`, `new`, `dev`).
+//! (hot reload of plugins) with [`selftest`], [`reconfigure`] (config reload), [`admin`],
+//! [`sink`], [`app`] (wiring and serving), [`admin_cli`] (the CLI's admin commands) and
+//! [`devloop`] (`hookhost send`, `new`, `dev`).
 
 pub mod admin;
+pub mod admin_cli;
 pub mod app;
 pub mod capabilities;
 pub mod config;

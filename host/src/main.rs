@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use hookhost::admin_cli;
 
 /// mimalloc instead of glibc's allocator: a webhook allocates many small buffers on several
 /// threads, where glibc's malloc showed up as ~17% of CPU in profiles (docs/BENCHMARKS.md).
@@ -15,7 +16,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(name = "hookhost", version, about)]
 struct Cli {
     /// Log as JSON lines instead of text.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "HOOKHOST_LOG_JSON")]
     log_json: bool,
     #[command(subcommand)]
     command: Command,
@@ -47,6 +48,58 @@ enum Command {
         /// `3d`), an RFC 3339 time or milliseconds since the epoch.
         #[arg(long)]
         since: Option<String>,
+    },
+    /// A tenant's events on a running host, newest first.
+    Events {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Only events in this state: pending, running, done, skipped, dead.
+        #[arg(long)]
+        state: Option<String>,
+        /// How many (at most 500).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Events before this one (the cursor printed under a full page).
+        #[arg(long)]
+        before: Option<i64>,
+        /// Print the admin API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One event: raw payload, normalized form, every attempt with its plugin logs.
+    Event {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The event's number.
+        seq: i64,
+        /// Print the admin API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A tenant's dead letters (replay them with `hookhost replay --tenant T`).
+    DeadLetters {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// How many (at most 500).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print the admin API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every tenant's plugin: version serving, when loaded, reloads, last error.
+    Plugins {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the admin API's JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Send a webhook to a running host, authenticated and signed exactly as the provider would
     /// for that source (credentials from the config file), with a shipped sample or your file.
@@ -161,7 +214,7 @@ fn run() -> Result<()> {
                 },
                 (None, None) => unreachable!("clap requires --event or --tenant"),
             };
-            let reply = tokio::runtime::Runtime::new()?.block_on(admin_post(&admin, &path))?;
+            let reply = block_on(admin.client().post(&path))?;
             let seqs: Vec<String> = reply["replayed"]
                 .as_array()
                 .map(|a| a.iter().map(|v| v.to_string()).collect())
@@ -175,6 +228,43 @@ fn run() -> Result<()> {
                 ),
             }
             Ok(())
+        }
+        Command::Events {
+            admin,
+            tenant,
+            state,
+            limit,
+            before,
+            json,
+        } => {
+            let mut path = format!("/admin/tenants/{tenant}/events?limit={limit}");
+            if let Some(state) = state {
+                path.push_str(&format!("&state={state}"));
+            }
+            if let Some(before) = before {
+                path.push_str(&format!("&before={before}"));
+            }
+            let page = block_on(admin.client().get(&path))?;
+            print_or_json(&page, json, admin_cli::events_table)
+        }
+        Command::Event { admin, seq, json } => {
+            let event = block_on(admin.client().get(&format!("/admin/events/{seq}")))?;
+            print_or_json(&event, json, admin_cli::event_detail)
+        }
+        Command::DeadLetters {
+            admin,
+            tenant,
+            limit,
+            json,
+        } => {
+            let page = block_on(admin.client().get(&format!(
+                "/admin/tenants/{tenant}/dead-letters?limit={limit}"
+            )))?;
+            print_or_json(&page, json, admin_cli::events_table)
+        }
+        Command::Plugins { admin, json } => {
+            let tenants = block_on(admin.client().get("/admin/tenants"))?;
+            print_or_json(&tenants, json, admin_cli::plugins_table)
         }
         Command::Send {
             provider,
@@ -241,29 +331,29 @@ fn run() -> Result<()> {
     }
 }
 
-/// POSTs to the admin API and returns its JSON, or the server's error message.
-async fn admin_post(admin: &AdminArgs, path: &str) -> Result<serde_json::Value> {
-    let url = format!("{}{path}", admin.url.trim_end_matches('/'));
-    let response = reqwest::Client::new()
-        .post(&url)
-        .bearer_auth(&admin.token)
-        .send()
-        .await
-        .with_context(|| {
-            format!(
-                "cannot reach hookhost at {}: is it running, and is --url right?",
-                admin.url
-            )
-        })?;
-    let status = response.status();
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
-    if !status.is_success() {
-        bail!(
-            "{status}: {}",
-            body["error"].as_str().unwrap_or("(no message)")
-        );
+/// Runs a future to completion on a fresh runtime (the CLI commands are one request each).
+fn block_on<T>(future: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Runtime::new()?.block_on(future)
+}
+
+/// Prints the API's JSON, or its readable rendering.
+fn print_or_json(
+    value: &serde_json::Value,
+    json: bool,
+    render: fn(&serde_json::Value) -> String,
+) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        println!("{}", render(value));
     }
-    Ok(body)
+    Ok(())
+}
+
+impl AdminArgs {
+    fn client(&self) -> admin_cli::AdminClient {
+        admin_cli::AdminClient::new(&self.url, &self.token)
+    }
 }
 
 /// `90m`, `2h`, `3d` (that long ago), an RFC 3339 time, or milliseconds since the epoch.

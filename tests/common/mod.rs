@@ -97,6 +97,15 @@ impl Host {
 
     /// Like [`Host::start`], in an existing folder (to restart on the same database).
     pub async fn start_in(dir: tempfile::TempDir, tenants_toml: &str) -> Host {
+        Host::start_with_env(dir, tenants_toml, &[]).await
+    }
+
+    /// Like [`Host::start_in`], with extra environment variables for the host process.
+    pub async fn start_with_env(
+        dir: tempfile::TempDir,
+        tenants_toml: &str,
+        env: &[(&str, &str)],
+    ) -> Host {
         let config_path = dir.path().join("hookhost.toml");
         std::fs::write(&config_path, config_text(tenants_toml)).unwrap();
         let log = std::fs::OpenOptions::new()
@@ -108,6 +117,7 @@ impl Host {
             .args(["serve", "--config"])
             .arg(&config_path)
             .env("RUST_LOG", "info,hookhost=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

@@ -1,0 +1,271 @@
+//! The command line's view of a running host: `hookhost events`, `event`, `dead-letters`,
+//! `plugins` and `replay` call the admin API and print readable tables (or the API's JSON with
+//! `--json`), so an operator on a terminal sees what the console and the API show.
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+/// A running host's admin API.
+pub struct AdminClient {
+    /// Base URL, e.g. `http://127.0.0.1:8080`.
+    pub url: String,
+    /// The admin token.
+    pub token: String,
+    client: reqwest::Client,
+}
+
+impl AdminClient {
+    /// A client for the host at `url`.
+    pub fn new(url: &str, token: &str) -> AdminClient {
+        AdminClient {
+            url: url.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// GET an admin path as JSON, or the server's error message.
+    pub async fn get(&self, path: &str) -> Result<Value> {
+        self.call(self.client.get(format!("{}{path}", self.url)))
+            .await
+    }
+
+    /// POST to an admin path; its JSON, or the server's error message.
+    pub async fn post(&self, path: &str) -> Result<Value> {
+        self.call(self.client.post(format!("{}{path}", self.url)))
+            .await
+    }
+
+    async fn call(&self, request: reqwest::RequestBuilder) -> Result<Value> {
+        let response = request
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot reach hookhost at {}: is it running, and is --url right?",
+                    self.url
+                )
+            })?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!(
+                "{status}: {}",
+                body["error"].as_str().unwrap_or("(no message)")
+            );
+        }
+        Ok(body)
+    }
+}
+
+/// Renders rows as a table with aligned columns.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i + 1 == cells.len() {
+                    c.clone()
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = vec![line(header.iter().map(|h| h.to_string()).collect())];
+    out.extend(rows.iter().map(|r| line(r.clone())));
+    out.join("\n")
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS` (UTC).
+pub fn when(ms: Option<u64>) -> String {
+    let Some(ms) = ms else { return "-".into() };
+    time::OffsetDateTime::from_unix_timestamp((ms / 1000) as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second]"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// Cuts `text` to `max` characters on one line.
+pub fn short(text: &str, max: usize) -> String {
+    let one_line = text.replace('\n', " ");
+    if one_line.chars().count() <= max {
+        one_line
+    } else {
+        format!("{}…", one_line.chars().take(max - 1).collect::<String>())
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A list of event summaries (from `/admin/tenants/{t}/events` or `/dead-letters`) as a table.
+pub fn events_table(page: &Value) -> String {
+    let rows: Vec<Vec<String>> = page["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            vec![
+                text(&e["seq"]),
+                text(&e["state"]),
+                text(&e["attempts"]),
+                text(&e["source"]),
+                text(&e["event"]["order_id"]),
+                text(&e["event"]["raw_status"]),
+                when(e["received_at_ms"].as_u64()),
+                short(e["last_error"].as_str().unwrap_or(""), 60),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "EVENT",
+            "STATE",
+            "ATTEMPTS",
+            "SOURCE",
+            "ORDER",
+            "STATUS",
+            "RECEIVED",
+            "LAST ERROR",
+        ],
+        &rows,
+    );
+    if let Some(next) = page["next_before"].as_i64() {
+        out.push_str(&format!("\n(more: --before {next})"));
+    }
+    out
+}
+
+/// One event's detail: its summary, normalized event and every attempt with its logs.
+pub fn event_detail(e: &Value) -> String {
+    let mut out = vec![
+        format!(
+            "event {} · tenant {} · source {} · {} after {} attempt(s)",
+            text(&e["seq"]),
+            text(&e["tenant"]),
+            text(&e["source"]),
+            text(&e["state"]),
+            text(&e["attempts"])
+        ),
+        format!(
+            "received {} · finished {}",
+            when(e["received_at_ms"].as_u64()),
+            when(e["finished_at_ms"].as_u64())
+        ),
+        format!(
+            "normalized: {} {} order {} status {} ({}){}",
+            text(&e["event"]["provider"]),
+            text(&e["event"]["kind"]),
+            text(&e["event"]["order_id"]),
+            text(&e["event"]["status"]),
+            text(&e["event"]["raw_status"]),
+            match e["event"]["amount"]["amount"].as_str() {
+                Some(a) => format!(
+                    " amount {a} {}",
+                    e["event"]["amount"]["currency"].as_str().unwrap_or("")
+                ),
+                None => String::new(),
+            }
+        ),
+        format!("payload: {}", short(e["body"].as_str().unwrap_or(""), 200)),
+    ];
+    for a in e["attempts_detail"].as_array().into_iter().flatten() {
+        let result = match a["outcome"].as_str() {
+            Some("error") => format!("error: {}", short(a["message"].as_str().unwrap_or(""), 200)),
+            Some("skipped") => format!("skipped: {}", text(&a["reason"])),
+            Some("retry-after") => format!("retry after {} s", text(&a["seconds"])),
+            Some(other) => other.to_string(),
+            None => "-".into(),
+        };
+        out.push(format!(
+            "attempt {} · version {} · {} · {} µs · {result}",
+            text(&a["attempt"]),
+            text(&a["plugin_version"]),
+            when(a["started_at_ms"].as_u64()),
+            text(&a["duration_us"]),
+        ));
+        for line in a["logs"].as_array().into_iter().flatten() {
+            out.push(format!(
+                "    [{}] {}",
+                text(&line["level"]),
+                short(line["message"].as_str().unwrap_or(""), 200)
+            ));
+        }
+        if a["logs_dropped"].as_u64().unwrap_or(0) > 0 {
+            out.push(format!(
+                "    ({} log lines dropped)",
+                text(&a["logs_dropped"])
+            ));
+        }
+    }
+    out.join("\n")
+}
+
+/// Every tenant's plugin as a table: version, when loaded, last error.
+pub fn plugins_table(tenants: &Value) -> String {
+    let rows: Vec<Vec<String>> = tenants["tenants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let p = &t["plugin"];
+            vec![
+                text(&t["name"]),
+                p["version"]
+                    .as_str()
+                    .unwrap_or("(none: events wait)")
+                    .to_string(),
+                when(p["loaded_at_ms"].as_u64()),
+                p["history"]
+                    .as_array()
+                    .map(|h| h.len())
+                    .unwrap_or(0)
+                    .to_string(),
+                short(p["last_error"].as_str().unwrap_or(""), 70),
+            ]
+        })
+        .collect();
+    table(
+        &["TENANT", "VERSION", "LOADED", "RELOADS", "LAST ERROR"],
+        &rows,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_and_cut() {
+        let t = table(
+            &["A", "BB", "C"],
+            &[vec!["xxx".into(), "y".into(), "z z".into()]],
+        );
+        assert_eq!(t, "A    BB  C\nxxx  y   z z");
+        assert_eq!(short("abcdef", 4), "abc…");
+        assert_eq!(when(Some(0)), "1970-01-01 00:00:00");
+        assert_eq!(when(None), "-");
+    }
+}
