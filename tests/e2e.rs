@@ -1415,6 +1415,15 @@ async fn the_cli_lists_events_dead_letters_and_plugins() {
         "{plugins}"
     );
 
+    // The API's description is served, without a token.
+    let doc: Value = reqwest::get(format!("{}/admin/openapi.json", host.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["paths"]["/admin/tenants/{tenant}/events"]["get"].is_object());
+
     let (success, _, stderr) = run(&["events", "--tenant", "nobody"]);
     assert!(
         !success && stderr.contains("404") && stderr.contains("nobody"),

@@ -19,6 +19,14 @@ use crate::ingress::error;
 use crate::providers::matches_any_secret;
 use crate::storage::{EventState, Replay};
 
+/// The admin API's OpenAPI 3.1 description (kept in sync with [`router`] by a test).
+pub const OPENAPI: &str = include_str!("../api/openapi.json");
+
+/// `GET /admin/openapi.json`: the description, readable without a token (it holds no data).
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
 /// The admin routes, wrapped in the bearer-token check.
 pub fn router(app: Arc<App>, token: Secrets) -> Router<Arc<App>> {
     let token = Arc::new(token);
@@ -305,5 +313,51 @@ async fn config_reload(State(app): State<Arc<App>>) -> Response {
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("config not reloaded, the running config stays: {e:#}"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every route the admin router serves is described, with its method, and nothing else is.
+    #[test]
+    fn the_openapi_document_describes_exactly_the_routes() {
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut described: Vec<(String, String)> = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                described.push((method.to_uppercase(), path.clone()));
+            }
+        }
+        let source = include_str!("admin.rs");
+        let source = &source[..source.find("#[cfg(test)]").unwrap()];
+        let mut served: Vec<(String, String)> = vec![("GET".into(), "/admin/openapi.json".into())];
+        for (i, _) in source.match_indices(".route(") {
+            let rest = &source[i..];
+            let start = rest.find('"').unwrap() + 1;
+            let end = start + rest[start..].find('"').unwrap();
+            let handler = rest[end + 1..].trim_start_matches([',', ' ', '\n']);
+            let method = if handler.starts_with("post(") {
+                "POST"
+            } else {
+                "GET"
+            };
+            served.push((method.into(), rest[start..end].to_string()));
+        }
+        described.sort();
+        served.sort();
+        served.dedup();
+        assert_eq!(described, served);
+        // Every reference resolves.
+        let text = super::OPENAPI;
+        for (i, _) in text.match_indices("\"$ref\": \"#/") {
+            let start = i + "\"$ref\": \"#/".len();
+            let end = start + text[start..].find('"').unwrap();
+            let mut node = &doc;
+            for part in text[start..end].split('/') {
+                node = &node[part];
+            }
+            assert!(!node.is_null(), "dangling $ref {}", &text[start..end]);
+        }
     }
 }

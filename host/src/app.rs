@@ -62,6 +62,7 @@ pub fn router(app: Arc<App>, admin_token: Option<Secrets>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route("/admin/openapi.json", get(admin::openapi))
         .route("/sink/{name}", post(sink::receive));
     if let Some(token) = admin_token {
         router = router.merge(admin::router(app.clone(), token));
