@@ -1,7 +1,19 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs the wasm32-wasip2 target, builds the plugins,
-# then runs the unit, doc and end-to-end tests (which start the real hookhost binary).
+# installs Debian's Chromium and playwright-core (for the console's browser test), then runs the
+# unit, doc and end-to-end tests (which start the real hookhost binary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build-plugins.sh
+# The console's browser test: Debian's Chromium, and playwright-core pinned in tests/console.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "the console test needs Chromium: sudo apt-get install chromium" >&2
+    exit 1
+  fi
+fi
+npm ci --prefix tests/console --no-audit --no-fund --loglevel=error
 cargo test --workspace --exclude order-sync --exclude payment-gate --exclude payout-ledger --exclude recorder --exclude misbehave --exclude other-world --exclude kv-set "$@"

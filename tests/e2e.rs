@@ -1430,3 +1430,69 @@ async fn the_cli_lists_events_dead_letters_and_plugins() {
         "{stderr}"
     );
 }
+
+/// The web console in a real browser (Debian's headless Chromium driven by playwright-core, both
+/// installed by scripts/test.sh): sign in, webhooks appear live, one event opened (payload,
+/// normalized event, attempt), a dead letter replayed from its button, the plugins listed. The
+/// screenshot is kept at target/console-screenshot.png.
+#[tokio::test]
+async fn the_console_works_in_a_real_browser() {
+    let driver = common::workspace().join("tests/console");
+    assert!(
+        driver.join("node_modules/playwright-core").is_dir(),
+        "run `npm ci --prefix tests/console` (scripts/test.sh does) to install playwright-core"
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "Chromium is missing: `apt-get install chromium` (scripts/test.sh does)"
+    );
+    let host = Host::start(&misbehave_tenant(1)).await;
+    let ok = accepted(
+        host.send("rogue", "fc", &[JSON, AUTH], misbehaving("o-ok", "none"))
+            .await,
+    )
+    .await;
+    let bad = accepted(
+        host.send("rogue", "fc", &[JSON, AUTH], misbehaving("o-bad", "error"))
+            .await,
+    )
+    .await;
+    host.wait_finished(ok, Duration::from_secs(60)).await;
+    assert_eq!(
+        host.wait_finished(bad, Duration::from_secs(60)).await["state"],
+        "dead"
+    );
+
+    let screenshot = common::workspace().join("target/console-screenshot.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let out = tokio::process::Command::new("node")
+        .arg(driver.join("drive.mjs"))
+        .args([&host.base, common::ADMIN_TOKEN, "/hooks/rogue/fc", TOKEN])
+        .arg(&screenshot)
+        .env("CHROMIUM", &chromium)
+        .output()
+        .await
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(result["replayed"], bad);
+    // The replay clicked in the browser reached the host: a second attempt.
+    let replayed = wait_for(
+        "the replayed attempt",
+        Duration::from_secs(60),
+        async || {
+            let e = host.event(bad).await;
+            (e["attempts"].as_u64() == Some(2) && e["state"] == "dead").then_some(e)
+        },
+    )
+    .await;
+    assert_eq!(replayed["attempts_detail"].as_array().unwrap().len(), 2);
+    let png = std::fs::read(&screenshot).expect("screenshot saved");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+}

@@ -27,6 +27,26 @@ pub async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
+/// The web console: one page, embedded in the binary (no CDN). It holds no data: everything it
+/// shows comes from the admin API with the token the operator signs in with.
+pub const CONSOLE: &str = include_str!("../console/index.html");
+
+/// `GET /console`.
+pub async fn console() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        CONSOLE,
+    )
+        .into_response()
+}
+
 /// The admin routes, wrapped in the bearer-token check.
 pub fn router(app: Arc<App>, token: Secrets) -> Router<Arc<App>> {
     let token = Arc::new(token);
@@ -34,6 +54,7 @@ pub fn router(app: Arc<App>, token: Secrets) -> Router<Arc<App>> {
         .route("/admin/tenants", get(tenants))
         .route("/admin/tenants/{tenant}/kv", get(kv))
         .route("/admin/tenants/{tenant}/events", get(events))
+        .route("/admin/tenants/{tenant}/counts", get(counts))
         .route("/admin/events/{seq}", get(event))
         .route("/admin/events/{seq}/replay", post(replay_one))
         .route("/admin/tenants/{tenant}/dead-letters", get(dead_letters))
@@ -141,6 +162,17 @@ struct EventsQuery {
     limit: Option<u32>,
     before: Option<i64>,
     state: Option<String>,
+}
+
+/// How many of a tenant's events are in each state.
+async fn counts(State(app): State<Arc<App>>, Path(tenant): Path<String>) -> Response {
+    if app.tenants.get(&tenant).is_none() {
+        return error(StatusCode::NOT_FOUND, format!("no tenant named {tenant:?}"));
+    }
+    match app.storage.event_counts(&tenant) {
+        Ok(counts) => Json(json!({ "tenant": tenant, "counts": counts })).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    }
 }
 
 /// A tenant's events, newest first, optionally in one `state` (pending, running, done, skipped,

@@ -63,6 +63,8 @@ pub fn router(app: Arc<App>, admin_token: Option<Secrets>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/admin/openapi.json", get(admin::openapi))
+        .route("/console", get(admin::console))
+        .route("/console/", get(admin::console))
         .route("/sink/{name}", post(sink::receive));
     if let Some(token) = admin_token {
         router = router.merge(admin::router(app.clone(), token));

@@ -346,6 +346,8 @@ pub trait Storage: Send + Sync {
         before_seq: Option<i64>,
         state: Option<EventState>,
     ) -> Result<Vec<EventSummary>>;
+    /// How many of a tenant's events are in each state (admin counters).
+    fn event_counts(&self, tenant: &str) -> Result<std::collections::BTreeMap<String, u64>>;
     /// One event with its attempts (admin).
     fn event_detail(&self, seq: i64) -> Result<Option<EventDetail>>;
 }

@@ -580,6 +580,27 @@ impl Storage for SqliteStorage {
         })
     }
 
+    fn event_counts(&self, tenant: &str) -> Result<std::collections::BTreeMap<String, u64>> {
+        self.read(|c| {
+            let mut counts: std::collections::BTreeMap<String, u64> =
+                ["pending", "running", "done", "skipped", "dead"]
+                    .into_iter()
+                    .map(|s| (s.to_string(), 0))
+                    .collect();
+            let mut stmt = c.prepare_cached(
+                "SELECT state, COUNT(*) FROM events WHERE tenant = ?1 GROUP BY state",
+            )?;
+            let rows = stmt.query_map(params![tenant], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })?;
+            for row in rows {
+                let (state, n) = row?;
+                counts.insert(state, n);
+            }
+            Ok(counts)
+        })
+    }
+
     fn event_detail(&self, seq: i64) -> Result<Option<EventDetail>> {
         self.read(|c| {
             let Some((summary, headers, body)) = c
