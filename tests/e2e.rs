@@ -1392,6 +1392,19 @@ async fn the_cli_lists_events_dead_letters_and_plugins() {
     assert_eq!(page["events"].as_array().unwrap().len(), 1);
     assert_eq!(page["events"][0]["seq"], ok);
 
+    let (_, by_order, _) = run(&["events", "--tenant", "rogue", "--order", "o-bad", "--json"]);
+    let page: Value = serde_json::from_str(&by_order).unwrap();
+    assert_eq!(page["events"].as_array().unwrap().len(), 1, "{page}");
+    assert_eq!(page["events"][0]["seq"], bad);
+    let (_, recent, _) = run(&["events", "--tenant", "rogue", "--since", "1h", "--json"]);
+    let page: Value = serde_json::from_str(&recent).unwrap();
+    assert_eq!(page["events"].as_array().unwrap().len(), 2);
+    let future = hookhost::now_ms() + 3_600_000;
+    let none = host
+        .admin(&format!("/admin/tenants/rogue/events?since_ms={future}"))
+        .await;
+    assert_eq!(none["events"].as_array().unwrap().len(), 0);
+
     let (_, detail, _) = run(&["event", &bad.to_string()]);
     assert!(detail.contains("dead after 1 attempt"), "{detail}");
     assert!(detail.contains("order o-bad"), "{detail}");

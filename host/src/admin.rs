@@ -17,7 +17,7 @@ use crate::app::App;
 use crate::config::Secrets;
 use crate::ingress::error;
 use crate::providers::matches_any_secret;
-use crate::storage::{EventState, Replay};
+use crate::storage::{EventFilter, EventState, Replay};
 
 /// The admin API's OpenAPI 3.1 description (kept in sync with [`router`] by a test).
 pub const OPENAPI: &str = include_str!("../api/openapi.json");
@@ -162,6 +162,10 @@ struct EventsQuery {
     limit: Option<u32>,
     before: Option<i64>,
     state: Option<String>,
+    /// The provider's order id or the merchant's reference.
+    order: Option<String>,
+    since_ms: Option<u64>,
+    until_ms: Option<u64>,
 }
 
 /// How many of a tenant's events are in each state.
@@ -175,8 +179,9 @@ async fn counts(State(app): State<Arc<App>>, Path(tenant): Path<String>) -> Resp
     }
 }
 
-/// A tenant's events, newest first, optionally in one `state` (pending, running, done, skipped,
-/// dead); `next_before` is the cursor for the next page.
+/// A tenant's events, newest first, optionally only one `state` (pending, running, done, skipped,
+/// dead), one `order`, received in [`since_ms`, `until_ms`); `next_before` is the cursor for the
+/// next page.
 async fn events(
     State(app): State<Arc<App>>,
     Path(tenant): Path<String>,
@@ -194,7 +199,13 @@ async fn events(
             }
         },
     };
-    list_events(&app, &tenant, q.limit, q.before, state)
+    let filter = EventFilter {
+        state,
+        order: q.order.filter(|o| !o.is_empty()),
+        since_ms: q.since_ms,
+        until_ms: q.until_ms,
+    };
+    list_events(&app, &tenant, q.limit, q.before, &filter)
 }
 
 /// A tenant's dead letters, newest first.
@@ -203,7 +214,13 @@ async fn dead_letters(
     Path(tenant): Path<String>,
     Query(q): Query<EventsQuery>,
 ) -> Response {
-    list_events(&app, &tenant, q.limit, q.before, Some(EventState::Dead))
+    list_events(
+        &app,
+        &tenant,
+        q.limit,
+        q.before,
+        &EventFilter::state(EventState::Dead),
+    )
 }
 
 fn list_events(
@@ -211,13 +228,13 @@ fn list_events(
     tenant: &str,
     limit: Option<u32>,
     before: Option<i64>,
-    state: Option<EventState>,
+    filter: &EventFilter,
 ) -> Response {
     if app.tenants.get(tenant).is_none() {
         return error(StatusCode::NOT_FOUND, format!("no tenant named {tenant:?}"));
     }
     let limit = limit.unwrap_or(50).clamp(1, 500);
-    match app.storage.events(tenant, limit, before, state) {
+    match app.storage.events(tenant, limit, before, filter) {
         Ok(events) => {
             let next = (events.len() == limit as usize)
                 .then(|| events.last().map(|e| e.seq))

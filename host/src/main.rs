@@ -65,6 +65,12 @@ enum Command {
         /// Events before this one (the cursor printed under a full page).
         #[arg(long)]
         before: Option<i64>,
+        /// Only this order's events (provider order id or merchant reference).
+        #[arg(long)]
+        order: Option<String>,
+        /// Only events received since: `90m`, `2h`, `3d` ago, an RFC 3339 time or epoch ms.
+        #[arg(long)]
+        since: Option<String>,
         /// Print the admin API's JSON.
         #[arg(long)]
         json: bool,
@@ -235,9 +241,20 @@ fn run() -> Result<()> {
             state,
             limit,
             before,
+            order,
+            since,
             json,
         } => {
             let mut path = format!("/admin/tenants/{tenant}/events?limit={limit}");
+            if let Some(order) = order {
+                path.push_str(&format!(
+                    "&order={}",
+                    url::form_urlencoded::byte_serialize(order.as_bytes()).collect::<String>()
+                ));
+            }
+            if let Some(since) = since {
+                path.push_str(&format!("&since_ms={}", parse_since(&since)?));
+            }
             if let Some(state) = state {
                 path.push_str(&format!("&state={state}"));
             }

@@ -45,6 +45,12 @@ try {
   await page.waitForSelector(`tr.event[data-seq="${newSeq}"]`);
   await page.waitForSelector(`tr.event[data-seq="${newSeq}"] .state-done`);
 
+  // The order filter narrows the list.
+  await page.fill("#order", "o-bad");
+  await page.waitForFunction(() => document.querySelectorAll("tr.event").length === 1);
+  await page.fill("#order", "");
+  await page.waitForFunction(() => document.querySelectorAll("tr.event").length >= 3);
+
   // The counters count by state.
   await page.waitForFunction(() => Number(document.querySelector('.counter[data-state="dead"] b')?.textContent) >= 1);
 

@@ -168,6 +168,29 @@ pub enum KvWrite {
     Delete(String),
 }
 
+/// Which of a tenant's events the admin API lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Only events in this state.
+    pub state: Option<EventState>,
+    /// Only events of this order (the provider's order id or the merchant's reference).
+    pub order: Option<String>,
+    /// Only events received at or after this time (ms since the epoch).
+    pub since_ms: Option<u64>,
+    /// Only events received before this time (ms since the epoch).
+    pub until_ms: Option<u64>,
+}
+
+impl EventFilter {
+    /// Only events in `state`.
+    pub fn state(state: EventState) -> EventFilter {
+        EventFilter {
+            state: Some(state),
+            ..Default::default()
+        }
+    }
+}
+
 /// A kv key an attempt read from the committed store, with a digest of what it saw (`None`: the
 /// key was absent). Checked when the attempt commits writes: see [`KvConflict`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -337,14 +360,14 @@ pub trait Storage: Send + Sync {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<KvEntry>>;
-    /// A tenant's events, newest first, before `before_seq` when given, only those in `state`
-    /// when given (admin, paginated).
+    /// A tenant's events, newest first, before `before_seq` when given, matching `filter`
+    /// (admin, paginated).
     fn events(
         &self,
         tenant: &str,
         limit: u32,
         before_seq: Option<i64>,
-        state: Option<EventState>,
+        filter: &EventFilter,
     ) -> Result<Vec<EventSummary>>;
     /// How many of a tenant's events are in each state (admin counters).
     fn event_counts(&self, tenant: &str) -> Result<std::collections::BTreeMap<String, u64>>;

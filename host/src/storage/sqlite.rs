@@ -14,8 +14,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Appended, AttemptRecord, BoxFuture, EventDetail, EventState, EventSummary, FinishedAttempt,
-    KvEntry, KvWrite, NewEvent, Replay, Storage, StoredEvent,
+    Appended, AttemptRecord, BoxFuture, EventDetail, EventFilter, EventState, EventSummary,
+    FinishedAttempt, KvEntry, KvWrite, NewEvent, Replay, Storage, StoredEvent,
 };
 use crate::config::Durability;
 use crate::now_ms;
@@ -559,24 +559,35 @@ impl Storage for SqliteStorage {
         tenant: &str,
         limit: u32,
         before_seq: Option<i64>,
-        state: Option<EventState>,
+        filter: &EventFilter,
     ) -> Result<Vec<EventSummary>> {
         self.read(|c| {
-            let before = before_seq.unwrap_or(i64::MAX);
-            match state {
-                Some(state) => c
-                    .prepare_cached(&format!(
-                        "SELECT {SUMMARY_COLUMNS} FROM events WHERE tenant = ?1 AND state = ?4 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
-                    ))?
-                    .query_map(params![tenant, before, limit, state.as_str()], summary)?
-                    .collect(),
-                None => c
-                    .prepare_cached(&format!(
-                        "SELECT {SUMMARY_COLUMNS} FROM events WHERE tenant = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
-                    ))?
-                    .query_map(params![tenant, before, limit], summary)?
-                    .collect(),
-            }
+            // One statement for every filter combination: an absent filter is NULL and matches
+            // all. The state filter uses the (tenant, state, seq) index, the others scan the
+            // tenant's events newest first and stop at `limit`.
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {SUMMARY_COLUMNS} FROM events
+                 WHERE tenant = ?1 AND seq < ?2
+                   AND (?4 IS NULL OR state = ?4)
+                   AND (?5 IS NULL OR json_extract(event, '$.order_id') = ?5
+                                   OR json_extract(event, '$.merchant_ref') = ?5)
+                   AND (?6 IS NULL OR received_at_ms >= ?6)
+                   AND (?7 IS NULL OR received_at_ms < ?7)
+                 ORDER BY seq DESC LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(
+                params![
+                    tenant,
+                    before_seq.unwrap_or(i64::MAX),
+                    limit,
+                    filter.state.map(|s| s.as_str()),
+                    filter.order,
+                    filter.since_ms.map(|v| v as i64),
+                    filter.until_ms.map(|v| v as i64),
+                ],
+                summary,
+            )?;
+            rows.collect()
         })
     }
 
@@ -710,7 +721,10 @@ mod tests {
         let pending = store.unfinished().unwrap();
         assert_eq!(pending.len(), 1);
         assert_eq!(
-            store.events("acme", 10, None, None).unwrap()[0].duplicates,
+            store
+                .events("acme", 10, None, &EventFilter::default())
+                .unwrap()[0]
+                .duplicates,
             19
         );
     }
@@ -808,7 +822,9 @@ mod tests {
             })
             .await
             .unwrap();
-        let summary = &store.events("acme", 10, None, None).unwrap()[0];
+        let summary = &store
+            .events("acme", 10, None, &EventFilter::default())
+            .unwrap()[0];
         assert_eq!(
             (
                 summary.state,
@@ -885,7 +901,7 @@ mod tests {
         assert_eq!(unfinished[1].interrupted, None);
         assert_eq!(
             store
-                .events("acme", 10, None, Some(EventState::Running))
+                .events("acme", 10, None, &EventFilter::state(EventState::Running))
                 .unwrap()
                 .len(),
             1
@@ -941,7 +957,9 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![(dead, 2, 2)]
         );
-        let summary = &store.events("acme", 10, None, None).unwrap()[1];
+        let summary = &store
+            .events("acme", 10, None, &EventFilter::default())
+            .unwrap()[1];
         assert_eq!(
             (
                 summary.state,
@@ -1000,7 +1018,9 @@ mod tests {
         let later = now_ms() + 1;
         assert_eq!(store.prune(later, 3).await.unwrap(), 3);
         assert_eq!(store.prune(later, 3).await.unwrap(), 1);
-        let left = store.events("acme", 10, None, None).unwrap();
+        let left = store
+            .events("acme", 10, None, &EventFilter::default())
+            .unwrap();
         assert_eq!(
             left.iter().map(|e| e.seq).collect::<Vec<_>>(),
             vec![seqs[4]],
