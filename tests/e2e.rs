@@ -1509,3 +1509,43 @@ async fn the_console_works_in_a_real_browser() {
     let png = std::fs::read(&screenshot).expect("screenshot saved");
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
 }
+
+/// An operator sees how long a tenant's events have been waiting (here: its plugin file is
+/// missing, so events are accepted and wait), and the gauge drops to 0 once they are handled.
+#[tokio::test]
+async fn the_age_of_the_oldest_waiting_event_is_a_metric() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("later.wasm");
+    let tenants = format!(
+        "[tenants.waiting]\nplugin = {live:?}\n[tenants.waiting.sources.fc]\nprovider = \"fincart\"\ntoken = \"{TOKEN}\"\n"
+    );
+    let host = Host::start(&tenants).await;
+    let seq = accepted(
+        host.send("waiting", "fc", &[JSON, AUTH], misbehaving("w", "none"))
+            .await,
+    )
+    .await;
+    let labels = [("tenant", "waiting")];
+    wait_for(
+        "the waiting event's age",
+        Duration::from_secs(30),
+        async || {
+            (host
+                .metric("hookhost_oldest_pending_seconds", &labels)
+                .await
+                >= 1.5)
+                .then_some(())
+        },
+    )
+    .await;
+    std::fs::copy(plugin("misbehave"), &live).unwrap();
+    host.wait_finished(seq, Duration::from_secs(60)).await;
+    wait_for("the gauge back to 0", Duration::from_secs(30), async || {
+        (host
+            .metric("hookhost_oldest_pending_seconds", &labels)
+            .await
+            == 0.0)
+            .then_some(())
+    })
+    .await;
+}

@@ -130,6 +130,10 @@ impl Core {
                 .unwrap_or(workers)
         };
         let mut timers: BinaryHeap<Reverse<(u64, OrderKey)>> = BinaryHeap::new();
+        // Once a second: the age of each tenant's oldest unfinished event (a gauge).
+        let mut age_tick = tokio::time::interval(Duration::from_secs(1));
+        age_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut aged_tenants: Vec<String> = Vec::new();
         let mut running = 0usize;
         // Events queued (a running count: summing the queues on every message would make the
         // loop quadratic under a flood of distinct orders).
@@ -201,6 +205,27 @@ impl Core {
                         }
                     }
                 },
+                _ = age_tick.tick() => {
+                    // Each order's head is its oldest event: O(orders) once a second.
+                    let mut oldest: HashMap<&str, u64> = HashMap::new();
+                    for ((tenant, _), queue) in &queues {
+                        if let Some(head) = queue.events.front() {
+                            let at = oldest.entry(tenant.as_str()).or_insert(u64::MAX);
+                            *at = (*at).min(head.received_at_ms);
+                        }
+                    }
+                    let now = now_ms();
+                    for tenant in &aged_tenants {
+                        if !oldest.contains_key(tenant.as_str()) {
+                            metrics::gauge!(crate::telemetry::OLDEST_PENDING_SECONDS, "tenant" => tenant.clone()).set(0.0);
+                        }
+                    }
+                    for (tenant, at) in &oldest {
+                        metrics::gauge!(crate::telemetry::OLDEST_PENDING_SECONDS, "tenant" => tenant.to_string())
+                            .set(now.saturating_sub(*at) as f64 / 1000.0);
+                    }
+                    aged_tenants = oldest.keys().map(|t| t.to_string()).collect();
+                }
                 _ = sleep => {
                     let now = now_ms();
                     while let Some(Reverse((at, _))) = timers.peek() {

@@ -25,6 +25,8 @@ pub const PLUGIN_SECONDS: &str = "hookhost_plugin_seconds";
 pub const QUEUE_DEPTH: &str = "hookhost_queue_depth";
 /// Plugin loads, by `result` (loaded, failed, removed).
 pub const PLUGIN_LOADS: &str = "hookhost_plugin_loads_total";
+/// Age in seconds of each tenant's oldest unfinished event (0 when none waits).
+pub const OLDEST_PENDING_SECONDS: &str = "hookhost_oldest_pending_seconds";
 /// Attempts whose kv writes were refused because a key they read changed meanwhile (retried).
 pub const KV_CONFLICTS: &str = "hookhost_kv_conflicts_total";
 
