@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 mod fairness;
+mod tenants;
 
 const TOKEN: &str = "bench-token";
 const ADMIN: &str = "bench-admin";
@@ -56,6 +57,15 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         count: usize,
     },
+    /// Scale in tenants: time to ready (cold and warm cache), RSS, spread vs one-tenant rate.
+    Tenants {
+        /// How many tenants (each with its own plugin file).
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        /// Events per throughput phase.
+        #[arg(long, default_value_t = 5000)]
+        events: usize,
+    },
     /// Fairness: tenant B's latency with tenant A flooded (slow plugin) vs A idle.
     Fairness {
         /// B's events per phase (sent at 50/s).
@@ -75,6 +85,11 @@ fn main() -> Result<()> {
             print_table(&reload(count)?);
             Ok(())
         }
+        Cmd::Tenants { count, events } => {
+            prepare()?;
+            print_table(&tenants::tenants(count, events)?);
+            Ok(())
+        }
         Cmd::Fairness { events } => {
             prepare()?;
             print_table(&fairness::fairness(events)?);
@@ -85,6 +100,7 @@ fn main() -> Result<()> {
             let mut rows = ingest(secs, 64, false, false, 1)?;
             rows.extend(reload(20)?);
             rows.extend(fairness::fairness(500)?);
+            rows.extend(tenants::tenants(1000, 5000)?);
             print_table(&rows);
             Ok(())
         }
