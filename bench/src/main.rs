@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
+mod dispatch;
 mod fairness;
 mod tenants;
 
@@ -57,6 +58,12 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         count: usize,
     },
+    /// Dispatch overhead: hookhost's runtime vs bare wasmtime vs native, per event.
+    Dispatch {
+        /// Events per variant.
+        #[arg(long, default_value_t = 5000)]
+        events: usize,
+    },
     /// Scale in tenants: time to ready (cold and warm cache), RSS, spread vs one-tenant rate.
     Tenants {
         /// How many tenants (each with its own plugin file).
@@ -85,6 +92,11 @@ fn main() -> Result<()> {
             print_table(&reload(count)?);
             Ok(())
         }
+        Cmd::Dispatch { events } => {
+            prepare()?;
+            print_table(&dispatch::dispatch(events)?);
+            Ok(())
+        }
         Cmd::Tenants { count, events } => {
             prepare()?;
             print_table(&tenants::tenants(count, events)?);
@@ -97,7 +109,8 @@ fn main() -> Result<()> {
         }
         Cmd::All { secs } => {
             prepare()?;
-            let mut rows = ingest(secs, 64, false, false, 1)?;
+            let mut rows = dispatch::dispatch(5000)?;
+            rows.extend(ingest(secs, 64, false, false, 1)?);
             rows.extend(reload(20)?);
             rows.extend(fairness::fairness(500)?);
             rows.extend(tenants::tenants(1000, 5000)?);

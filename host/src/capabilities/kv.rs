@@ -128,7 +128,7 @@ impl KvTxn {
                     n
                 }
             };
-            if count + self.added >= self.limits.max_keys as i64 {
+            if count + self.added >= self.limits.max_keys.min(i64::MAX as u64) as i64 {
                 return Err(KvError::TooManyKeys(self.limits.max_keys));
             }
             self.added += 1;
@@ -264,6 +264,20 @@ mod tests {
             a.into_parts().0,
             vec![KvWrite::Set("k".into(), b"v".to_vec())]
         );
+    }
+
+    #[test]
+    fn an_unlimited_key_count_does_not_overflow() {
+        let (_d, s) = storage();
+        let mut t = KvTxn::new(
+            "acme",
+            s,
+            KvLimits {
+                max_value_bytes: 8,
+                max_keys: u64::MAX,
+            },
+        );
+        t.set("k", b"v".to_vec()).unwrap();
     }
 
     #[test]

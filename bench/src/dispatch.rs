@@ -1,0 +1,343 @@
+//! Dispatch overhead (figure 1): the same small reaction (read the event, one kv set: the
+//! `kv-set` plugin) per event through hookhost's runtime — fresh instance, the tenant's limits,
+//! the kv transaction over SQLite, captured logs, the capabilities — against bare wasmtime (the
+//! same component, `InstancePre` + pooling + one call, a `HashMap` for kv, no hookhost code) and
+//! against the same logic as a native Rust function (the floor). Same process, same run.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use hookhost::capabilities::config::ConfigValues;
+use hookhost::capabilities::http::{AllowList, HttpCapability, HttpLimits};
+use hookhost::capabilities::kv::{KvLimits, KvTxn};
+use hookhost::capabilities::log::LogCapture;
+use hookhost::event::{CanonicalStatus, EventKind, NormalizedEvent};
+use hookhost::runtime::{AttemptContext, PluginOutcome, Runtime, RuntimeConfig};
+use hookhost::storage::StoredEvent;
+
+use crate::{percentile, target_dir, Row};
+
+mod bare {
+    wasmtime::component::bindgen!({
+        path: "../wit/v0.1.0",
+        world: "merchant-plugin",
+        imports: {
+            "hookhost:plugin/http.send": async | trappable,
+            default: trappable,
+        },
+        exports: { default: async },
+    });
+}
+
+use bare::hookhost::plugin::{config as b_config, http as b_http, kv as b_kv, log as b_log};
+
+/// Bare wasmtime's store data: WASI (nothing granted) and a map for kv.
+struct BareState {
+    wasi: wasmtime_wasi::WasiCtx,
+    table: wasmtime::component::ResourceTable,
+    kv: HashMap<String, Vec<u8>>,
+}
+
+impl wasmtime_wasi::WasiView for BareState {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        wasmtime_wasi::WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bare::hookhost::plugin::types::Host for BareState {}
+
+impl b_log::Host for BareState {
+    fn write(&mut self, _level: b_log::Level, _message: String) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+impl b_kv::Host for BareState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, b_kv::Error>> {
+        Ok(Ok(self.kv.get(&key).cloned()))
+    }
+    fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), b_kv::Error>> {
+        self.kv.insert(key, value);
+        Ok(Ok(()))
+    }
+    fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, b_kv::Error>> {
+        Ok(Ok(self.kv.remove(&key).is_some()))
+    }
+    fn list_keys(
+        &mut self,
+        _prefix: String,
+        _limit: u32,
+    ) -> wasmtime::Result<Result<Vec<String>, b_kv::Error>> {
+        Ok(Ok(Vec::new()))
+    }
+    fn set_if_absent(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<bool, b_kv::Error>> {
+        let absent = !self.kv.contains_key(&key);
+        if absent {
+            self.kv.insert(key, value);
+        }
+        Ok(Ok(absent))
+    }
+}
+
+impl b_http::Host for BareState {
+    async fn send(
+        &mut self,
+        _request: b_http::Request,
+    ) -> wasmtime::Result<Result<b_http::Response, b_http::Error>> {
+        Ok(Err(b_http::Error::Denied("bare".into())))
+    }
+}
+
+impl b_config::Host for BareState {
+    fn get(&mut self, _key: String) -> wasmtime::Result<Option<String>> {
+        Ok(None)
+    }
+    fn get_secret(&mut self, _key: String) -> wasmtime::Result<Option<String>> {
+        Ok(None)
+    }
+}
+
+const WARMUP: usize = 200;
+
+fn event(n: usize) -> NormalizedEvent {
+    NormalizedEvent {
+        id: format!("evt-{n}"),
+        provider: "fincart".into(),
+        kind: EventKind::OrderStatusChanged,
+        order_id: Some(format!("order-{n}")),
+        merchant_ref: None,
+        status: CanonicalStatus::Processing,
+        raw_status: Some("processing".into()),
+        raw_sub_status: Some("picked up".into()),
+        reason: None,
+        amount: None,
+        occurred_at_ms: Some(1_700_000_000_000),
+    }
+}
+
+fn stored(n: usize) -> StoredEvent {
+    StoredEvent {
+        seq: n as i64,
+        tenant: "bench".into(),
+        source: "fincart".into(),
+        received_at_ms: 1_700_000_000_000,
+        attempts: 0,
+        next_attempt_at_ms: 0,
+        attempt_base: 0,
+        interrupted: None,
+        body: br#"{"orderId":"order-1","status":"processing"}"#.to_vec(),
+        event: event(n),
+    }
+}
+
+fn bare_event(n: usize) -> bare::hookhost::plugin::types::Event {
+    use bare::hookhost::plugin::types as t;
+    t::Event {
+        id: format!("evt-{n}"),
+        tenant: "bench".into(),
+        source: "fincart".into(),
+        provider: "fincart".into(),
+        kind: t::EventKind::OrderStatusChanged,
+        order_id: Some(format!("order-{n}")),
+        merchant_ref: None,
+        status: t::CanonicalStatus::Processing,
+        raw_status: Some("processing".into()),
+        raw_sub_status: Some("picked up".into()),
+        reason: None,
+        amount: None,
+        occurred_at_ms: Some(1_700_000_000_000),
+        received_at_ms: 1_700_000_000_000,
+        attempt: 1,
+        payload: r#"{"orderId":"order-1","status":"processing"}"#.into(),
+    }
+}
+
+/// (median, p99) in microseconds.
+fn stats(mut samples: Vec<f64>) -> (f64, f64) {
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (percentile(&samples, 0.5), percentile(&samples, 0.99))
+}
+
+/// Runs the three variants `events` times each.
+pub fn dispatch(events: usize) -> Result<Vec<Row>> {
+    let component_path = target_dir().join("wasm32-wasip2/release/kv_set.wasm");
+    let dir = tempfile::tempdir()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+
+    // hookhost's runtime, as the dispatcher drives it (minus the journal commit).
+    let hookhost = runtime.block_on(async {
+        let rt = Runtime::new(&RuntimeConfig {
+            cache_dir: dir.path().join("cache"),
+            max_instances: 16,
+            max_memory_mib: 64,
+            fuel: false,
+            max_table_elements: 100_000,
+            decommit_batch: 1,
+            max_core_instances: 64,
+        })?;
+        let plugin = rt.load(&component_path)?;
+        let storage: Arc<dyn hookhost::storage::Storage> =
+            Arc::new(hookhost::storage::sqlite::SqliteStorage::open(
+                &dir.path().join("bench.db"),
+                hookhost::config::Durability::Fast,
+            )?);
+        let client = HttpCapability::shared_client(true)?;
+        let allow = Arc::new(AllowList::parse(&[])?);
+        let mut samples = Vec::with_capacity(events);
+        for n in 0..WARMUP + events {
+            let cx = AttemptContext {
+                kv: KvTxn::new(
+                    "bench",
+                    storage.clone(),
+                    KvLimits {
+                        max_value_bytes: 1 << 18,
+                        max_keys: u64::MAX,
+                    },
+                ),
+                http: HttpCapability::new(
+                    client.clone(),
+                    allow.clone(),
+                    HttpLimits {
+                        max_requests: 10,
+                        timeout: Duration::from_secs(10),
+                        max_response_bytes: 1 << 20,
+                    },
+                ),
+                config: ConfigValues::default(),
+                log: LogCapture::new("bench", 65_536),
+                timeout: Duration::from_secs(5),
+                memory_bytes: 64 << 20,
+                log_bytes_hint: 65_536,
+                fuel: None,
+            };
+            let event = stored(n);
+            let started = Instant::now();
+            let report = rt.run(&plugin, &event, 1, cx).await;
+            let took = started.elapsed();
+            if !matches!(report.result, Ok(PluginOutcome::Done)) || report.kv_writes.len() != 1 {
+                bail!("hookhost run failed: {:?}", report.result);
+            }
+            if n >= WARMUP {
+                samples.push(took.as_secs_f64() * 1e6);
+            }
+        }
+        anyhow::Ok(stats(samples))
+    })?;
+
+    // Bare wasmtime: the same component, pooling, InstancePre, one call per fresh instance.
+    let bare = runtime.block_on(async {
+        let mut config = wasmtime::Config::new();
+        config
+            .wasm_component_model(true)
+            .allocation_strategy(wasmtime::InstanceAllocationStrategy::pooling());
+        let engine = wasmtime::Engine::new(&config).map_err(|e| anyhow!("{e:#}"))?;
+        let component = wasmtime::component::Component::from_file(&engine, &component_path)
+            .map_err(|e| anyhow!("{e:#}"))?;
+        let mut linker = wasmtime::component::Linker::<BareState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow!("{e:#}"))?;
+        bare::MerchantPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| anyhow!("{e:#}"))?;
+        let pre = bare::MerchantPluginPre::new(
+            linker
+                .instantiate_pre(&component)
+                .map_err(|e| anyhow!("{e:#}"))?,
+        )
+        .map_err(|e| anyhow!("{e:#}"))?;
+        let mut samples = Vec::with_capacity(events);
+        for n in 0..WARMUP + events {
+            let input = bare_event(n);
+            let started = Instant::now();
+            let mut store = wasmtime::Store::new(
+                &engine,
+                BareState {
+                    wasi: wasmtime_wasi::WasiCtx::builder().build(),
+                    table: wasmtime::component::ResourceTable::new(),
+                    kv: HashMap::new(),
+                },
+            );
+            let instance = pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| anyhow!("{e:#}"))?;
+            let outcome = instance
+                .hookhost_plugin_handler()
+                .call_handle(&mut store, &input)
+                .await
+                .map_err(|e| anyhow!("{e:#}"))?;
+            let took = started.elapsed();
+            if outcome.is_err() || store.data().kv.len() != 1 {
+                bail!("bare run failed: {outcome:?}");
+            }
+            if n >= WARMUP {
+                samples.push(took.as_secs_f64() * 1e6);
+            }
+        }
+        anyhow::Ok(stats(samples))
+    })?;
+
+    // Native: the same reaction as a Rust function (the floor).
+    let native = {
+        let mut kv: HashMap<String, Vec<u8>> = HashMap::new();
+        let mut samples = Vec::with_capacity(events);
+        for n in 0..WARMUP + events {
+            let event = std::hint::black_box(event(n));
+            let started = Instant::now();
+            let order = event
+                .merchant_ref
+                .as_ref()
+                .or(event.order_id.as_ref())
+                .unwrap_or(&event.id);
+            kv.insert(
+                format!("status/{order}"),
+                event
+                    .raw_status
+                    .as_deref()
+                    .unwrap_or("")
+                    .as_bytes()
+                    .to_vec(),
+            );
+            let took = started.elapsed();
+            std::hint::black_box(&kv);
+            if n >= WARMUP {
+                samples.push(took.as_secs_f64() * 1e6);
+            }
+        }
+        stats(samples)
+    };
+    eprintln!(
+        "dispatch (µs, median/p99): hookhost {:.1}/{:.1}, bare wasmtime {:.1}/{:.1}, native {:.3}/{:.3}",
+        hookhost.0, hookhost.1, bare.0, bare.1, native.0, native.1
+    );
+    Ok(vec![
+        Row {
+            figure: format!("dispatch overhead, median per event ({events} events; kv-set plugin, fresh instance each) vs bare wasmtime (target ≤ 2×)"),
+            hookhost: format!("{:.1} µs", hookhost.0),
+            baseline: format!("{:.1} µs", bare.0),
+            ratio: format!("{:.2}x", hookhost.0 / bare.0),
+        },
+        Row {
+            figure: "dispatch overhead, p99 per event vs bare wasmtime".into(),
+            hookhost: format!("{:.1} µs", hookhost.1),
+            baseline: format!("{:.1} µs", bare.1),
+            ratio: format!("{:.2}x", hookhost.1 / bare.1),
+        },
+        Row {
+            figure: "dispatch overhead, median vs the same logic as a native Rust function (the floor)".into(),
+            hookhost: format!("{:.1} µs", hookhost.0),
+            baseline: format!("{:.3} µs", native.0),
+            ratio: format!("{:.0}x", hookhost.0 / native.0.max(0.001)),
+        },
+    ])
+}
