@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build-plugins.sh
+bash scripts/build-script-plugins.sh
 # The console's browser test: Debian's Chromium, and playwright-core pinned in tests/console.
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then

@@ -17,6 +17,10 @@ const JSON: (&str, &str) = ("content-type", "application/json");
 const AUTH: (&str, &str) = ("authorization", TOKEN);
 
 fn order_sync_tenant(backend: &Backend) -> String {
+    order_sync_tenant_with(backend, &plugin("order-sync"))
+}
+
+fn order_sync_tenant_with(backend: &Backend, plugin: &std::path::Path) -> String {
     format!(
         r#"
 [tenants.acme]
@@ -28,15 +32,30 @@ backend-url = "http://{addr}/orders/notify"
 provider = "fincart"
 token = ["an-old-token", "{TOKEN}"]
 "#,
-        plugin = plugin("order-sync"),
         addr = backend.addr,
     )
 }
 
 #[tokio::test]
 async fn fincart_webhook_reaches_the_plugin_and_the_merchant_backend() {
+    order_sync_story(&plugin("order-sync")).await;
+}
+
+#[tokio::test]
+async fn the_javascript_order_sync_behaves_like_the_rust_one() {
+    order_sync_story(&common::script_plugin("js", "order-sync")).await;
+}
+
+#[tokio::test]
+async fn the_python_order_sync_behaves_like_the_rust_one() {
+    order_sync_story(&common::script_plugin("python", "order-sync")).await;
+}
+
+/// The order-sync story, the same for every language's order-sync plugin: same inputs, same kv
+/// effects, same call to the merchant's backend.
+async fn order_sync_story(plugin: &std::path::Path) {
     let backend = Backend::start().await;
-    let host = Host::start(&order_sync_tenant(&backend)).await;
+    let host = Host::start(&order_sync_tenant_with(&backend, plugin)).await;
 
     // The document's sample (an "Order Updated" while out for delivery).
     let seq = accepted(

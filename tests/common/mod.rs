@@ -48,6 +48,28 @@ pub fn plugin(crate_name: &str) -> PathBuf {
     path
 }
 
+/// A JavaScript or Python plugin (`lang` = "js" or "python") built from plugins/<lang>/<name> by
+/// scripts/build-script-plugins.sh (run once per test process; incremental).
+pub fn script_plugin(lang: &str, name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new("bash")
+            .arg(workspace().join("scripts/build-script-plugins.sh"))
+            .env("CARGO_TARGET_DIR", target_dir())
+            .status()
+            .expect("run scripts/build-script-plugins.sh");
+        assert!(
+            status.success(),
+            "building the JavaScript and Python plugins failed"
+        );
+    });
+    let path = target_dir()
+        .join("script-plugins")
+        .join(format!("{lang}-{name}.wasm"));
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn wait_for<T>(
     what: &str,

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Builds the JavaScript and Python plugins (plugins/js/*, plugins/python/*) into components, with
+# the build tools pinned and installed inside the project (tools/js/node_modules,
+# target/tools/python): componentize-js for JavaScript, componentize-py for Python. Output:
+# target/script-plugins/<lang>-<name>.wasm. Incremental: a plugin is rebuilt only when one of its
+# files or the WIT is newer than its component.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$target/script-plugins" "$target/tools"
+target="$(cd "$target" && pwd)"
+out="$target/script-plugins"
+root="$(pwd)"
+wit="$root/wit/v0.1.0"
+
+if [ ! -x tools/js/node_modules/.bin/componentize-js ] && [ ! -f tools/js/node_modules/@bytecodealliance/componentize-js/src/cli.js ]; then
+  npm ci --prefix tools/js --no-audit --no-fund --loglevel=error
+fi
+venv="$target/tools/python"
+if [ ! -x "$venv/bin/componentize-py" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tools/python/requirements.txt
+fi
+
+stale() { # stale OUTPUT INPUT_DIR...
+  [ ! -f "$1" ] && return 0
+  [ -n "$(find "${@:2}" "$wit" -newer "$1" -type f -print -quit)" ]
+}
+
+for dir in plugins/js/*/; do
+  name=$(basename "$dir"); wasm="$out/js-$name.wasm"
+  if stale "$wasm" "$dir"; then
+    echo "building JavaScript plugin $name"
+    # -d http -d fetch-event: no wasi:http (outbound HTTP goes through hookhost's own import).
+    node tools/js/node_modules/@bytecodealliance/componentize-js/src/cli.js "$dir/app.js" \
+      --wit "$wit" -n merchant-plugin -d http -d fetch-event -o "$wasm.tmp"
+    mv "$wasm.tmp" "$wasm"
+  fi
+done
+for dir in plugins/python/*/; do
+  name=$(basename "$dir"); wasm="$out/python-$name.wasm"
+  if stale "$wasm" "$dir"; then
+    echo "building Python plugin $name"
+    (cd "$dir" && "$venv/bin/componentize-py" -d "$wit" -w merchant-plugin \
+      componentize app -o "$wasm.tmp")
+    mv "$wasm.tmp" "$wasm"
+  fi
+done
+echo "script plugins in $out: $(cd "$out" && ls *.wasm | tr '\n' ' ')"
