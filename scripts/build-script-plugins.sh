@@ -24,7 +24,7 @@ fi
 
 stale() { # stale OUTPUT INPUT_DIR...
   [ ! -f "$1" ] && return 0
-  [ -n "$(find "${@:2}" "$wit" -newer "$1" -type f -print -quit)" ]
+  [ -n "$(find "${@:2}" "$wit" -newer "$1" -type f -not -path '*/__pycache__/*' -print -quit)" ]
 }
 
 for dir in plugins/js/*/; do
@@ -41,7 +41,7 @@ for dir in plugins/python/*/; do
   name=$(basename "$dir"); wasm="$out/python-$name.wasm"
   if stale "$wasm" "$dir"; then
     echo "building Python plugin $name"
-    (cd "$dir" && "$venv/bin/componentize-py" -d "$wit" -w merchant-plugin \
+    (cd "$dir" && PYTHONDONTWRITEBYTECODE=1 "$venv/bin/componentize-py" -d "$wit" -w merchant-plugin \
       componentize app -o "$wasm.tmp")
     mv "$wasm.tmp" "$wasm"
   fi
