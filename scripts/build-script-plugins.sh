@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the JavaScript and Python plugins (plugins/js/*, plugins/python/*) into components, with
+# Builds the JavaScript and Python plugins (plugins/{js,python}/*, and the test plugins in
+# tests/plugins/{js,python}/*) into components, with
 # the build tools pinned and installed inside the project (tools/js/node_modules,
 # target/tools/python): componentize-js for JavaScript, componentize-py for Python. Output:
 # target/script-plugins/<lang>-<name>.wasm. Incremental: a plugin is rebuilt only when one of its
@@ -27,7 +28,7 @@ stale() { # stale OUTPUT INPUT_DIR...
   [ -n "$(find "${@:2}" "$wit" -newer "$1" -type f -not -path '*/__pycache__/*' -print -quit)" ]
 }
 
-for dir in plugins/js/*/; do
+for dir in plugins/js/*/ tests/plugins/js/*/; do
   name=$(basename "$dir"); wasm="$out/js-$name.wasm"
   if stale "$wasm" "$dir"; then
     echo "building JavaScript plugin $name"
@@ -37,7 +38,7 @@ for dir in plugins/js/*/; do
     mv "$wasm.tmp" "$wasm"
   fi
 done
-for dir in plugins/python/*/; do
+for dir in plugins/python/*/ tests/plugins/python/*/; do
   name=$(basename "$dir"); wasm="$out/python-$name.wasm"
   if stale "$wasm" "$dir"; then
     echo "building Python plugin $name"

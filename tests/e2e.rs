@@ -1568,3 +1568,93 @@ async fn the_age_of_the_oldest_waiting_event_is_a_metric() {
     })
     .await;
 }
+
+/// JavaScript and Python plugins are contained like Rust ones: an exception, an endless loop and
+/// unbounded allocation each end in a recorded, explanatory error (their kv writes discarded),
+/// and the same host keeps serving a good event of each language and another tenant.
+#[tokio::test]
+async fn scripted_plugins_that_throw_loop_or_allocate_are_contained() {
+    let mut tenants = String::new();
+    for lang in ["js", "python"] {
+        tenants.push_str(&format!(
+            r#"
+[tenants.rogue-{lang}]
+plugin = {plugin:?}
+limits = {{ timeout_ms = 3000, memory_mib = 64 }}
+retry = {{ max_attempts = 1 }}
+[tenants.rogue-{lang}.sources.fc]
+provider = "fincart"
+token = "{TOKEN}"
+"#,
+            plugin = common::script_plugin(lang, "misbehave"),
+        ));
+    }
+    tenants.push_str(&format!(
+        "[tenants.calm]\nplugin = {:?}\n[tenants.calm.sources.fc]\nprovider = \"fincart\"\ntoken = \"{TOKEN}\"\n",
+        plugin("recorder")
+    ));
+    let host = Host::start(&tenants).await;
+    let cases = [
+        ("throw", "deliberate exception"),
+        ("loop", "time limit of 3000 ms"),
+        ("alloc", "memory limit"),
+    ];
+    for lang in ["js", "python"] {
+        let tenant = format!("rogue-{lang}");
+        let mut seqs = Vec::new();
+        for (mode, _) in &cases {
+            seqs.push(
+                accepted(
+                    host.send(
+                        &tenant,
+                        "fc",
+                        &[JSON, AUTH],
+                        misbehaving(&format!("{lang}-{mode}"), mode),
+                    )
+                    .await,
+                )
+                .await,
+            );
+        }
+        let fine = accepted(
+            host.send(
+                &tenant,
+                "fc",
+                &[JSON, AUTH],
+                misbehaving(&format!("{lang}-fine"), "none"),
+            )
+            .await,
+        )
+        .await;
+        for ((mode, expected), seq) in cases.iter().zip(&seqs) {
+            let event = host.wait_finished(*seq, Duration::from_secs(120)).await;
+            assert_eq!(event["state"], "dead", "{lang} {mode}: {event}");
+            let error = event["last_error"].as_str().unwrap_or_default();
+            let logs = event["attempts_detail"][0]["logs"].to_string();
+            assert!(
+                error.contains(expected) || logs.contains(expected),
+                "{lang} {mode}: {error:?} (logs {logs}) should mention {expected:?}"
+            );
+        }
+        assert_eq!(
+            host.wait_finished(fine, Duration::from_secs(60)).await["state"],
+            "done"
+        );
+        let kv = host.kv(&tenant).await;
+        assert_eq!(kv.get("ok").map(String::as_str), Some("1"), "{lang}");
+        assert_eq!(
+            kv.keys().filter(|k| k.starts_with("touched/")).count(),
+            1,
+            "{lang}: failed attempts leave no kv writes: {kv:?}"
+        );
+    }
+    let calm = accepted(
+        host.send("calm", "fc", &[JSON, AUTH], misbehaving("calm", "none"))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        host.wait_finished(calm, Duration::from_secs(60)).await["state"],
+        "done"
+    );
+}
