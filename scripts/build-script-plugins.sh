@@ -15,7 +15,8 @@ root="$(pwd)"
 wit="$root/wit/v0.1.0"
 
 if [ ! -x tools/js/node_modules/.bin/componentize-js ] && [ ! -f tools/js/node_modules/@bytecodealliance/componentize-js/src/cli.js ]; then
-  npm ci --prefix tools/js --no-audit --no-fund --loglevel=error
+  # `npm install` (not `ci`): the lock leaves out other platforms' optional binaries.
+  npm install --prefix tools/js --no-save --no-audit --no-fund --loglevel=error
 fi
 venv="$target/tools/python"
 if [ ! -x "$venv/bin/componentize-py" ]; then
