@@ -15,7 +15,8 @@ root="$(pwd)"
 wit="$root/wit/v0.1.0"
 
 if [ ! -x tools/js/node_modules/.bin/componentize-js ] && [ ! -f tools/js/node_modules/@bytecodealliance/componentize-js/src/cli.js ]; then
-  # `npm install` (not `ci`): the lock leaves out other platforms' optional binaries.
+  # No lock file: one written on this machine leaves out packages other installs need (npm's
+  # platform-optional handling), so `npm ci` from it fails; the tool itself is pinned exactly.
   npm install --prefix tools/js --no-save --no-audit --no-fund --loglevel=error
 fi
 venv="$target/tools/python"
