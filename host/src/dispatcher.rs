@@ -448,6 +448,12 @@ async fn attempt(deps: &DispatchDeps, event: StoredEvent) -> Next {
         tracing::debug!(tenant = %event.tenant, seq = event.seq, "{conflict}");
         metrics::counter!(crate::telemetry::KV_CONFLICTS, "tenant" => event.tenant.clone())
             .increment(1);
+        if let Err(e) = deps.storage.release_attempt(event.seq).await {
+            tracing::error!(
+                seq = event.seq,
+                "cannot take back the attempt's start mark: {e:#}"
+            );
+        }
         return Next::Retry {
             at_ms: now_ms() + rand::rng().random_range(1..=20),
             attempts: event.attempts,

@@ -323,6 +323,9 @@ pub trait Storage: Send + Sync {
     fn finish_attempt(&self, finished: FinishedAttempt) -> BoxFuture<'_, Result<()>>;
     /// Proves the store can commit a write now (readiness): a no-op through the writer.
     fn ping(&self) -> BoxFuture<'_, Result<()>>;
+    /// Takes back an attempt's start mark without recording an attempt (its commit was refused
+    /// with [`KvConflict`] and it runs again): the event is pending again, not running.
+    fn release_attempt(&self, seq: i64) -> BoxFuture<'_, Result<()>>;
     /// Marks an attempt as started. The returned future resolves once the mark is queued, not
     /// committed: writes commit in order, so it is committed no later than the attempt's end.
     fn start_attempt(

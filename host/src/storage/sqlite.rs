@@ -413,6 +413,17 @@ impl Storage for SqliteStorage {
         }))
     }
 
+    fn release_attempt(&self, seq: i64) -> BoxFuture<'_, Result<()>> {
+        Box::pin(self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE events SET state = 'pending', running_since_ms = NULL, running_version = NULL
+                 WHERE seq = ?1 AND state = 'running'",
+            )?
+            .execute(params![seq])?;
+            Ok(())
+        }))
+    }
+
     fn start_attempt(
         &self,
         seq: i64,
