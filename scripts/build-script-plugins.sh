@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Builds the JavaScript and Python plugins (plugins/{js,python}/*, and the test plugins in
-# tests/plugins/{js,python}/*) into components, with
-# the build tools pinned and installed inside the project (tools/js/node_modules,
-# target/tools/python): componentize-js for JavaScript, componentize-py for Python. Output:
-# target/script-plugins/<lang>-<name>.wasm. Incremental: a plugin is rebuilt only when one of its
-# files or the WIT is newer than its component.
+# Builds the JavaScript and Python plugins (plugins/{js,python}/*, the test plugins in
+# tests/plugins/{js,python}/* and the benchmark plugins in bench/plugins/{js,python}/*) into
+# components, with the guest helpers (guest-sdk/js, guest-sdk/python) and the build tools pinned
+# and installed inside the project (tools/js/node_modules, target/tools/python): componentize-js
+# for JavaScript, componentize-py for Python. Output: target/script-plugins/<lang>-<name>.wasm.
+# Incremental: a plugin is rebuilt only when one of its files, its helpers or the WIT is newer
+# than its component.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
@@ -30,9 +31,9 @@ stale() { # stale OUTPUT INPUT_DIR...
   [ -n "$(find "${@:2}" "$wit" -newer "$1" -type f -not -path '*/__pycache__/*' -print -quit)" ]
 }
 
-for dir in plugins/js/*/ tests/plugins/js/*/; do
+for dir in plugins/js/*/ tests/plugins/js/*/ bench/plugins/js/*/; do
   name=$(basename "$dir"); wasm="$out/js-$name.wasm"
-  if stale "$wasm" "$dir"; then
+  if stale "$wasm" "$dir" guest-sdk/js; then
     echo "building JavaScript plugin $name"
     # -d http -d fetch-event: no wasi:http (outbound HTTP goes through hookhost's own import).
     node tools/js/node_modules/@bytecodealliance/componentize-js/src/cli.js "$dir/app.js" \
@@ -40,12 +41,13 @@ for dir in plugins/js/*/ tests/plugins/js/*/; do
     mv "$wasm.tmp" "$wasm"
   fi
 done
-for dir in plugins/python/*/ tests/plugins/python/*/; do
+for dir in plugins/python/*/ tests/plugins/python/*/ bench/plugins/python/*/; do
   name=$(basename "$dir"); wasm="$out/python-$name.wasm"
-  if stale "$wasm" "$dir"; then
+  if stale "$wasm" "$dir" guest-sdk/python; then
     echo "building Python plugin $name"
+    # -p: the plugin's own folder, then the guest helpers (guest-sdk/python/hookhost.py).
     (cd "$dir" && PYTHONDONTWRITEBYTECODE=1 "$venv/bin/componentize-py" -d "$wit" -w merchant-plugin \
-      componentize app -o "$wasm.tmp")
+      componentize app -p . -p "$root/guest-sdk/python" -o "$wasm.tmp")
     mv "$wasm.tmp" "$wasm"
   fi
 done

@@ -541,6 +541,22 @@ async fn events_of_one_order_run_in_order_and_survive_a_restart() {
 
 #[tokio::test]
 async fn payment_gate_releases_an_order_only_when_paid() {
+    payment_gate_story(&plugin("payment-gate")).await;
+}
+
+#[tokio::test]
+async fn the_javascript_payment_gate_behaves_like_the_rust_one() {
+    payment_gate_story(&common::script_plugin("js", "payment-gate")).await;
+}
+
+#[tokio::test]
+async fn the_python_payment_gate_behaves_like_the_rust_one() {
+    payment_gate_story(&common::script_plugin("python", "payment-gate")).await;
+}
+
+/// The payment-gate story, the same for every language: held while pending, released once when
+/// paid (kv + one backend call), the amount kept as written, a non-payment event skipped.
+async fn payment_gate_story(plugin: &std::path::Path) {
     let backend = Backend::start().await;
     let tenants = format!(
         r#"
@@ -552,7 +568,6 @@ config = {{ backend-url = "http://{addr}/orders/release" }}
 provider = "sevi"
 token = "{TOKEN}"
 "#,
-        plugin = plugin("payment-gate"),
         addr = backend.addr,
     );
     let host = Host::start(&tenants).await;
@@ -573,9 +588,12 @@ token = "{TOKEN}"
         .await,
     )
     .await;
-    assert_eq!(
-        host.wait_finished(pending, Duration::from_secs(60)).await["state"],
-        "done"
+    let held = host.wait_finished(pending, Duration::from_secs(60)).await;
+    assert_eq!(held["state"], "done", "{held}");
+    let logs = held["attempts_detail"][0]["logs"].to_string();
+    assert!(
+        logs.contains("order #100: payment is PENDING, order stays held"),
+        "{logs}"
     );
     let kv = host.kv("bazaar").await;
     assert!(
@@ -637,6 +655,22 @@ token = "{TOKEN}"
 
 #[tokio::test]
 async fn payout_ledger_keeps_history_and_alerts_on_reversal() {
+    payout_ledger_story(&plugin("payout-ledger")).await;
+}
+
+#[tokio::test]
+async fn the_javascript_payout_ledger_behaves_like_the_rust_one() {
+    payout_ledger_story(&common::script_plugin("js", "payout-ledger")).await;
+}
+
+#[tokio::test]
+async fn the_python_payout_ledger_behaves_like_the_rust_one() {
+    payout_ledger_story(&common::script_plugin("python", "payout-ledger")).await;
+}
+
+/// The payout-ledger story, the same for every language: history in received order, canonical
+/// status and exact amount, one alert on reversal, a repeated event id skipped.
+async fn payout_ledger_story(plugin: &std::path::Path) {
     let backend = Backend::start().await;
     let tenants = format!(
         r#"
@@ -649,7 +683,6 @@ provider = "juspay"
 username = "payer"
 password = "{TOKEN}"
 "#,
-        plugin = plugin("payout-ledger"),
         addr = backend.addr,
     );
     let host = Host::start(&tenants).await;
@@ -711,6 +744,19 @@ password = "{TOKEN}"
             alerts[0].1["status"].as_str()
         ),
         (Some("ord1"), Some("REVERSED"))
+    );
+    assert_eq!(
+        (
+            alerts[0].1["amount"].as_str(),
+            alerts[0].1["currency"].as_str()
+        ),
+        (Some("2500.50"), Some("INR"))
+    );
+    let reversal = host.wait_finished(seqs[2], Duration::from_secs(5)).await;
+    let logs = reversal["attempts_detail"][0]["logs"].to_string();
+    assert!(
+        logs.contains("payout ord1 is REVERSED: merchant alerted"),
+        "{logs}"
     );
 }
 
@@ -1657,4 +1703,141 @@ token = "{TOKEN}"
         host.wait_finished(calm, Duration::from_secs(60)).await["state"],
         "done"
     );
+}
+
+/// A host call the tenant is not allowed (outbound HTTP to a host off its allow-list) fails the
+/// attempt with a message naming the call and the reason in every language's order-sync (the
+/// JavaScript and Python helpers turn the WIT error variant into text), and the attempt's kv
+/// writes are discarded.
+#[tokio::test]
+async fn a_refused_host_call_is_explained_in_every_language() {
+    let langs = [
+        ("rust", plugin("order-sync")),
+        ("js", common::script_plugin("js", "order-sync")),
+        ("python", common::script_plugin("python", "order-sync")),
+    ];
+    let mut tenants = String::new();
+    for (lang, path) in &langs {
+        tenants.push_str(&format!(
+            r#"
+[tenants.shop-{lang}]
+plugin = {path:?}
+config = {{ backend-url = "http://203.0.113.9/notify" }}
+retry = {{ max_attempts = 1 }}
+[tenants.shop-{lang}.sources.fincart]
+provider = "fincart"
+token = "{TOKEN}"
+"#
+        ));
+    }
+    let host = Host::start(&tenants).await;
+    let delivered = fincart_status("abc", "#77", "successful", "delivered", 1738336900000);
+    for (lang, _) in &langs {
+        let tenant = format!("shop-{lang}");
+        let seq = accepted(
+            host.send(&tenant, "fincart", &[JSON, AUTH], delivered.clone())
+                .await,
+        )
+        .await;
+        let event = host.wait_finished(seq, Duration::from_secs(120)).await;
+        assert_eq!(event["state"], "dead", "{lang}: {event}");
+        let error = event["last_error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("denied") && error.contains("203.0.113.9"),
+            "{lang}: {error}"
+        );
+        if *lang != "rust" {
+            assert!(
+                error.contains("http post http://203.0.113.9/notify: denied"),
+                "{lang}: {error}"
+            );
+        }
+        let kv = host.kv(&tenant).await;
+        assert!(
+            kv.is_empty(),
+            "{lang}: failed attempt left kv writes: {kv:?}"
+        );
+    }
+}
+
+/// `limits.instance_reuse`: a JavaScript or Python instance serves up to N events of its tenant
+/// (its globals persist: the test plugin counts the events its instance handled), is replaced
+/// after N, is dropped after a timeout, and never serves another tenant; without the setting
+/// every event gets a fresh instance.
+#[tokio::test]
+async fn script_plugins_reuse_instances_only_as_configured() {
+    let mut tenants = String::new();
+    for lang in ["js", "python"] {
+        for (tenant, reuse) in [("reuse", 3), ("twin", 3), ("fresh", 1)] {
+            tenants.push_str(&format!(
+                r#"
+[tenants.{tenant}-{lang}]
+plugin = {plugin:?}
+limits = {{ timeout_ms = 1000, instance_reuse = {reuse}, max_concurrency = 1 }}
+retry = {{ max_attempts = 1 }}
+[tenants.{tenant}-{lang}.sources.fc]
+provider = "fincart"
+token = "{TOKEN}"
+"#,
+                plugin = common::script_plugin(lang, "misbehave"),
+            ));
+        }
+    }
+    let host = Host::start(&tenants).await;
+    // Events of one order run one after another, in the order sent.
+    let send = async |tenant: &str, n: u64, mode: &str| {
+        let body = serde_json::json!({ "orderId": "o-1", "status": "pending",
+            "statusUpdatedDate": n, "misbehave": mode, "spin_ms": 5000 })
+        .to_string();
+        accepted(host.send(tenant, "fc", &[JSON, AUTH], body).await).await
+    };
+    let count_of = async |tenant: &str, seq: i64| -> Option<String> {
+        let event = host.wait_finished(seq, Duration::from_secs(120)).await;
+        let kv = host.kv(tenant).await;
+        kv.get(&format!("count/{}", event["event"]["id"].as_str().unwrap()))
+            .cloned()
+    };
+    for lang in ["js", "python"] {
+        let tenant = format!("reuse-{lang}");
+        let mut seqs = Vec::new();
+        for (n, mode) in ["count", "count", "loop", "count", "count", "count", "count"]
+            .iter()
+            .enumerate()
+        {
+            seqs.push(send(&tenant, n as u64 + 1, mode).await);
+        }
+        let mut counts = Vec::new();
+        for seq in &seqs {
+            counts.push(count_of(&tenant, *seq).await);
+        }
+        let expected =
+            ["1", "2", "", "1", "2", "3", "1"].map(|c| (!c.is_empty()).then(|| c.to_string()));
+        assert_eq!(
+            counts, expected,
+            "{lang}: kept for 3 events, dropped after the timeout, replaced after 3"
+        );
+        let looped = host.event(seqs[2]).await;
+        assert_eq!(looped["state"], "dead", "{lang}: {looped}");
+        assert!(
+            looped["last_error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("time limit of 1000 ms"),
+            "{lang}: {looped}"
+        );
+
+        // Another tenant with the same plugin file starts from its own instance.
+        let twin = format!("twin-{lang}");
+        let seq = send(&twin, 1, "count").await;
+        assert_eq!(count_of(&twin, seq).await.as_deref(), Some("1"), "{lang}");
+
+        // Without instance_reuse, a fresh instance per event.
+        let fresh = format!("fresh-{lang}");
+        let (a, b) = (
+            send(&fresh, 1, "count").await,
+            send(&fresh, 2, "count").await,
+        );
+        assert_eq!(count_of(&fresh, a).await.as_deref(), Some("1"), "{lang}");
+        assert_eq!(count_of(&fresh, b).await.as_deref(), Some("1"), "{lang}");
+    }
 }

@@ -489,6 +489,25 @@ status = "status"
 /// error and the working version keeps serving.
 #[tokio::test]
 async fn new_then_dev_builds_serves_and_hot_swaps_on_save() {
+    dev_loop_story("rust").await;
+}
+
+/// The same loop for a JavaScript plugin (`hookhost new --lang js`, `node --test`, componentize-js).
+#[tokio::test]
+async fn new_then_dev_works_for_a_javascript_plugin() {
+    dev_loop_story("js").await;
+}
+
+/// The same loop for a Python plugin (`hookhost new --lang python`, unittest, componentize-py).
+#[tokio::test]
+async fn new_then_dev_works_for_a_python_plugin() {
+    dev_loop_story("python").await;
+}
+
+/// `hookhost new NAME --lang LANG` → the scaffold's native test → `hookhost dev` → an event →
+/// a save that changes the reaction (rebuilt, swapped, the next event runs it) → a broken save
+/// (the error printed, the working version keeps serving).
+async fn dev_loop_story(lang: &str) {
     use std::io::BufRead;
     let work = tempfile::tempdir().unwrap();
     let crate_dir = work.path().join("shop-notes");
@@ -498,7 +517,7 @@ async fn new_then_dev_builds_serves_and_hot_swaps_on_save() {
         .map(std::path::PathBuf::from)
         .unwrap_or(target);
     let out = std::process::Command::new(hookhost)
-        .args(["new", "shop-notes", "--dir"])
+        .args(["new", "shop-notes", "--lang", lang, "--dir"])
         .arg(&crate_dir)
         .output()
         .unwrap();
@@ -514,10 +533,16 @@ async fn new_then_dev_builds_serves_and_hot_swaps_on_save() {
         .output()
         .unwrap();
     assert!(!again.status.success());
-    let test = std::process::Command::new(env!("CARGO"))
+    let (program, args): (&str, &[&str]) = match lang {
+        "rust" => (env!("CARGO"), &["test", "--quiet"]),
+        "js" => ("node", &["--test"]),
+        _ => ("python3", &["-m", "unittest"]),
+    };
+    let test = std::process::Command::new(program)
         .current_dir(&crate_dir)
         .env("CARGO_TARGET_DIR", &target)
-        .args(["test", "--quiet"])
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -527,10 +552,22 @@ async fn new_then_dev_builds_serves_and_hot_swaps_on_save() {
         String::from_utf8_lossy(&test.stderr)
     );
 
+    // The repository's pinned build tools (installed by the build script), so the test does not
+    // install them into the new project again.
+    common::script_plugin("js", "order-sync");
     let mut dev = std::process::Command::new(hookhost)
         .args(["dev", "--listen", "127.0.0.1:0"])
         .arg(&crate_dir)
         .env("CARGO_TARGET_DIR", &target)
+        .env(
+            "HOOKHOST_COMPONENTIZE_JS",
+            common::workspace()
+                .join("tools/js/node_modules/@bytecodealliance/componentize-js/src/cli.js"),
+        )
+        .env(
+            "HOOKHOST_COMPONENTIZE_PY",
+            target.join("tools/python/bin/componentize-py"),
+        )
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -624,14 +661,36 @@ async fn new_then_dev_builds_serves_and_hot_swaps_on_save() {
     assert_eq!(kv["entries"][0]["key"], "order/A-1", "{kv}");
 
     // A save that changes the reaction: rebuilt, swapped, the next event runs it.
-    let lib = crate_dir.join("src/lib.rs");
-    let source = std::fs::read_to_string(&lib).unwrap();
-    assert!(source.contains("format!(\"order/{order}\")"));
-    std::fs::write(
-        &lib,
-        source.replace("format!(\"order/{order}\")", "format!(\"latest/{order}\")"),
-    )
-    .unwrap();
+    let (logic, key, latest, app, done, broken) = match lang {
+        "rust" => (
+            "src/lib.rs",
+            "format!(\"order/{order}\")",
+            "format!(\"latest/{order}\")",
+            "src/lib.rs",
+            "Ok(Outcome::Done)",
+            "Ok(Outcome::Done",
+        ),
+        "js" => (
+            "logic.js",
+            "`order/${order}`",
+            "`latest/${order}`",
+            "app.js",
+            "return done();",
+            "return done(;",
+        ),
+        _ => (
+            "logic.py",
+            "f\"order/{order}\"",
+            "f\"latest/{order}\"",
+            "app.py",
+            "return done()",
+            "return done(",
+        ),
+    };
+    let logic = crate_dir.join(logic);
+    let source = std::fs::read_to_string(&logic).unwrap();
+    assert!(source.contains(key), "{source}");
+    std::fs::write(&logic, source.replace(key, latest)).unwrap();
     let v2 = version(&next_line("reloaded version "));
     assert_ne!(v1, v2);
     let seq = send("B-2");
@@ -643,15 +702,18 @@ async fn new_then_dev_builds_serves_and_hot_swaps_on_save() {
     assert_eq!(kv["entries"][0]["key"], "latest/B-2", "{kv}");
 
     // A broken save: the compiler's error is printed and v2 keeps serving.
-    std::fs::write(
-        &lib,
-        source.replace("Ok(Outcome::Done)", "Ok(Outcome::Done"),
-    )
-    .unwrap();
+    let app = crate_dir.join(app);
+    let source = std::fs::read_to_string(&app).unwrap();
+    assert!(source.contains(done), "{source}");
+    std::fs::write(&app, source.replace(done, broken)).unwrap();
     let failed = next_line("build failed");
     assert!(failed.contains(&v2), "{failed}");
-    let error = next_line("error");
-    assert!(error.contains("error"), "{error}");
+    let error = next_line(if lang == "rust" {
+        "error"
+    } else {
+        "SyntaxError"
+    });
+    assert!(error.contains("rror"), "{error}");
     let seq = send("C-3");
     assert_eq!(
         finished(seq).await["attempts_detail"][0]["plugin_version"],

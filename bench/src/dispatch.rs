@@ -5,6 +5,7 @@
 //! against the same logic as a native Rust function (the floor). Same process, same run.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use hookhost::capabilities::http::{AllowList, HttpCapability, HttpLimits};
 use hookhost::capabilities::kv::{KvLimits, KvTxn};
 use hookhost::capabilities::log::LogCapture;
 use hookhost::event::{CanonicalStatus, EventKind, NormalizedEvent};
-use hookhost::runtime::{AttemptContext, PluginOutcome, Runtime, RuntimeConfig};
+use hookhost::runtime::{AttemptContext, LoadedPlugin, PluginOutcome, Runtime, RuntimeConfig};
 use hookhost::storage::StoredEvent;
 
 use crate::{percentile, target_dir, Row};
@@ -167,6 +168,86 @@ fn stats(mut samples: Vec<f64>) -> (f64, f64) {
     (percentile(&samples, 0.5), percentile(&samples, 0.99))
 }
 
+/// The runtime settings the per-event benchmarks use (no fuel, fresh memory after each attempt).
+pub fn bench_runtime(cache_dir: &Path) -> RuntimeConfig {
+    RuntimeConfig {
+        cache_dir: cache_dir.to_path_buf(),
+        max_instances: 16,
+        max_memory_mib: 64,
+        fuel: false,
+        max_table_elements: 100_000,
+        decommit_batch: 1,
+        max_core_instances: 64,
+    }
+}
+
+/// A SQLite journal/kv in `dir` (fast durability: the kv commit is not what is measured).
+pub fn bench_storage(dir: &Path) -> Result<Arc<dyn hookhost::storage::Storage>> {
+    Ok(Arc::new(hookhost::storage::sqlite::SqliteStorage::open(
+        &dir.join("bench.db"),
+        hookhost::config::Durability::Fast,
+    )?))
+}
+
+/// (median, p99) µs per event of `plugin` (a kv-set reaction: one kv write expected) run through
+/// hookhost's runtime with the tenant's capabilities, `reuse` events per instance.
+pub async fn per_event(
+    rt: &Runtime,
+    plugin: &LoadedPlugin,
+    storage: &Arc<dyn hookhost::storage::Storage>,
+    events: usize,
+    reuse: u32,
+) -> Result<(f64, f64)> {
+    let client = HttpCapability::shared_client(true)?;
+    let allow = Arc::new(AllowList::parse(&[])?);
+    let mut samples = Vec::with_capacity(events);
+    for n in 0..WARMUP + events {
+        let cx = AttemptContext {
+            kv: KvTxn::new(
+                "bench",
+                storage.clone(),
+                KvLimits {
+                    max_value_bytes: 1 << 18,
+                    max_keys: u64::MAX,
+                },
+            ),
+            http: HttpCapability::new(
+                client.clone(),
+                allow.clone(),
+                HttpLimits {
+                    max_requests: 10,
+                    timeout: Duration::from_secs(10),
+                    max_response_bytes: 1 << 20,
+                },
+            ),
+            config: ConfigValues::default(),
+            log: LogCapture::new("bench", 65_536),
+            timeout: Duration::from_secs(5),
+            memory_bytes: 64 << 20,
+            log_bytes_hint: 65_536,
+            fuel: None,
+            reuse,
+            keep_warm: 1,
+        };
+        let event = stored(n);
+        let started = Instant::now();
+        let report = rt.run(plugin, &event, 1, cx).await;
+        let took = started.elapsed();
+        if !matches!(report.result, Ok(PluginOutcome::Done)) || report.kv_writes.len() != 1 {
+            bail!(
+                "hookhost run of {} failed: {:?} ({} kv writes)",
+                plugin.path.display(),
+                report.result,
+                report.kv_writes.len()
+            );
+        }
+        if n >= WARMUP {
+            samples.push(took.as_secs_f64() * 1e6);
+        }
+    }
+    Ok(stats(samples))
+}
+
 /// Runs the three variants `events` times each.
 pub fn dispatch(events: usize) -> Result<Vec<Row>> {
     let component_path = target_dir().join("wasm32-wasip2/release/kv_set.wasm");
@@ -175,62 +256,10 @@ pub fn dispatch(events: usize) -> Result<Vec<Row>> {
 
     // hookhost's runtime, as the dispatcher drives it (minus the journal commit).
     let hookhost = runtime.block_on(async {
-        let rt = Runtime::new(&RuntimeConfig {
-            cache_dir: dir.path().join("cache"),
-            max_instances: 16,
-            max_memory_mib: 64,
-            fuel: false,
-            max_table_elements: 100_000,
-            decommit_batch: 1,
-            max_core_instances: 64,
-        })?;
+        let rt = Runtime::new(&bench_runtime(&dir.path().join("cache")))?;
         let plugin = rt.load(&component_path)?;
-        let storage: Arc<dyn hookhost::storage::Storage> =
-            Arc::new(hookhost::storage::sqlite::SqliteStorage::open(
-                &dir.path().join("bench.db"),
-                hookhost::config::Durability::Fast,
-            )?);
-        let client = HttpCapability::shared_client(true)?;
-        let allow = Arc::new(AllowList::parse(&[])?);
-        let mut samples = Vec::with_capacity(events);
-        for n in 0..WARMUP + events {
-            let cx = AttemptContext {
-                kv: KvTxn::new(
-                    "bench",
-                    storage.clone(),
-                    KvLimits {
-                        max_value_bytes: 1 << 18,
-                        max_keys: u64::MAX,
-                    },
-                ),
-                http: HttpCapability::new(
-                    client.clone(),
-                    allow.clone(),
-                    HttpLimits {
-                        max_requests: 10,
-                        timeout: Duration::from_secs(10),
-                        max_response_bytes: 1 << 20,
-                    },
-                ),
-                config: ConfigValues::default(),
-                log: LogCapture::new("bench", 65_536),
-                timeout: Duration::from_secs(5),
-                memory_bytes: 64 << 20,
-                log_bytes_hint: 65_536,
-                fuel: None,
-            };
-            let event = stored(n);
-            let started = Instant::now();
-            let report = rt.run(&plugin, &event, 1, cx).await;
-            let took = started.elapsed();
-            if !matches!(report.result, Ok(PluginOutcome::Done)) || report.kv_writes.len() != 1 {
-                bail!("hookhost run failed: {:?}", report.result);
-            }
-            if n >= WARMUP {
-                samples.push(took.as_secs_f64() * 1e6);
-            }
-        }
-        anyhow::Ok(stats(samples))
+        let storage = bench_storage(dir.path())?;
+        per_event(&rt, &plugin, &storage, events, 1).await
     })?;
 
     // Bare wasmtime: the same component, pooling, InstancePre, one call per fresh instance.

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 mod dispatch;
 mod fairness;
+mod languages;
 mod tenants;
 
 const TOKEN: &str = "bench-token";
@@ -79,6 +80,13 @@ enum Cmd {
         #[arg(long, default_value_t = 500)]
         events: usize,
     },
+    /// Guest languages: per-event cost of the same reaction in Rust, JavaScript and Python (fresh
+    /// and reused instances), and compile vs cached-load time of each component.
+    Languages {
+        /// Events per variant.
+        #[arg(long, default_value_t = 1000)]
+        events: usize,
+    },
     /// The baseline: a bare axum server answering 200 to every POST (used by `ingest`).
     #[command(hide = true)]
     BareServer,
@@ -107,6 +115,11 @@ fn main() -> Result<()> {
             print_table(&fairness::fairness(events)?);
             Ok(())
         }
+        Cmd::Languages { events } => {
+            prepare()?;
+            print_table(&languages::languages(events)?);
+            Ok(())
+        }
         Cmd::All { secs } => {
             prepare()?;
             let mut rows = dispatch::dispatch(5000)?;
@@ -114,6 +127,7 @@ fn main() -> Result<()> {
             rows.extend(reload(20)?);
             rows.extend(fairness::fairness(500)?);
             rows.extend(tenants::tenants(1000, 5000)?);
+            rows.extend(languages::languages(1000)?);
             print_table(&rows);
             Ok(())
         }

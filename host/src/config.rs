@@ -254,6 +254,12 @@ pub struct Limits {
     pub ingest_per_second: Option<f64>,
     /// Webhooks that may arrive at once above `ingest_per_second` (default: one second's worth).
     pub ingest_burst: Option<u32>,
+    /// Events one plugin instance may handle before it is replaced (default 1: a fresh instance
+    /// per event). JavaScript and Python plugins start an interpreter per instance (~1-2 ms, see
+    /// docs/BENCHMARKS.md); reusing an instance saves that, at the price that the plugin's
+    /// globals persist between this tenant's events. An instance never serves another tenant or
+    /// another plugin version, and is dropped after any trap or timeout.
+    pub instance_reuse: u32,
 }
 
 impl Default for Limits {
@@ -271,6 +277,7 @@ impl Default for Limits {
             fuel: None,
             ingest_per_second: None,
             ingest_burst: None,
+            instance_reuse: 1,
         }
     }
 }
@@ -725,6 +732,9 @@ impl Config {
             {
                 bail!("tenant {name}: limits.ingest_per_second must be a number above zero (leave it out for no limit)");
             }
+            if !(1..=100_000).contains(&tenant.limits.instance_reuse) {
+                bail!("tenant {name}: limits.instance_reuse must be from 1 (a fresh instance per event) to 100000");
+            }
             if tenant.limits.fuel == Some(0) {
                 bail!("tenant {name}: limits.fuel must be above zero (leave it out for no budget)");
             }
@@ -840,6 +850,26 @@ mod tests {
             toml::from_str("database = 'x'\n[tenants.'a b']\nplugin = 'p.wasm'").unwrap();
         cfg.resolve_paths(Path::new("/etc"));
         assert!(cfg.validate().unwrap_err().to_string().contains("a b"));
+    }
+
+    #[test]
+    fn instance_reuse_is_bounded_and_defaults_to_a_fresh_instance() {
+        let with = |reuse: &str| {
+            let mut cfg: Config = toml::from_str(&format!(
+                "database = 'x'\n[tenants.a]\nplugin = 'p.wasm'\n[tenants.a.limits]\n{reuse}"
+            ))
+            .unwrap();
+            cfg.resolve_paths(Path::new("/etc"));
+            cfg
+        };
+        let default = with("");
+        assert_eq!(default.tenants["a"].limits.instance_reuse, 1);
+        default.validate().unwrap();
+        with("instance_reuse = 500").validate().unwrap();
+        for bad in ["instance_reuse = 0", "instance_reuse = 100001"] {
+            let err = with(bad).validate().unwrap_err().to_string();
+            assert!(err.contains("limits.instance_reuse"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -359,6 +359,8 @@ async fn attempt(deps: &DispatchDeps, event: StoredEvent) -> Next {
         memory_bytes: (limits.memory_mib as usize) << 20,
         log_bytes_hint: limits.log_bytes,
         fuel: limits.fuel,
+        reuse: limits.instance_reuse,
+        keep_warm: limits.max_concurrency,
     };
     let started_at_ms = now_ms();
     // Marked before running, so an attempt cut short by a crash still counts at the next start.

@@ -138,20 +138,26 @@ enum Command {
         #[arg(long)]
         list: bool,
     },
-    /// Create a Rust plugin crate on the guest SDK, with a unit test and a README.
+    /// Create a plugin (`--lang rust`: a crate on the guest SDK; `js`, `python`: a project on
+    /// the guest helpers) with a working reaction, a native unit test and a README.
     New {
-        /// The plugin's (crate's) name.
+        /// The plugin's name (the crate's or package's name).
         name: String,
+        /// The language to write it in.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: hookhost::devloop::scaffold::Lang,
         /// Create it here instead of `./NAME`.
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// The guest SDK's folder (default: $HOOKHOST_SDK, else the one beside hookhost's sources).
+        /// The Rust guest SDK's folder (default: $HOOKHOST_SDK, else the one beside hookhost's
+        /// sources).
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
-    /// Serve a plugin crate locally and rebuild + hot-swap it on every save.
+    /// Serve a plugin (Rust crate, JavaScript or Python project) locally and rebuild + hot-swap
+    /// it on every save.
     Dev {
-        /// The plugin crate's folder.
+        /// The plugin's folder.
         #[arg(default_value = ".")]
         plugin_dir: PathBuf,
         /// Listen here instead of the dev config's address (127.0.0.1:8080 by default).
@@ -332,11 +338,21 @@ fn run() -> Result<()> {
             }
             Ok(())
         }
-        Command::New { name, dir, sdk } => {
-            let dir =
-                hookhost::devloop::scaffold::new_plugin(&name, dir.as_deref(), sdk.as_deref())?;
+        Command::New {
+            name,
+            lang,
+            dir,
+            sdk,
+        } => {
+            use hookhost::devloop::scaffold::{new_plugin, Lang};
+            let dir = new_plugin(&name, lang, dir.as_deref(), sdk.as_deref())?;
+            let test = match lang {
+                Lang::Rust => "cargo test",
+                Lang::Js => "node --test",
+                Lang::Python => "python3 -m unittest",
+            };
             println!(
-                "created {}: `cargo test` runs its test; `hookhost dev {}` serves it and reloads on save",
+                "created {}: `{test}` runs its test; `hookhost dev {}` serves it and reloads on save",
                 dir.display(),
                 dir.display()
             );

@@ -9,7 +9,8 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -73,6 +74,10 @@ pub struct RuntimeConfig {
 /// A compiled, type-checked plugin ready to be instantiated per event.
 pub struct LoadedPlugin {
     pre: MerchantPluginPre<PluginState>,
+    /// Instances kept for the next events when the tenant reuses instances (`limits.instance_reuse`).
+    /// A LoadedPlugin belongs to one tenant, so an instance never serves another tenant; a new
+    /// version is a new LoadedPlugin, so an instance never outlives its version.
+    warm: Mutex<Vec<WarmInstance>>,
     /// Content hash of the component (the version recorded with every attempt).
     pub version: String,
     /// Where it was loaded from.
@@ -103,6 +108,29 @@ pub struct AttemptContext {
     pub log_bytes_hint: usize,
     /// Instruction budget, when the tenant has one (and the engine counts fuel).
     pub fuel: Option<u64>,
+    /// Events one instance may handle (`limits.instance_reuse`); 1 means a fresh instance per event.
+    pub reuse: u32,
+    /// Most idle instances kept for reuse (the tenant's concurrency).
+    pub keep_warm: usize,
+}
+
+/// What an attempt may call: its capabilities, set for the attempt and taken back after it.
+struct AttemptCaps {
+    kv: KvTxn,
+    http: HttpCapability,
+    config: ConfigValues,
+    log: LogCapture,
+}
+
+/// An instance kept between events of one tenant (instance reuse): its store, the instance, how
+/// many events it handled, and its output pipe (read from where the previous event stopped).
+struct WarmInstance {
+    store: Store<PluginState>,
+    instance: Option<MerchantPlugin>,
+    uses: u32,
+    output: MemoryOutputPipe,
+    printed: usize,
+    wall_ms: Arc<AtomicU64>,
 }
 
 /// What the plugin returned (WIT `outcome`).
@@ -133,15 +161,21 @@ pub struct AttemptReport {
     pub duration: Duration,
 }
 
-/// The per-event store data.
+/// The store data: WASI with nothing granted, the limiter, and the running attempt's
+/// capabilities (absent between attempts of a reused instance).
 pub struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
-    kv: KvTxn,
-    http: HttpCapability,
-    config: ConfigValues,
-    log: LogCapture,
+    caps: Option<AttemptCaps>,
+}
+
+impl PluginState {
+    fn caps(&mut self) -> wasmtime::Result<&mut AttemptCaps> {
+        self.caps
+            .as_mut()
+            .ok_or_else(|| wasmtime::format_err!("host call outside an attempt"))
+    }
 }
 
 impl WasiView for PluginState {
@@ -155,21 +189,23 @@ impl WasiView for PluginState {
 
 /// The only time a plugin is given is the contract's: WASI's wall clock reads the event's
 /// `received-at-ms`, on every attempt and replay alike. Plugins cannot time the host (a side
-/// channel) and their results do not depend on when an attempt happens to run.
-struct ContractWallClock(Duration);
+/// channel) and their results do not depend on when an attempt happens to run. (A reused
+/// instance reads each event's time in turn.)
+struct ContractWallClock(Arc<AtomicU64>);
 
 impl wasmtime_wasi::HostWallClock for ContractWallClock {
     fn resolution(&self) -> Duration {
         Duration::from_millis(1)
     }
     fn now(&self) -> Duration {
-        self.0
+        Duration::from_millis(self.0.load(Ordering::Relaxed))
     }
 }
 
-/// WASI's monotonic clock starts at zero when the attempt starts and ticks in whole milliseconds:
-/// timers, sleeps and event loops (JavaScript's, Python's) work, but a plugin learns nothing about
-/// the host beyond how long its own attempt has run, and too coarsely to time the host's work.
+/// WASI's monotonic clock starts at zero when the instance starts (with a fresh instance per event:
+/// the attempt) and ticks in whole milliseconds: timers, sleeps and event loops (JavaScript's,
+/// Python's) work, but a plugin learns nothing about the host beyond how long its own instance has
+/// run, and too coarsely to time the host's work.
 struct AttemptMonotonicClock(std::time::Instant);
 
 impl wasmtime_wasi::HostMonotonicClock for AttemptMonotonicClock {
@@ -341,6 +377,7 @@ impl Runtime {
             })?;
         Ok(LoadedPlugin {
             pre,
+            warm: Mutex::new(Vec::new()),
             version,
             path: path.to_path_buf(),
             loaded_at_ms: crate::now_ms(),
@@ -383,7 +420,42 @@ impl Runtime {
         unsafe { Component::deserialize(&self.engine, &artifact) }.map_err(|e| anyhow!("{e:#}"))
     }
 
-    /// Runs one attempt of `event` in a fresh instance of `plugin`.
+    /// A store for a new instance, with WASI granting nothing.
+    fn new_store(&self, output_bytes: usize, memory_bytes: usize) -> WarmInstance {
+        let output = MemoryOutputPipe::new(output_bytes);
+        let wall_ms = Arc::new(AtomicU64::new(0));
+        let state = PluginState {
+            // Nothing granted: no args, env, preopens, sockets or name lookup. What the plugin
+            // prints (a Rust panic message, Python's print) is kept with the attempt's logs.
+            wasi: WasiCtx::builder()
+                .stdout(output.clone())
+                .stderr(output.clone())
+                .wall_clock(ContractWallClock(wall_ms.clone()))
+                .monotonic_clock(AttemptMonotonicClock(Instant::now()))
+                .build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                max_bytes: memory_bytes,
+                max_table_elements: self.max_table_elements,
+                exceeded: None,
+            },
+            caps: None,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        WarmInstance {
+            store,
+            instance: None,
+            uses: 0,
+            output,
+            printed: 0,
+            wall_ms,
+        }
+    }
+
+    /// Runs one attempt of `event` in an instance of `plugin`: a fresh one, or, when the tenant
+    /// reuses instances (`cx.reuse` > 1), one kept from its previous events (discarded after
+    /// `reuse` events, or at once after a trap or timeout).
     pub async fn run(
         &self,
         plugin: &LoadedPlugin,
@@ -392,87 +464,128 @@ impl Runtime {
         cx: AttemptContext,
     ) -> AttemptReport {
         let started = Instant::now();
-        let output = MemoryOutputPipe::new(cx.log_bytes_hint);
-        let state = PluginState {
-            // Nothing granted: no args, env, preopens, sockets or name lookup. What the plugin
-            // prints (a Rust panic message, Python's print) is kept with the attempt's logs.
-            wasi: WasiCtx::builder()
-                .stdout(output.clone())
-                .stderr(output.clone())
-                .wall_clock(ContractWallClock(Duration::from_millis(
-                    event.received_at_ms,
-                )))
-                .monotonic_clock(AttemptMonotonicClock(started))
-                .build(),
-            table: ResourceTable::new(),
-            limiter: MemoryLimiter {
-                max_bytes: cx.memory_bytes,
-                max_table_elements: self.max_table_elements,
-                exceeded: None,
-            },
-            kv: cx.kv,
-            http: cx.http,
-            config: cx.config,
-            log: cx.log,
+        let reuse = cx.reuse.max(1);
+        let kept = match reuse {
+            1 => None,
+            _ => plugin.warm.lock().expect("warm instances lock").pop(),
         };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        if self.fuel {
-            if let Err(e) = store.set_fuel(cx.fuel.unwrap_or(u64::MAX)) {
-                tracing::error!("cannot set the attempt's fuel: {e:#}");
-            }
+        let mut warm = kept.unwrap_or_else(|| {
+            // A reused instance's pipe holds the output of all its events (each event's own
+            // share is still cut at the tenant's log budget when read).
+            self.new_store(
+                cx.log_bytes_hint.saturating_mul(reuse as usize),
+                cx.memory_bytes,
+            )
+        });
+        warm.wall_ms.store(event.received_at_ms, Ordering::Relaxed);
+        {
+            let state = warm.store.data_mut();
+            state.limiter.max_bytes = cx.memory_bytes;
+            state.limiter.exceeded = None;
+            state.caps = Some(AttemptCaps {
+                kv: cx.kv,
+                http: cx.http,
+                config: cx.config,
+                log: cx.log,
+            });
         }
         let fuel = cx.fuel.filter(|_| self.fuel);
-        let deadline = started + cx.timeout;
         let timeout_ms = cx.timeout.as_millis();
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Err(wasmtime::format_err!(
-                    "plugin exceeded its time limit of {timeout_ms} ms"
-                ))
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
         let input = to_wit(event, attempt);
-        let call = async {
-            let instance = plugin.pre.instantiate_async(&mut store).await?;
-            instance
-                .hookhost_plugin_handler()
-                .call_handle(&mut store, &input)
-                .await
+        let instance = warm.instance.take();
+        let outcome = {
+            let store = &mut warm.store;
+            if self.fuel {
+                if let Err(e) = store.set_fuel(cx.fuel.unwrap_or(u64::MAX)) {
+                    tracing::error!("cannot set the attempt's fuel: {e:#}");
+                }
+            }
+            let deadline = started + cx.timeout;
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(move |_| {
+                if Instant::now() >= deadline {
+                    Err(wasmtime::format_err!(
+                        "plugin exceeded its time limit of {timeout_ms} ms"
+                    ))
+                } else {
+                    Ok(UpdateDeadline::Yield(1))
+                }
+            });
+            let call = async {
+                let instance = match instance {
+                    Some(instance) => instance,
+                    None => plugin.pre.instantiate_async(&mut *store).await?,
+                };
+                let result = instance
+                    .hookhost_plugin_handler()
+                    .call_handle(&mut *store, &input)
+                    .await?;
+                Ok::<_, wasmtime::Error>((instance, result))
+            };
+            // Host calls are bounded by their own timeouts; this is the backstop for the call.
+            tokio::time::timeout(cx.timeout + Duration::from_secs(1), call).await
         };
-        // Host calls are bounded by their own timeouts; this is the backstop for the whole call.
-        let result = match tokio::time::timeout(cx.timeout + Duration::from_secs(1), call).await {
-            Err(_) => Err(format!("plugin exceeded its time limit of {timeout_ms} ms")),
-            Ok(Ok(Ok(outcome))) => Ok(match outcome {
-                wit::Outcome::Done => PluginOutcome::Done,
-                wit::Outcome::Skipped(why) => PluginOutcome::Skipped(bounded(why)),
-                wit::Outcome::RetryAfter(s) => PluginOutcome::RetryAfter(s),
-            }),
-            Ok(Ok(Err(message))) => Err(format!("plugin returned an error: {}", bounded(message))),
-            Ok(Err(trap)) => Err(describe_trap(
-                &trap,
-                store.data().limiter.exceeded.as_deref(),
-                fuel,
-            )),
+        let (result, instance) = match outcome {
+            Err(_) => (
+                Err(format!("plugin exceeded its time limit of {timeout_ms} ms")),
+                None,
+            ),
+            Ok(Ok((instance, Ok(outcome)))) => (
+                Ok(match outcome {
+                    wit::Outcome::Done => PluginOutcome::Done,
+                    wit::Outcome::Skipped(why) => PluginOutcome::Skipped(bounded(why)),
+                    wit::Outcome::RetryAfter(s) => PluginOutcome::RetryAfter(s),
+                }),
+                Some(instance),
+            ),
+            // The plugin's own error: it returned normally, its instance is intact.
+            Ok(Ok((instance, Err(message)))) => (
+                Err(format!("plugin returned an error: {}", bounded(message))),
+                Some(instance),
+            ),
+            Ok(Err(trap)) => (
+                Err(describe_trap(
+                    &trap,
+                    warm.store.data().limiter.exceeded.as_deref(),
+                    fuel,
+                )),
+                None,
+            ),
         };
-        let mut state = store.into_data();
-        let printed = output.contents();
-        for line in String::from_utf8_lossy(&printed)
+        let mut caps = warm
+            .store
+            .data_mut()
+            .caps
+            .take()
+            .expect("the attempt's capabilities are set above");
+        let printed = warm.output.contents();
+        let own = printed.get(warm.printed..).unwrap_or_default();
+        for line in String::from_utf8_lossy(own)
             .lines()
             .filter(|l| !l.trim().is_empty())
         {
-            state.log.write(Level::Print, line.to_string());
+            caps.log.write(Level::Print, line.to_string());
         }
-        let (logs, logs_dropped) = state.log.finish();
+        warm.printed = printed.len();
+        let (logs, logs_dropped) = caps.log.finish();
         // Only a handled event (done or skipped) commits its kv writes; retry-after, errors,
         // traps and timeouts leave no change behind.
         let (kv_writes, kv_reads) = match result {
-            Ok(PluginOutcome::Done | PluginOutcome::Skipped(_)) => state.kv.into_parts(),
+            Ok(PluginOutcome::Done | PluginOutcome::Skipped(_)) => caps.kv.into_parts(),
             _ => (Vec::new(), Vec::new()),
         };
+        // Keep the instance for the tenant's next event when it may serve more and nothing went
+        // wrong inside it (after a trap or timeout it may be half-way through: it is dropped).
+        if let Some(instance) = instance {
+            warm.uses += 1;
+            if warm.uses < reuse {
+                warm.instance = Some(instance);
+                let mut kept = plugin.warm.lock().expect("warm instances lock");
+                if kept.len() < cx.keep_warm.max(1) {
+                    kept.push(warm);
+                }
+            }
+        }
         AttemptReport {
             kv_writes,
             kv_reads,
@@ -620,7 +733,7 @@ impl wit_log::Host for PluginState {
             wit_log::Level::Warn => Level::Warn,
             wit_log::Level::Error => Level::Error,
         };
-        self.log.write(level, message);
+        self.caps()?.log.write(level, message);
         Ok(())
     }
 }
@@ -636,15 +749,15 @@ fn kv_error(e: KvError) -> wit_kv::Error {
 
 impl wit_kv::Host for PluginState {
     fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, wit_kv::Error>> {
-        Ok(self.kv.get(&key).map_err(kv_error))
+        Ok(self.caps()?.kv.get(&key).map_err(kv_error))
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), wit_kv::Error>> {
-        Ok(self.kv.set(&key, value).map_err(kv_error))
+        Ok(self.caps()?.kv.set(&key, value).map_err(kv_error))
     }
 
     fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, wit_kv::Error>> {
-        Ok(self.kv.delete(&key).map_err(kv_error))
+        Ok(self.caps()?.kv.delete(&key).map_err(kv_error))
     }
 
     fn list_keys(
@@ -652,7 +765,7 @@ impl wit_kv::Host for PluginState {
         prefix: String,
         limit: u32,
     ) -> wasmtime::Result<Result<Vec<String>, wit_kv::Error>> {
-        Ok(self.kv.list_keys(&prefix, limit).map_err(kv_error))
+        Ok(self.caps()?.kv.list_keys(&prefix, limit).map_err(kv_error))
     }
 
     fn set_if_absent(
@@ -660,7 +773,7 @@ impl wit_kv::Host for PluginState {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<bool, wit_kv::Error>> {
-        Ok(self.kv.set_if_absent(&key, value).map_err(kv_error))
+        Ok(self.caps()?.kv.set_if_absent(&key, value).map_err(kv_error))
     }
 }
 
@@ -683,7 +796,7 @@ impl wit_http::Host for PluginState {
             body: request.body,
             timeout_ms: request.timeout_ms,
         };
-        Ok(match self.http.send(request).await {
+        Ok(match self.caps()?.http.send(request).await {
             Ok(r) => Ok(wit_http::Response {
                 status: r.status,
                 headers: r.headers,
@@ -703,11 +816,11 @@ impl wit_http::Host for PluginState {
 
 impl wit_config::Host for PluginState {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        Ok(self.config.get(&key))
+        Ok(self.caps()?.config.get(&key))
     }
 
     fn get_secret(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        Ok(self.config.get_secret(&key))
+        Ok(self.caps()?.config.get_secret(&key))
     }
 }
 

@@ -144,6 +144,9 @@ impl SelfTester {
                 memory_bytes: (limits.memory_mib as usize) << 20,
                 log_bytes_hint: limits.log_bytes,
                 fuel: limits.fuel,
+                // A self-test runs in an instance of its own, never kept.
+                reuse: 1,
+                keep_warm: 0,
             };
             // The report's kv writes are dropped here: a self-test never commits.
             let report = self

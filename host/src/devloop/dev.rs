@@ -1,8 +1,10 @@
-//! `hookhost dev`: the merchant's inner loop for a Rust plugin crate. It serves a local host (the
-//! embedded store, a `dev` tenant with one source per provider, the sink) and, whenever the
-//! crate's sources change, runs `cargo build --target wasm32-wasip2 --release` and hot-swaps the
-//! new component in through the same hot-reload path production uses. One line per reload says
-//! the version and the time taken; a failing build prints the compiler's errors and the previous
+//! `hookhost dev`: the merchant's inner loop for a plugin in Rust, JavaScript or Python. It
+//! serves a local host (the embedded store, a `dev` tenant with one source per provider, the
+//! sink) and, whenever the plugin's sources change, builds it — `cargo build --target
+//! wasm32-wasip2 --release` for a crate, componentize-js for `app.js`, componentize-py for
+//! `app.py` (the pinned tools, installed into the project on first use) — and hot-swaps the new
+//! component in through the same hot-reload path production uses. One line per reload says the
+//! version and the time taken; a failing build prints the compiler's errors and the previous
 //! version keeps serving.
 
 use std::io::IsTerminal as _;
@@ -27,7 +29,7 @@ pub const DEV_ADMIN_TOKEN: &str = "dev";
 
 /// How `hookhost dev` runs.
 pub struct DevOptions {
-    /// The plugin crate (holding `Cargo.toml`).
+    /// The plugin's folder (holding `Cargo.toml`, `app.js` or `app.py`).
     pub plugin_dir: PathBuf,
     /// Listen here instead of the dev config's address.
     pub listen: Option<SocketAddr>,
@@ -36,8 +38,12 @@ pub struct DevOptions {
 /// Builds, serves and rebuilds on change until interrupted.
 pub async fn dev(options: DevOptions) -> Result<()> {
     let dir = std::path::absolute(&options.plugin_dir)?;
-    let package = package_name(&dir)?;
-    ensure_wasm_target().await;
+    let kind = PluginKind::detect(&dir)?;
+    let package = kind.name(&dir);
+    match kind {
+        PluginKind::Rust { .. } => ensure_wasm_target().await,
+        PluginKind::JavaScript | PluginKind::Python => install_tools(&dir, kind.clone()).await?,
+    }
     let state = dir.join(".hookhost-dev");
     std::fs::create_dir_all(&state)
         .with_context(|| format!("cannot create {}", state.display()))?;
@@ -65,7 +71,7 @@ pub async fn dev(options: DevOptions) -> Result<()> {
         })?;
 
     // The first build before serving, so the host starts with the plugin when it builds.
-    let first = build(&dir, &package).await;
+    let first = build(&dir, &kind).await;
     if let Ok(artifact) = &first.artifact {
         install(artifact, &plugin_path)?;
     }
@@ -87,6 +93,7 @@ pub async fn dev(options: DevOptions) -> Result<()> {
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let watched = dir.clone();
+    let kind_for_watch = kind.clone();
     let mut debouncer = new_debouncer(
         Duration::from_millis(100),
         None,
@@ -102,10 +109,7 @@ pub async fn dev(options: DevOptions) -> Result<()> {
                     let Ok(rel) = p.strip_prefix(&watched) else {
                         return false;
                     };
-                    rel.starts_with("src")
-                        || rel.starts_with("wit")
-                        || rel == Path::new("Cargo.toml")
-                        || rel == Path::new("build.rs")
+                    kind_for_watch.is_source(rel)
                 });
             if relevant {
                 let _ = tx.send(());
@@ -116,12 +120,10 @@ pub async fn dev(options: DevOptions) -> Result<()> {
     debouncer
         .watch(&dir, RecursiveMode::NonRecursive)
         .with_context(|| format!("cannot watch {}", dir.display()))?;
-    for sub in ["src", "wit"] {
-        if dir.join(sub).is_dir() {
-            debouncer
-                .watch(dir.join(sub), RecursiveMode::Recursive)
-                .with_context(|| format!("cannot watch {}", dir.join(sub).display()))?;
-        }
+    for sub in kind.source_dirs(&dir) {
+        debouncer
+            .watch(&sub, RecursiveMode::Recursive)
+            .with_context(|| format!("cannot watch {}", sub.display()))?;
     }
 
     loop {
@@ -132,7 +134,7 @@ pub async fn dev(options: DevOptions) -> Result<()> {
                 }
                 // Several saves in a row make one build.
                 while rx.try_recv().is_ok() {}
-                let outcome = build(&dir, &package).await;
+                let outcome = build(&dir, &kind).await;
                 if let Ok(artifact) = &outcome.artifact {
                     if let Err(e) = install(artifact, &plugin_path) {
                         println!("cannot install the new build: {e:#}");
@@ -154,9 +156,317 @@ struct BuildOutcome {
     took: Duration,
 }
 
+/// What kind of plugin a folder holds, and so how it is built.
+#[derive(Debug, Clone)]
+enum PluginKind {
+    /// A crate (`Cargo.toml`), built with cargo.
+    Rust {
+        /// The package's name.
+        package: String,
+    },
+    /// `app.js`, built with componentize-js.
+    JavaScript,
+    /// `app.py`, built with componentize-py.
+    Python,
+}
+
+/// Folders that are not the plugin's sources (tools, build output, caches).
+const NOT_SOURCES: &[&str] = &[
+    ".hookhost-dev",
+    "node_modules",
+    ".venv",
+    "target",
+    "__pycache__",
+    ".git",
+];
+
+impl PluginKind {
+    fn detect(dir: &Path) -> Result<PluginKind> {
+        if dir.join("Cargo.toml").is_file() {
+            return Ok(PluginKind::Rust {
+                package: package_name(dir)?,
+            });
+        }
+        if dir.join("app.js").is_file() {
+            return Ok(PluginKind::JavaScript);
+        }
+        if dir.join("app.py").is_file() {
+            return Ok(PluginKind::Python);
+        }
+        bail!(
+            "{} holds no plugin: `hookhost dev` builds a Rust crate (Cargo.toml), a JavaScript plugin (app.js) or a Python plugin (app.py); create one with `hookhost new NAME --lang rust|js|python`",
+            dir.display()
+        )
+    }
+
+    /// The plugin's name as the dev host reports it.
+    fn name(&self, dir: &Path) -> String {
+        match self {
+            PluginKind::Rust { package } => package.clone(),
+            _ => dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "plugin".into()),
+        }
+    }
+
+    /// Whether a change to `rel` (relative to the plugin's folder) calls for a rebuild.
+    fn is_source(&self, rel: &Path) -> bool {
+        if rel
+            .components()
+            .any(|c| NOT_SOURCES.contains(&c.as_os_str().to_string_lossy().as_ref()))
+        {
+            return false;
+        }
+        let ext = rel.extension().and_then(|e| e.to_str()).unwrap_or("");
+        match self {
+            PluginKind::Rust { .. } => {
+                rel.starts_with("src")
+                    || rel.starts_with("wit")
+                    || rel == Path::new("Cargo.toml")
+                    || rel == Path::new("build.rs")
+            }
+            PluginKind::JavaScript => {
+                matches!(ext, "js" | "mjs" | "wit" | "json") && !rel.ends_with("package-lock.json")
+            }
+            PluginKind::Python => matches!(ext, "py" | "wit"),
+        }
+    }
+
+    /// The sub-folders to watch recursively (the folder itself is watched non-recursively, so
+    /// `node_modules` or `.venv` never cost a watch).
+    fn source_dirs(&self, dir: &Path) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .filter(|p| {
+                let name = p.file_name().unwrap_or_default().to_string_lossy();
+                !NOT_SOURCES.contains(&name.as_ref())
+                    && match self {
+                        PluginKind::Rust { .. } => name == "src" || name == "wit",
+                        _ => !name.starts_with('.'),
+                    }
+            })
+            .collect()
+    }
+}
+
+/// The componentize-js CLI: `$HOOKHOST_COMPONENTIZE_JS` (a cli.js), else the project's own
+/// pinned install.
+fn componentize_js(dir: &Path) -> PathBuf {
+    std::env::var_os("HOOKHOST_COMPONENTIZE_JS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dir.join("node_modules/@bytecodealliance/componentize-js/src/cli.js"))
+}
+
+/// componentize-py: `$HOOKHOST_COMPONENTIZE_PY`, else the project's `.venv`.
+fn componentize_py(dir: &Path) -> PathBuf {
+    std::env::var_os("HOOKHOST_COMPONENTIZE_PY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dir.join(".venv/bin/componentize-py"))
+}
+
+/// Installs the pinned build tool into the project when it is not there yet: `npm install`
+/// (package.json pins componentize-js), or a `.venv` with requirements.txt's componentize-py.
+async fn install_tools(dir: &Path, kind: PluginKind) -> Result<()> {
+    use crate::devloop::scaffold::{
+        COMPONENTIZE_JS_VERSION, COMPONENTIZE_PY_VERSION, PREVIEW2_SHIM_VERSION,
+    };
+    match kind {
+        PluginKind::JavaScript if !componentize_js(dir).is_file() => {
+            if !dir.join("package.json").is_file() {
+                let package = format!(
+                    "{{\"private\": true, \"type\": \"module\", \"devDependencies\": {{\"@bytecodealliance/componentize-js\": \"{COMPONENTIZE_JS_VERSION}\"}}, \"overrides\": {{\"@bytecodealliance/preview2-shim\": \"{PREVIEW2_SHIM_VERSION}\"}}}}\n"
+                );
+                std::fs::write(dir.join("package.json"), package)
+                    .context("cannot write package.json")?;
+            }
+            run_tool(
+                dir,
+                "npm",
+                &["install", "--no-audit", "--no-fund", "--loglevel=error"],
+            )
+            .await
+        }
+        PluginKind::Python if !componentize_py(dir).is_file() => {
+            run_tool(dir, "python3", &["-m", "venv", ".venv"]).await?;
+            let requirement = match dir.join("requirements.txt").is_file() {
+                true => vec!["-r", "requirements.txt"],
+                false => vec![],
+            };
+            let pinned = format!("componentize-py=={COMPONENTIZE_PY_VERSION}");
+            let mut args = vec!["install", "--quiet", "--disable-pip-version-check"];
+            args.extend(requirement);
+            if !args.contains(&"-r") {
+                args.push(&pinned);
+            }
+            run_tool(dir, ".venv/bin/pip", &args).await
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Runs one tool-install command in the plugin's folder, saying what it runs.
+async fn run_tool(dir: &Path, program: &str, args: &[&str]) -> Result<()> {
+    let line = format!("{program} {}", args.join(" "));
+    println!("installing the build tool: {line}");
+    let status = tokio::process::Command::new(program)
+        .current_dir(dir)
+        .args(args)
+        .status()
+        .await
+        .with_context(|| format!("cannot run `{line}`: is {program} installed?"))?;
+    if !status.success() {
+        bail!("`{line}` failed in {}", dir.display());
+    }
+    Ok(())
+}
+
+/// Builds the plugin; on success returns the `.wasm` it produced, else the errors as the compiler
+/// printed them.
+async fn build(dir: &Path, kind: &PluginKind) -> BuildOutcome {
+    match kind {
+        PluginKind::Rust { package } => build_crate(dir, package).await,
+        PluginKind::JavaScript | PluginKind::Python => build_script(dir, kind).await,
+    }
+}
+
+/// Builds `app.js` or `app.py` against the project's `wit` folder into `.hookhost-dev/build/`.
+async fn build_script(dir: &Path, kind: &PluginKind) -> BuildOutcome {
+    let started = Instant::now();
+    let out = dir.join(".hookhost-dev/build/plugin.wasm");
+    if let Some(parent) = out.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let wit = match dir.join("wit").is_dir() {
+        true => dir.join("wit"),
+        false => {
+            return BuildOutcome {
+                artifact: Err(format!(
+                    "{} has no wit folder: copy hookhost's wit/v0.1.0/plugin.wit into {}/wit",
+                    dir.display(),
+                    dir.display()
+                )),
+                took: started.elapsed(),
+            }
+        }
+    };
+    let _ = std::fs::remove_file(&out);
+    if let PluginKind::JavaScript = kind {
+        // componentize-js reports a syntax error without saying where; node's parser does.
+        if let Err(errors) = check_js_syntax(dir).await {
+            return BuildOutcome {
+                artifact: Err(errors),
+                took: started.elapsed(),
+            };
+        }
+    }
+    let mut command = match kind {
+        PluginKind::JavaScript => {
+            let mut c = tokio::process::Command::new("node");
+            c.arg(componentize_js(dir))
+                .arg("app.js")
+                .arg("--wit")
+                .arg(&wit)
+                .args([
+                    "-n",
+                    "merchant-plugin",
+                    "-d",
+                    "http",
+                    "-d",
+                    "fetch-event",
+                    "-o",
+                ])
+                .arg(&out);
+            c
+        }
+        _ => {
+            let mut c = tokio::process::Command::new(componentize_py(dir));
+            c.arg("-d")
+                .arg(&wit)
+                .args([
+                    "-w",
+                    "merchant-plugin",
+                    "componentize",
+                    "app",
+                    "-p",
+                    ".",
+                    "-o",
+                ])
+                .arg(&out)
+                .env("PYTHONDONTWRITEBYTECODE", "1")
+                // The Python error is what helps, not componentize-py's own Rust backtrace.
+                .env("RUST_BACKTRACE", "0")
+                .env("RUST_LIB_BACKTRACE", "0");
+            c
+        }
+    };
+    // The working directory is the project: componentize-js maps it as the module root, so
+    // `./hookhost.js` and other relative imports resolve.
+    let output = command.current_dir(dir).output().await;
+    let took = started.elapsed();
+    let artifact = match output {
+        Err(e) => Err(format!("cannot run the build tool: {e}")),
+        Ok(o) if o.status.success() && out.is_file() => Ok(out),
+        Ok(o) => {
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let text = text.split("Stack backtrace:").next().unwrap_or_default();
+            Err(text.trim().to_string())
+        }
+    };
+    BuildOutcome { artifact, took }
+}
+
+/// `node --check` on the project's own JavaScript files: the first syntax error with its file,
+/// line and a caret.
+async fn check_js_syntax(dir: &Path) -> Result<(), String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("js" | "mjs")))
+        .collect();
+    files.sort();
+    for file in files {
+        // Checked as an ES module whatever package.json says (stdin, so the type is explicit).
+        let Ok(source) = std::fs::File::open(&file) else {
+            continue;
+        };
+        let checked = tokio::process::Command::new("node")
+            .args(["--input-type=module", "--check"])
+            .stdin(source)
+            .current_dir(dir)
+            .output()
+            .await;
+        if let Ok(output) = checked {
+            if !output.status.success() {
+                let name = file.file_name().unwrap_or_default().to_string_lossy();
+                let text = String::from_utf8_lossy(&output.stderr);
+                let lines: Vec<String> = text
+                    .lines()
+                    .filter(|l| !l.trim_start().starts_with("at ") && !l.starts_with("Node.js v"))
+                    .map(|l| l.replace("[stdin]", &name))
+                    .collect();
+                return Err(lines.join("\n").trim().to_string());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs cargo; on success returns the `.wasm` it produced, else its errors as the compiler
 /// printed them.
-async fn build(dir: &Path, package: &str) -> BuildOutcome {
+async fn build_crate(dir: &Path, package: &str) -> BuildOutcome {
     let started = Instant::now();
     let output = tokio::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
         .current_dir(dir)
@@ -317,7 +627,7 @@ fn package_name(dir: &Path) -> Result<String> {
     let manifest = dir.join("Cargo.toml");
     let text = std::fs::read_to_string(&manifest).with_context(|| {
         format!(
-            "{} has no Cargo.toml: `hookhost dev` works on a Rust plugin crate (create one with `hookhost new NAME`)",
+            "{} has no Cargo.toml: create a plugin with `hookhost new NAME --lang rust|js|python`",
             dir.display()
         )
     })?;
