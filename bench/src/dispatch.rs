@@ -1,8 +1,10 @@
 //! Dispatch overhead (figure 1): the same small reaction (read the event, one kv set: the
 //! `kv-set` plugin) per event through hookhost's runtime — fresh instance, the tenant's limits,
 //! the kv transaction over SQLite, captured logs, the capabilities — against bare wasmtime (the
-//! same component, `InstancePre` + pooling + one call, a `HashMap` for kv, no hookhost code) and
-//! against the same logic as a native Rust function (the floor). Same process, same run.
+//! same component, `InstancePre` + pooling + one call, a `HashMap` for kv, no hookhost code),
+//! against the same reaction as an Extism plugin called through the `extism` crate (the peer a
+//! platform would otherwise pick; JSON in, a host function for kv), and against the same logic as
+//! a native Rust function (the floor). Same process, same run.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -259,8 +261,15 @@ pub fn dispatch(events: usize) -> Result<Vec<Row>> {
         let rt = Runtime::new(&bench_runtime(&dir.path().join("cache")))?;
         let plugin = rt.load(&component_path)?;
         let storage = bench_storage(dir.path())?;
-        per_event(&rt, &plugin, &storage, events, 1).await
+        let fresh = per_event(&rt, &plugin, &storage, events, 1).await?;
+        let reused = per_event(&rt, &plugin, &storage, events, 100).await?;
+        anyhow::Ok((fresh, reused))
     })?;
+    let (hookhost, hookhost_reused) = hookhost;
+
+    // Extism, the peer: the same reaction as an Extism plugin (JSON in, a host function for kv).
+    let extism_fresh = extism_per_event(events, true)?;
+    let extism_reused = extism_per_event(events, false)?;
 
     // Bare wasmtime: the same component, pooling, InstancePre, one call per fresh instance.
     let bare = runtime.block_on(async {
@@ -346,8 +355,9 @@ pub fn dispatch(events: usize) -> Result<Vec<Row>> {
         stats(samples)
     };
     eprintln!(
-        "dispatch (µs, median/p99): hookhost {:.1}/{:.1}, bare wasmtime {:.1}/{:.1}, native {:.3}/{:.3}",
-        hookhost.0, hookhost.1, bare.0, bare.1, native.0, native.1
+        "dispatch (µs, median/p99): hookhost {:.1}/{:.1} (reused instance {:.1}/{:.1}), bare wasmtime {:.1}/{:.1}, Extism new plugin {:.1}/{:.1} (reused plugin {:.1}/{:.1}), native {:.3}/{:.3}",
+        hookhost.0, hookhost.1, hookhost_reused.0, hookhost_reused.1, bare.0, bare.1,
+        extism_fresh.0, extism_fresh.1, extism_reused.0, extism_reused.1, native.0, native.1
     );
     Ok(vec![
         Row {
@@ -363,10 +373,92 @@ pub fn dispatch(events: usize) -> Result<Vec<Row>> {
             ratio: format!("{:.2}x", hookhost.1 / bare.1),
         },
         Row {
+            figure: "dispatch overhead, median vs Extism 1.30 (same reaction, a new Plugin per event from a CompiledPlugin) (target: faster)".into(),
+            hookhost: format!("{:.1} µs", hookhost.0),
+            baseline: format!("{:.1} µs", extism_fresh.0),
+            ratio: format!("{:.2}x", hookhost.0 / extism_fresh.0),
+        },
+        Row {
+            figure: "dispatch overhead, p99 vs Extism (new Plugin per event)".into(),
+            hookhost: format!("{:.1} µs", hookhost.1),
+            baseline: format!("{:.1} µs", extism_fresh.1),
+            ratio: format!("{:.2}x", hookhost.1 / extism_fresh.1),
+        },
+        Row {
+            figure: "dispatch overhead, median, reused instance (instance_reuse = 100) vs one Extism Plugin called for every event".into(),
+            hookhost: format!("{:.1} µs", hookhost_reused.0),
+            baseline: format!("{:.1} µs", extism_reused.0),
+            ratio: format!("{:.2}x", hookhost_reused.0 / extism_reused.0),
+        },
+        Row {
             figure: "dispatch overhead, median vs the same logic as a native Rust function (the floor)".into(),
             hookhost: format!("{:.1} µs", hookhost.0),
             baseline: format!("{:.3} µs", native.0),
             ratio: format!("{:.0}x", hookhost.0 / native.0.max(0.001)),
         },
     ])
+}
+
+/// The kv of the Extism variant: the host function's user data.
+type ExtismKv = HashMap<String, String>;
+
+extism::host_fn!(kv_set(user_data: ExtismKv; key: String, value: String) {
+    let kv = user_data.get()?;
+    kv.lock().expect("kv lock").insert(key, value);
+    Ok(())
+});
+
+/// The event as an Extism plugin receives it: JSON bytes (Extism has no typed contract), with
+/// every field the WIT record carries.
+fn extism_input(n: usize) -> Vec<u8> {
+    let stored = stored(n);
+    let mut value = serde_json::to_value(&stored.event).expect("event serializes");
+    value["tenant"] = stored.tenant.into();
+    value["source"] = stored.source.into();
+    value["received_at_ms"] = stored.received_at_ms.into();
+    value["attempt"] = 1.into();
+    value["payload"] = String::from_utf8_lossy(&stored.body).into_owned().into();
+    serde_json::to_vec(&value).expect("JSON")
+}
+
+/// (median, p99) µs per event of the same reaction as an Extism plugin: compiled once
+/// (`CompiledPlugin`), then either a new `Plugin` per event (`fresh`, as hookhost's default) or
+/// one `Plugin` called for every event (Extism's usual way).
+fn extism_per_event(events: usize, fresh: bool) -> Result<(f64, f64)> {
+    let path = target_dir().join("wasm32-unknown-unknown/release/extism_kv_set.wasm");
+    let kv = extism::UserData::new(ExtismKv::new());
+    let wasm = std::fs::read(&path)
+        .map_err(|e| anyhow!("cannot read {} (built by prepare): {e}", path.display()))?;
+    let builder = extism::PluginBuilder::new(extism::Manifest::new([extism::Wasm::data(wasm)]))
+        .with_wasi(false)
+        .with_function("kv_set", [extism::PTR, extism::PTR], [], kv.clone(), kv_set);
+    let compiled = extism::CompiledPlugin::new(builder)
+        .map_err(|e| anyhow!("Extism cannot compile {}: {e:#}", path.display()))?;
+    let mut reused = extism::Plugin::new_from_compiled(&compiled).map_err(|e| anyhow!("{e:#}"))?;
+    let store = kv.get().map_err(|e| anyhow!("{e:#}"))?;
+    let mut samples = Vec::with_capacity(events);
+    for n in 0..WARMUP + events {
+        let input = extism_input(n);
+        store.lock().expect("kv lock").clear();
+        let started = Instant::now();
+        let answer = if fresh {
+            let mut plugin =
+                extism::Plugin::new_from_compiled(&compiled).map_err(|e| anyhow!("{e:#}"))?;
+            plugin
+                .call::<&[u8], String>("handle", &input)
+                .map_err(|e| anyhow!("{e:#}"))?
+        } else {
+            reused
+                .call::<&[u8], String>("handle", &input)
+                .map_err(|e| anyhow!("{e:#}"))?
+        };
+        let took = started.elapsed();
+        if answer != "done" || store.lock().expect("kv lock").len() != 1 {
+            bail!("Extism run failed: {answer:?}");
+        }
+        if n >= WARMUP {
+            samples.push(took.as_secs_f64() * 1e6);
+        }
+    }
+    Ok(stats(samples))
 }

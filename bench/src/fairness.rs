@@ -44,7 +44,7 @@ pub fn fairness(events: usize) -> Result<Vec<Row>> {
         )
     };
     std::fs::write(dir.path().join("hookhost.toml"), config(""))?;
-    let mut command = Command::new(target_dir().join("release/hookhost"));
+    let mut command = Command::new(crate::hookhost_binary());
     command
         .args(["serve", "--config"])
         .arg(dir.path().join("hookhost.toml"))

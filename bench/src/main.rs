@@ -177,6 +177,14 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace().join("target"))
 }
 
+/// The host binary under test: `$HOOKHOST_BENCH_BIN` (to compare another build, e.g. an older
+/// commit's, in the same run conditions), else the release build of this tree.
+fn hookhost_binary() -> PathBuf {
+    std::env::var_os("HOOKHOST_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("release/hookhost"))
+}
+
 /// Builds the release host and the benchmark plugin, and makes sure `wrk` is installed.
 fn prepare() -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -209,6 +217,28 @@ fn prepare() -> Result<()> {
         .status()?;
     if !status.success() {
         bail!("building the benchmark plugin failed");
+    }
+    // The Extism peer of figure 1 is a core module (Extism's ABI), not a component.
+    let status = Command::new("rustup")
+        .args(["target", "add", "wasm32-unknown-unknown"])
+        .stdout(Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("cannot install the wasm32-unknown-unknown target");
+    }
+    let status = Command::new(&cargo)
+        .current_dir(workspace())
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-unknown-unknown",
+            "-p",
+            "extism-kv-set",
+        ])
+        .status()?;
+    if !status.success() {
+        bail!("building the Extism benchmark plugin failed");
     }
     if Command::new("wrk").arg("--version").output().is_err() {
         eprintln!("installing wrk (Debian package) as the load generator");
@@ -386,7 +416,7 @@ fn reload(count: usize) -> Result<Vec<Row>> {
          [tenants.bench]\nplugin = {live:?}\n[tenants.bench.sources.fincart]\nprovider = \"fincart\"\ntoken = \"{TOKEN}\"\n"
     );
     std::fs::write(dir.path().join("hookhost.toml"), config)?;
-    let mut command = Command::new(target_dir().join("release/hookhost"));
+    let mut command = Command::new(hookhost_binary());
     command
         .args(["serve", "--config"])
         .arg(dir.path().join("hookhost.toml"))
@@ -542,7 +572,7 @@ fn ingest(
          [tenants.bench]\nplugin = {plugin:?}\nlimits = {{ kv_max_keys = 100000000 }}\n[tenants.bench.sources.fincart]\nprovider = \"fincart\"\ntoken = \"{TOKEN}\"\n"
     );
     std::fs::write(dir.path().join("hookhost.toml"), config)?;
-    let mut command = Command::new(target_dir().join("release/hookhost"));
+    let mut command = Command::new(hookhost_binary());
     command
         .args(["serve", "--config"])
         .arg(dir.path().join("hookhost.toml"))

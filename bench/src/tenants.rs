@@ -30,7 +30,7 @@ pub fn tenants(count: usize, events: usize) -> Result<Vec<Row>> {
     std::fs::write(dir.path().join("hookhost.toml"), config)?;
     let start = || -> Result<(Process, String, Duration)> {
         let started = Instant::now();
-        let mut command = Command::new(target_dir().join("release/hookhost"));
+        let mut command = Command::new(crate::hookhost_binary());
         command
             .args(["serve", "--config"])
             .arg(dir.path().join("hookhost.toml"))
