@@ -9,10 +9,24 @@
 // JSON or text; `http.postJson` with `errorForStatus`; `config.require`; `log.info(...)`; and any
 // error thrown in the handler (including a refused kv or http call) becomes the attempt's error
 // message, so hookhost records why and retries.
+//
+// Types for editors: `types/` holds TypeScript declarations generated from the WIT by jco
+// (`jco types wit/v0.1.0 --world-name merchant-plugin -o guest-sdk/js/types`; the released WIT is
+// frozen, so they are too); the JSDoc below refers to them.
 import * as rawKv from "hookhost:plugin/kv@0.1.0";
 import * as rawHttp from "hookhost:plugin/http@0.1.0";
 import * as rawConfig from "hookhost:plugin/config@0.1.0";
 import { write } from "hookhost:plugin/log@0.1.0";
+
+/** @typedef {import("./types/interfaces/hookhost-plugin-types.js").Event} WitEvent */
+/** @typedef {import("./types/interfaces/hookhost-plugin-types.js").Outcome} Outcome */
+/**
+ * The event a handler gets: the WIT record (camelCase fields, enums as strings) with plain-number
+ * times and a few conveniences.
+ * @typedef {Omit<WitEvent, "occurredAtMs" | "receivedAtMs"> & {
+ *   occurredAtMs?: number, receivedAtMs: number, orderKey?: string, at: number,
+ *   payloadJson: () => any }} HookhostEvent
+ */
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -49,7 +63,11 @@ export const done = () => ({ tag: "done" });
 export const skipped = (reason) => ({ tag: "skipped", val: String(reason) });
 export const retryAfter = (seconds) => ({ tag: "retry-after", val: Math.max(0, Math.floor(seconds)) });
 
-/** The event as plain JavaScript: u64 times as numbers, plus `orderKey` and `payloadJson()`. */
+/**
+ * The event as plain JavaScript: u64 times as numbers, plus `orderKey` and `payloadJson()`.
+ * @param {WitEvent} event
+ * @returns {HookhostEvent}
+ */
 export function wrapEvent(event) {
   return {
     ...event,
@@ -67,6 +85,7 @@ export function wrapEvent(event) {
 /**
  * Makes the `handler` export from a function `(event) => outcome`. A thrown value (an Error, a
  * string, a refused host call) becomes the attempt's error: hookhost records it and retries.
+ * @param {(event: HookhostEvent) => Outcome | undefined} handle
  */
 export function plugin(handle) {
   return {

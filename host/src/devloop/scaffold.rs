@@ -26,6 +26,37 @@ pub enum Lang {
 pub const WIT: &str = include_str!("../../../wit/v0.1.0/plugin.wit");
 /// The JavaScript guest helpers (guest-sdk/js), copied into a new JavaScript plugin.
 pub const JS_HELPERS: &str = include_str!("../../../guest-sdk/js/hookhost.js");
+/// The TypeScript declarations of the contract (generated from the WIT by jco), for editors.
+pub const JS_TYPES: &[(&str, &str)] = &[
+    (
+        "types/merchant-plugin.d.ts",
+        include_str!("../../../guest-sdk/js/types/merchant-plugin.d.ts"),
+    ),
+    (
+        "types/interfaces/hookhost-plugin-types.d.ts",
+        include_str!("../../../guest-sdk/js/types/interfaces/hookhost-plugin-types.d.ts"),
+    ),
+    (
+        "types/interfaces/hookhost-plugin-handler.d.ts",
+        include_str!("../../../guest-sdk/js/types/interfaces/hookhost-plugin-handler.d.ts"),
+    ),
+    (
+        "types/interfaces/hookhost-plugin-kv.d.ts",
+        include_str!("../../../guest-sdk/js/types/interfaces/hookhost-plugin-kv.d.ts"),
+    ),
+    (
+        "types/interfaces/hookhost-plugin-http.d.ts",
+        include_str!("../../../guest-sdk/js/types/interfaces/hookhost-plugin-http.d.ts"),
+    ),
+    (
+        "types/interfaces/hookhost-plugin-config.d.ts",
+        include_str!("../../../guest-sdk/js/types/interfaces/hookhost-plugin-config.d.ts"),
+    ),
+    (
+        "types/interfaces/hookhost-plugin-log.d.ts",
+        include_str!("../../../guest-sdk/js/types/interfaces/hookhost-plugin-log.d.ts"),
+    ),
+];
 /// The Python guest helpers (guest-sdk/python), copied into a new Python plugin.
 pub const PYTHON_HELPERS: &str = include_str!("../../../guest-sdk/python/hookhost.py");
 /// The pinned JavaScript build tool (tools/js/package.json's versions).
@@ -110,6 +141,15 @@ fn new_script_plugin(name: &str, lang: Lang, dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir.join("wit"))
         .with_context(|| format!("cannot create {}", dir.display()))?;
     let mut files = vec![("wit/plugin.wit", WIT.to_string())];
+    if lang == Lang::Js {
+        std::fs::create_dir_all(dir.join("types/interfaces"))
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        files.extend(
+            JS_TYPES
+                .iter()
+                .map(|(path, text)| (*path, text.to_string())),
+        );
+    }
     match lang {
         Lang::Js => files.extend([
             ("app.js", JS_APP.replace("{name}", name)),
