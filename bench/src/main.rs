@@ -185,26 +185,38 @@ fn hookhost_binary() -> PathBuf {
         .unwrap_or_else(|| target_dir().join("release/hookhost"))
 }
 
-/// Builds the release host and the benchmark plugin, and makes sure `wrk` is installed.
+/// Runs `program args` (in the workspace, its output shown unless `quiet`); `failure` says what
+/// did not work.
+fn run_step(program: &str, args: &[&str], quiet: bool, failure: &str) -> Result<()> {
+    let mut command = Command::new(program);
+    command.current_dir(workspace()).args(args);
+    if quiet {
+        command.stdout(Stdio::null());
+    }
+    if !command.status()?.success() {
+        bail!("{failure}");
+    }
+    Ok(())
+}
+
+/// Builds the release host and the benchmark plugins, and makes sure `wrk` is installed.
 fn prepare() -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .current_dir(workspace())
-        .args(["build", "--release", "-p", "hookhost"])
-        .status()?;
-    if !status.success() {
-        bail!("building the release host failed");
-    }
-    let status = Command::new("rustup")
-        .args(["target", "add", "wasm32-wasip2"])
-        .stdout(Stdio::null())
-        .status()?;
-    if !status.success() {
-        bail!("cannot install the wasm32-wasip2 target");
-    }
-    let status = Command::new(&cargo)
-        .current_dir(workspace())
-        .args([
+    run_step(
+        &cargo,
+        &["build", "--release", "-p", "hookhost"],
+        false,
+        "building the release host failed",
+    )?;
+    run_step(
+        "rustup",
+        &["target", "add", "wasm32-wasip2"],
+        true,
+        "cannot install the wasm32-wasip2 target",
+    )?;
+    run_step(
+        &cargo,
+        &[
             "build",
             "--release",
             "--target",
@@ -213,33 +225,30 @@ fn prepare() -> Result<()> {
             "kv-set",
             "-p",
             "order-sync",
-        ])
-        .status()?;
-    if !status.success() {
-        bail!("building the benchmark plugin failed");
-    }
+        ],
+        false,
+        "building the benchmark plugin failed",
+    )?;
     // The Extism peer of figure 1 is a core module (Extism's ABI), not a component.
-    let status = Command::new("rustup")
-        .args(["target", "add", "wasm32-unknown-unknown"])
-        .stdout(Stdio::null())
-        .status()?;
-    if !status.success() {
-        bail!("cannot install the wasm32-unknown-unknown target");
-    }
-    let status = Command::new(&cargo)
-        .current_dir(workspace())
-        .args([
+    run_step(
+        "rustup",
+        &["target", "add", "wasm32-unknown-unknown"],
+        true,
+        "cannot install the wasm32-unknown-unknown target",
+    )?;
+    run_step(
+        &cargo,
+        &[
             "build",
             "--release",
             "--target",
             "wasm32-unknown-unknown",
             "-p",
             "extism-kv-set",
-        ])
-        .status()?;
-    if !status.success() {
-        bail!("building the Extism benchmark plugin failed");
-    }
+        ],
+        false,
+        "building the Extism benchmark plugin failed",
+    )?;
     if Command::new("wrk").arg("--version").output().is_err() {
         eprintln!("installing wrk (Debian package) as the load generator");
         let ok = Command::new("apt-get")
