@@ -179,6 +179,7 @@ pub fn bench_runtime(cache_dir: &Path) -> RuntimeConfig {
         fuel: false,
         max_table_elements: 100_000,
         decommit_batch: 1,
+        pagemap_scan: true,
         max_core_instances: 64,
     }
 }
@@ -271,59 +272,10 @@ pub fn dispatch(events: usize) -> Result<Vec<Row>> {
     let extism_fresh = extism_per_event(events, true)?;
     let extism_reused = extism_per_event(events, false)?;
 
-    // Bare wasmtime: the same component, pooling, InstancePre, one call per fresh instance.
-    let bare = runtime.block_on(async {
-        let mut config = wasmtime::Config::new();
-        config
-            .wasm_component_model(true)
-            .allocation_strategy(wasmtime::InstanceAllocationStrategy::pooling());
-        let engine = wasmtime::Engine::new(&config).map_err(|e| anyhow!("{e:#}"))?;
-        let component = wasmtime::component::Component::from_file(&engine, &component_path)
-            .map_err(|e| anyhow!("{e:#}"))?;
-        let mut linker = wasmtime::component::Linker::<BareState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow!("{e:#}"))?;
-        bare::MerchantPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
-            &mut linker,
-            |s| s,
-        )
-        .map_err(|e| anyhow!("{e:#}"))?;
-        let pre = bare::MerchantPluginPre::new(
-            linker
-                .instantiate_pre(&component)
-                .map_err(|e| anyhow!("{e:#}"))?,
-        )
-        .map_err(|e| anyhow!("{e:#}"))?;
-        let mut samples = Vec::with_capacity(events);
-        for n in 0..WARMUP + events {
-            let input = bare_event(n);
-            let started = Instant::now();
-            let mut store = wasmtime::Store::new(
-                &engine,
-                BareState {
-                    wasi: wasmtime_wasi::WasiCtx::builder().build(),
-                    table: wasmtime::component::ResourceTable::new(),
-                    kv: HashMap::new(),
-                },
-            );
-            let instance = pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(|e| anyhow!("{e:#}"))?;
-            let outcome = instance
-                .hookhost_plugin_handler()
-                .call_handle(&mut store, &input)
-                .await
-                .map_err(|e| anyhow!("{e:#}"))?;
-            let took = started.elapsed();
-            if outcome.is_err() || store.data().kv.len() != 1 {
-                bail!("bare run failed: {outcome:?}");
-            }
-            if n >= WARMUP {
-                samples.push(took.as_secs_f64() * 1e6);
-            }
-        }
-        anyhow::Ok(stats(samples))
-    })?;
+    // Bare wasmtime: the same component, pooling, InstancePre, one call per fresh instance; with
+    // the pool's defaults, and tuned as hookhost tunes it (dirty pages reset in place).
+    let bare = runtime.block_on(bare_per_event(&component_path, events, false))?;
+    let bare_tuned = runtime.block_on(bare_per_event(&component_path, events, true))?;
 
     // Native: the same reaction as a Rust function (the floor).
     let native = {
@@ -355,22 +307,28 @@ pub fn dispatch(events: usize) -> Result<Vec<Row>> {
         stats(samples)
     };
     eprintln!(
-        "dispatch (µs, median/p99): hookhost {:.1}/{:.1} (reused instance {:.1}/{:.1}), bare wasmtime {:.1}/{:.1}, Extism new plugin {:.1}/{:.1} (reused plugin {:.1}/{:.1}), native {:.3}/{:.3}",
-        hookhost.0, hookhost.1, hookhost_reused.0, hookhost_reused.1, bare.0, bare.1,
+        "dispatch (µs, median/p99): hookhost {:.1}/{:.1} (reused instance {:.1}/{:.1}), bare wasmtime {:.1}/{:.1} (pool defaults {:.1}/{:.1}), Extism new plugin {:.1}/{:.1} (reused plugin {:.1}/{:.1}), native {:.3}/{:.3}",
+        hookhost.0, hookhost.1, hookhost_reused.0, hookhost_reused.1, bare_tuned.0, bare_tuned.1, bare.0, bare.1,
         extism_fresh.0, extism_fresh.1, extism_reused.0, extism_reused.1, native.0, native.1
     );
     Ok(vec![
         Row {
-            figure: format!("dispatch overhead, median per event ({events} events; kv-set plugin, fresh instance each) vs bare wasmtime (target ≤ 2×)"),
+            figure: format!("dispatch overhead, median per event ({events} events; kv-set plugin, fresh instance each) vs bare wasmtime with the same pool tuning (target ≤ 2×)"),
+            hookhost: format!("{:.1} µs", hookhost.0),
+            baseline: format!("{:.1} µs", bare_tuned.0),
+            ratio: format!("{:.2}x", hookhost.0 / bare_tuned.0),
+        },
+        Row {
+            figure: "dispatch overhead, p99 per event vs bare wasmtime (same pool tuning)".into(),
+            hookhost: format!("{:.1} µs", hookhost.1),
+            baseline: format!("{:.1} µs", bare_tuned.1),
+            ratio: format!("{:.2}x", hookhost.1 / bare_tuned.1),
+        },
+        Row {
+            figure: "dispatch overhead, median vs bare wasmtime with the pool's defaults".into(),
             hookhost: format!("{:.1} µs", hookhost.0),
             baseline: format!("{:.1} µs", bare.0),
             ratio: format!("{:.2}x", hookhost.0 / bare.0),
-        },
-        Row {
-            figure: "dispatch overhead, p99 per event vs bare wasmtime".into(),
-            hookhost: format!("{:.1} µs", hookhost.1),
-            baseline: format!("{:.1} µs", bare.1),
-            ratio: format!("{:.2}x", hookhost.1 / bare.1),
         },
         Row {
             figure: "dispatch overhead, median vs Extism 1.30 (same reaction, a new Plugin per event from a CompiledPlugin) (target: faster)".into(),
@@ -397,6 +355,64 @@ pub fn dispatch(events: usize) -> Result<Vec<Row>> {
             ratio: format!("{:.0}x", hookhost.0 / native.0.max(0.001)),
         },
     ])
+}
+
+/// Bare wasmtime's median and p99 per event: pooling with its defaults, or (`tuned`) with the
+/// pool settings hookhost uses (memory kept resident, dirty pages found with PAGEMAP_SCAN).
+async fn bare_per_event(component_path: &Path, events: usize, tuned: bool) -> Result<(f64, f64)> {
+    let mut pool = wasmtime::PoolingAllocationConfig::new();
+    if tuned {
+        pool.linear_memory_keep_resident(64 << 10)
+            .table_keep_resident(16 << 10)
+            .pagemap_scan(wasmtime::Enabled::Auto);
+    }
+    let mut config = wasmtime::Config::new();
+    config
+        .wasm_component_model(true)
+        .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    let engine = wasmtime::Engine::new(&config).map_err(|e| anyhow!("{e:#}"))?;
+    let component = wasmtime::component::Component::from_file(&engine, component_path)
+        .map_err(|e| anyhow!("{e:#}"))?;
+    let mut linker = wasmtime::component::Linker::<BareState>::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow!("{e:#}"))?;
+    bare::MerchantPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
+        .map_err(|e| anyhow!("{e:#}"))?;
+    let pre = bare::MerchantPluginPre::new(
+        linker
+            .instantiate_pre(&component)
+            .map_err(|e| anyhow!("{e:#}"))?,
+    )
+    .map_err(|e| anyhow!("{e:#}"))?;
+    let mut samples = Vec::with_capacity(events);
+    for n in 0..WARMUP + events {
+        let input = bare_event(n);
+        let started = Instant::now();
+        let mut store = wasmtime::Store::new(
+            &engine,
+            BareState {
+                wasi: wasmtime_wasi::WasiCtx::builder().build(),
+                table: wasmtime::component::ResourceTable::new(),
+                kv: HashMap::new(),
+            },
+        );
+        let instance = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| anyhow!("{e:#}"))?;
+        let outcome = instance
+            .hookhost_plugin_handler()
+            .call_handle(&mut store, &input)
+            .await
+            .map_err(|e| anyhow!("{e:#}"))?;
+        let took = started.elapsed();
+        if outcome.is_err() || store.data().kv.len() != 1 {
+            bail!("bare run failed: {outcome:?}");
+        }
+        if n >= WARMUP {
+            samples.push(took.as_secs_f64() * 1e6);
+        }
+    }
+    Ok(stats(samples))
 }
 
 /// The kv of the Extism variant: the host function's user data.

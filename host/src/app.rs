@@ -149,6 +149,8 @@ pub async fn serve_with(
     config: Config,
     on_ready: Option<tokio::sync::oneshot::Sender<Arc<App>>>,
 ) -> Result<()> {
+    // First: the tenants' metrics register with it as they are built.
+    let metrics = crate::telemetry::install()?;
     let storage: Arc<dyn Storage> =
         Arc::new(SqliteStorage::open(&config.database, config.durability)?);
     let max_memory_mib = config.max_memory_mib();
@@ -161,6 +163,7 @@ pub async fn serve_with(
         max_memory_mib,
         max_table_elements: config.max_table_elements(),
         decommit_batch: config.decommit_batch(),
+        pagemap_scan: config.runtime.pagemap_scan.unwrap_or(true),
         max_core_instances: config.max_core_instances(),
         fuel: config.tenants.values().any(|t| t.limits.fuel.is_some()),
     })?);
@@ -241,7 +244,7 @@ pub async fn serve_with(
         registry,
         sink: config.sink.then(Sink::default),
         max_body_bytes: config.max_body_bytes,
-        metrics: Some(crate::telemetry::install()?),
+        metrics: Some(metrics),
         reconfigurer,
     });
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -117,6 +117,10 @@ pub struct RuntimeSettings {
     /// Batching saves syscalls at high event rates but keeps up to this many instances' touched
     /// memory resident until the batch fills.
     pub decommit_batch: Option<usize>,
+    /// Reset a freed instance's memory by rewriting only the pages it dirtied, found with Linux's
+    /// PAGEMAP_SCAN (6.7+), instead of returning the memory and faulting it back in (default
+    /// true; ignored where the kernel lacks it). `false` is the fallback should it misbehave.
+    pub pagemap_scan: Option<bool>,
 }
 
 impl Config {
@@ -242,7 +246,9 @@ pub struct Limits {
     pub http_timeout_ms: u64,
     /// Largest outbound response body, in bytes.
     pub http_response_bytes: usize,
-    /// Most of this tenant's events running at once, so one tenant cannot take every worker.
+    /// Most of this tenant's events running at once, so one tenant cannot take every worker
+    /// (default 16: half the default workers, so that one busy tenant is not held back by the
+    /// journal's commit latency while another still finds free workers).
     pub max_concurrency: usize,
     /// Instruction budget of one attempt (wasmtime fuel, about one unit per wasm instruction),
     /// for operators who want a deterministic CPU cap like Shopify Functions' instruction limit;
@@ -273,7 +279,7 @@ impl Default for Limits {
             http_requests: 10,
             http_timeout_ms: 10_000,
             http_response_bytes: 1024 * 1024,
-            max_concurrency: 8,
+            max_concurrency: 16,
             fuel: None,
             ingest_per_second: None,
             ingest_burst: None,

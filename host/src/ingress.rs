@@ -28,10 +28,20 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-/// Headers never stored with an event: credentials and signatures.
+/// The 200 answer, `{"status": "accepted" | "duplicate", "event": seq}`, written directly (it is
+/// sent for every webhook).
+fn acknowledgement(status: &'static str, seq: i64) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        format!(r#"{{"status":"{status}","event":{seq}}}"#),
+    )
+        .into_response()
+}
+
+/// Headers never stored with an event: credentials and signatures. `name` is lowercase (as
+/// `HeaderName` always is).
 fn is_sensitive(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    ["authorization", "cookie", "proxy-authorization"].contains(&name.as_str())
+    ["authorization", "cookie", "proxy-authorization"].contains(&name)
         || [
             "token",
             "secret",
@@ -152,7 +162,7 @@ async fn handle(
             format!("tenant {tenant_name:?} has no source named {source_name:?}"),
         );
     };
-    metrics::counter!(m::RECEIVED, "tenant" => tenant_name.clone(), "source" => source_name.clone()).increment(1);
+    source.metrics.received.increment(1);
     let body = match body {
         Ok(b) => b,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -237,24 +247,30 @@ async fn handle(
             )
         })
         .collect();
-    let new = NewEvent {
+    let new = Arc::new(NewEvent {
         tenant: tenant_name.clone(),
         source: source_name.clone(),
         received_at_ms,
         headers: kept_headers,
         body: body.to_vec(),
         event,
-    };
+    });
     // Journal and hand over in a task of its own: if the caller disconnects while the commit is
     // under way, the request's future is dropped, but an event that gets committed must still
     // reach the dispatcher (not wait for the next restart).
     let committed = {
         let app = app.clone();
         tokio::spawn(async move {
-            let event = new.event.clone();
-            let (tenant, source, body) = (new.tenant.clone(), new.source.clone(), new.body.clone());
-            let appended = app.storage.append(new).await;
+            let appended = app.storage.append(new.clone()).await;
             if let Ok(Appended::Accepted(seq)) = &appended {
+                // The writer has let go of its reference by now: no copy in the usual case.
+                let NewEvent {
+                    tenant,
+                    source,
+                    body,
+                    event,
+                    ..
+                } = Arc::try_unwrap(new).unwrap_or_else(|shared| (*shared).clone());
                 app.dispatcher.enqueue(StoredEvent {
                     seq: *seq,
                     tenant,
@@ -274,32 +290,22 @@ async fn handle(
     let appended = committed
         .await
         .unwrap_or_else(|e| Err(anyhow::anyhow!("journal task failed: {e}")));
-    let labels = [
-        ("tenant", tenant_name.clone()),
-        ("source", source_name.clone()),
-    ];
-    metrics::histogram!(m::ACK_SECONDS, &labels)
+    source
+        .metrics
+        .ack_seconds
         .record(crate::now_ms().saturating_sub(received_at_ms) as f64 / 1000.0);
     match appended {
         Ok(Appended::Accepted(seq)) => {
             span.record("event", seq);
-            metrics::counter!(m::ACCEPTED, &labels).increment(1);
+            source.metrics.accepted.increment(1);
             tracing::debug!(tenant = %tenant_name, source = %source_name, seq, "webhook accepted");
-            (
-                StatusCode::OK,
-                Json(json!({ "status": "accepted", "event": seq })),
-            )
-                .into_response()
+            acknowledgement("accepted", seq)
         }
         Ok(Appended::Duplicate(seq)) => {
             span.record("event", seq);
-            metrics::counter!(m::DUPLICATES, &labels).increment(1);
+            source.metrics.duplicates.increment(1);
             tracing::debug!(tenant = %tenant_name, source = %source_name, seq, "duplicate webhook acknowledged, not dispatched");
-            let mut response = (
-                StatusCode::OK,
-                Json(json!({ "status": "duplicate", "event": seq })),
-            )
-                .into_response();
+            let mut response = acknowledgement("duplicate", seq);
             response
                 .headers_mut()
                 .insert(DUPLICATE_HEADER, HeaderValue::from_static("true"));
@@ -326,6 +332,14 @@ mod tests {
 
     #[test]
     fn credentials_are_never_kept() {
+        // As the request's HeaderMap holds them: parsed, so lowercased whatever the sender wrote.
+        let is_sensitive = |name: &str| {
+            is_sensitive(
+                axum::http::HeaderName::from_bytes(name.as_bytes())
+                    .unwrap()
+                    .as_str(),
+            )
+        };
         for name in [
             "Authorization",
             "x-shopify-hmac-sha256",

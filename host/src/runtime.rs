@@ -18,8 +18,8 @@ use anyhow::{anyhow, Context, Result};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
-    UpdateDeadline,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter,
+    Store, UpdateDeadline,
 };
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -69,6 +69,8 @@ pub struct RuntimeConfig {
     pub max_core_instances: u32,
     /// Freed instance slots whose memory is returned to the OS together (1 = at once).
     pub decommit_batch: usize,
+    /// Reset freed slots' dirty pages in place where the kernel can list them (PAGEMAP_SCAN).
+    pub pagemap_scan: bool,
 }
 
 /// A compiled, type-checked plugin ready to be instantiated per event.
@@ -297,6 +299,13 @@ impl Runtime {
             .max_tables_per_component(16)
             .linear_memory_keep_resident(64 << 10)
             .table_keep_resident(16 << 10)
+            // Linux 6.7+: reset only the pages an instance dirtied, in place, instead of dropping
+            // its memory and faulting it back in for the next event; halves the cost of a fresh
+            // instance per event (docs/BENCHMARKS.md). `Auto` falls back on older kernels.
+            .pagemap_scan(match config.pagemap_scan {
+                true => Enabled::Auto,
+                false => Enabled::No,
+            })
             // Every event frees an instance; batching the decommits (madvise) cuts the syscalls
             // and the TLB-shootdown interrupts that showed up in profiles (docs/BENCHMARKS.md),
             // but a batch keeps up to `decommit_batch` slots' touched memory resident until it

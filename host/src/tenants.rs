@@ -112,7 +112,8 @@ impl Tenants {
                 .sources
                 .iter()
                 .map(|(s, cfg)| {
-                    let source = providers::build(cfg)
+                    let metrics = crate::telemetry::SourceMetrics::new(name, s);
+                    let source = providers::build(cfg, metrics)
                         .with_context(|| format!("tenant {name}, source {s}"))?;
                     Ok((s.clone(), source))
                 })

@@ -74,7 +74,8 @@ pub async fn send(request: SendRequest) -> Result<SendReport> {
             names(tenant.sources.keys())
         )
     })?;
-    let source = providers::build(source_config)
+    let metrics = crate::telemetry::SourceMetrics::new(&request.tenant, &request.source);
+    let source = providers::build(source_config, metrics)
         .with_context(|| format!("source {} of tenant {}", request.source, request.tenant))?;
     let provider = source.provider.name();
     if provider != request.provider {

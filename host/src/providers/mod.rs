@@ -97,6 +97,8 @@ pub struct Source {
     pub provider: Box<dyn Provider>,
     /// Every check must pass (at least one is always configured).
     pub checks: Vec<AuthCheck>,
+    /// Its ingest metrics.
+    pub metrics: crate::telemetry::SourceMetrics,
 }
 
 impl Source {
@@ -112,7 +114,10 @@ impl Source {
 
 /// Builds a configured source: its provider's normalizer and every check its requests must pass.
 /// Refuses sources that would accept anyone (no credential and no IP allow-list).
-pub fn build(config: &SourceConfig) -> anyhow::Result<Source> {
+pub fn build(
+    config: &SourceConfig,
+    metrics: crate::telemetry::SourceMetrics,
+) -> anyhow::Result<Source> {
     use crate::config::{AuthConfig, HmacAlgorithm, HmacEncoding, ProviderConfig as P};
     let standard_keys = |secret: &Secrets| -> anyhow::Result<Vec<Vec<u8>>> {
         secret.0.iter().map(auth::decode_standard_secret).collect()
@@ -288,7 +293,11 @@ pub fn build(config: &SourceConfig) -> anyhow::Result<Source> {
     if checks.is_empty() {
         anyhow::bail!("this source would accept anyone: give it a token or secret, or restrict it with allow_ips");
     }
-    Ok(Source { provider, checks })
+    Ok(Source {
+        provider,
+        checks,
+        metrics,
+    })
 }
 
 /// Whether `presented` equals any of `secrets`, in time independent of where they differ and of

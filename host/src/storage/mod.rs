@@ -317,7 +317,8 @@ pub enum Replay {
 pub trait Storage: Send + Sync {
     /// Journals an accepted webhook durably (per the durability setting), deduplicating on
     /// (tenant, source, event id) atomically with the insert. Concurrent calls share commits.
-    fn append(&self, event: NewEvent) -> BoxFuture<'_, Result<Appended>>;
+    /// The event is shared so that the caller keeps it (for the dispatcher) without a copy.
+    fn append(&self, event: std::sync::Arc<NewEvent>) -> BoxFuture<'_, Result<Appended>>;
     /// Records an attempt, applies its kv writes and moves the event on, atomically; or, when a
     /// key the attempt read has changed since, writes nothing and fails with [`KvConflict`].
     fn finish_attempt(&self, finished: FinishedAttempt) -> BoxFuture<'_, Result<()>>;

@@ -398,7 +398,7 @@ fn summary(row: &Row<'_>) -> rusqlite::Result<EventSummary> {
 }
 
 impl Storage for SqliteStorage {
-    fn append(&self, event: NewEvent) -> BoxFuture<'_, Result<Appended>> {
+    fn append(&self, event: std::sync::Arc<NewEvent>) -> BoxFuture<'_, Result<Appended>> {
         Box::pin(self.write(move |c| append(c, &event)))
     }
 
@@ -671,8 +671,8 @@ mod tests {
     use crate::event::{CanonicalStatus, EventKind, NormalizedEvent};
     use crate::storage::{AttemptOutcome, LogLine};
 
-    fn event(id: &str) -> NewEvent {
-        NewEvent {
+    fn event(id: &str) -> std::sync::Arc<NewEvent> {
+        std::sync::Arc::new(NewEvent {
             tenant: "acme".into(),
             source: "fc".into(),
             received_at_ms: 1000,
@@ -691,7 +691,7 @@ mod tests {
                 amount: None,
                 occurred_at_ms: None,
             },
-        }
+        })
     }
 
     fn record(attempt: u32, outcome: AttemptOutcome) -> AttemptRecord {
