@@ -173,7 +173,12 @@ impl Core {
                     None => return,
                     Some(Message::Enqueue(event)) => {
                         let key = (event.tenant.clone(), event.event.order_key());
-                        let queue = queues.entry(key.clone()).or_default();
+                        // Most orders hold one event at a time: room for exactly one (a default
+                        // VecDeque reserves four, ~1.5 KB per queued event under a backlog).
+                        let queue = queues.entry(key.clone()).or_insert_with(|| OrderQueue {
+                            events: VecDeque::with_capacity(1),
+                            ..OrderQueue::default()
+                        });
                         queue.events.push_back(*event);
                         queued += 1;
                         if queue.events.len() == 1 {
