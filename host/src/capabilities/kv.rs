@@ -42,8 +42,12 @@ pub struct KvTxn {
     limits: KvLimits,
     /// Key → new value, or `None` for a deletion.
     overlay: BTreeMap<String, Option<Vec<u8>>>,
-    /// Net keys this attempt adds to the committed store.
+    /// Net keys this attempt adds to the committed store, not counting `unchecked`.
     added: i64,
+    /// Keys this attempt set without looking whether they exist in the committed store: each
+    /// adds one key or none. Far from the tenant's key limit a set needs no read (the commit
+    /// counts exactly); near it they are looked up (`resolve_unchecked`).
+    unchecked: std::collections::BTreeSet<String>,
     /// The tenant's committed key count, read once per attempt when first needed.
     committed_keys: Option<i64>,
     /// What `get` saw in the committed store, per key (first read): validated at commit.
@@ -59,6 +63,7 @@ impl KvTxn {
             limits,
             overlay: BTreeMap::new(),
             added: 0,
+            unchecked: std::collections::BTreeSet::new(),
             committed_keys: None,
             reads: RefCell::new(BTreeMap::new()),
         }
@@ -114,21 +119,22 @@ impl KvTxn {
         if value.len() > self.limits.max_value_bytes {
             return Err(KvError::ValueTooLarge(self.limits.max_value_bytes as u64));
         }
+        let max_keys = self.limits.max_keys.min(i64::MAX as u64) as i64;
+        if !self.overlay.contains_key(key) {
+            // Even if this key and every unchecked one were new, the limit would hold: no need
+            // to know whether it exists.
+            let count = self.committed_keys()?;
+            if count + self.added + (self.unchecked.len() as i64) < max_keys {
+                self.unchecked.insert(key.to_string());
+                self.overlay.insert(key.to_string(), Some(value));
+                return Ok(());
+            }
+            self.resolve_unchecked()?;
+        }
         let visible_before = self.visible(key)?;
         if !visible_before {
-            let count = match self.committed_keys {
-                Some(n) => n,
-                None => {
-                    let n = self
-                        .storage
-                        .kv_count(&self.tenant)
-                        .map_err(|e| KvError::Storage(format!("{e:#}")))?
-                        as i64;
-                    self.committed_keys = Some(n);
-                    n
-                }
-            };
-            if count + self.added >= self.limits.max_keys.min(i64::MAX as u64) as i64 {
+            self.resolve_unchecked()?;
+            if self.committed_keys()? + self.added >= max_keys {
                 return Err(KvError::TooManyKeys(self.limits.max_keys));
             }
             self.added += 1;
@@ -137,9 +143,44 @@ impl KvTxn {
         Ok(())
     }
 
+    /// The tenant's committed key count, read once per attempt.
+    fn committed_keys(&mut self) -> Result<i64, KvError> {
+        if let Some(n) = self.committed_keys {
+            return Ok(n);
+        }
+        let n = self
+            .storage
+            .kv_count(&self.tenant)
+            .map_err(|e| KvError::Storage(format!("{e:#}")))? as i64;
+        self.committed_keys = Some(n);
+        Ok(n)
+    }
+
+    /// Looks up every unchecked key, counting the new ones exactly.
+    fn resolve_unchecked(&mut self) -> Result<(), KvError> {
+        for key in std::mem::take(&mut self.unchecked) {
+            if !self.exists_committed(&key)? {
+                self.added += 1;
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes a key; returns whether it existed (as this attempt saw it).
     pub fn delete(&mut self, key: &str) -> Result<bool, KvError> {
         Self::check_key(key)?;
+        if self.unchecked.remove(key) {
+            // Set by this attempt without a lookup: it existed (as this attempt sees it); it
+            // removes a committed key, or undoes a key this attempt added (no change).
+            let committed = self.exists_committed(key)?;
+            if committed {
+                self.added -= 1;
+                self.overlay.insert(key.to_string(), None);
+            } else {
+                self.overlay.remove(key);
+            }
+            return Ok(true);
+        }
         let existed = self.visible(key)?;
         if existed {
             self.added -= 1;
@@ -223,25 +264,65 @@ mod tests {
         max_keys: 3,
     };
 
+    /// An attempt of event `seq` that did `writes` (event 0 does not exist: refused).
+    fn attempt(seq: i64, tenant: &str, writes: Vec<KvWrite>) -> FinishedAttempt {
+        FinishedAttempt {
+            seq,
+            tenant: tenant.into(),
+            record: AttemptRecord {
+                attempt: 1,
+                plugin_version: "t".into(),
+                started_at_ms: 0,
+                duration_us: 0,
+                outcome: AttemptOutcome::Done,
+                logs: vec![],
+                logs_dropped: 0,
+            },
+            kv_writes: writes,
+            kv_reads: Vec::new(),
+            next_state: EventState::Done,
+            next_attempt_at_ms: 0,
+        }
+    }
+
+    /// Commits `writes` as the successful attempt of a journaled event.
+    async fn commit_ok(storage: &Arc<dyn Storage>, tenant: &str, writes: Vec<KvWrite>) {
+        let event = crate::event::NormalizedEvent {
+            id: "e1".into(),
+            provider: "fincart".into(),
+            kind: crate::event::EventKind::OrderStatusChanged,
+            order_id: None,
+            merchant_ref: None,
+            status: crate::event::CanonicalStatus::Pending,
+            raw_status: None,
+            raw_sub_status: None,
+            reason: None,
+            amount: None,
+            occurred_at_ms: None,
+        };
+        let appended = storage
+            .append(Arc::new(crate::storage::NewEvent {
+                tenant: tenant.into(),
+                source: "s".into(),
+                received_at_ms: 0,
+                headers: vec![],
+                body: b"{}".to_vec(),
+                event,
+            }))
+            .await
+            .unwrap();
+        let crate::storage::Appended::Accepted(seq) = appended else {
+            panic!("not journaled: {appended:?}")
+        };
+        storage
+            .finish_attempt(attempt(seq, tenant, writes))
+            .await
+            .unwrap();
+    }
+
     async fn commit(storage: &Arc<dyn Storage>, tenant: &str, writes: Vec<KvWrite>) {
         storage
-            .finish_attempt(FinishedAttempt {
-                seq: 0,
-                tenant: tenant.into(),
-                record: AttemptRecord {
-                    attempt: 1,
-                    plugin_version: "t".into(),
-                    started_at_ms: 0,
-                    duration_us: 0,
-                    outcome: AttemptOutcome::Done,
-                    logs: vec![],
-                    logs_dropped: 0,
-                },
-                kv_writes: writes,
-                kv_reads: Vec::new(),
-                next_state: EventState::Done,
-                next_attempt_at_ms: 0,
-            })
+            .finish_attempt(attempt(0, tenant, writes))
             .await
             .unwrap_err(); // there is no event 0: the whole attempt, kv writes included, is refused
     }
@@ -323,6 +404,31 @@ mod tests {
         assert!(!t.delete("n/1").unwrap());
         assert_eq!(t.list_keys("n/", 10).unwrap(), vec!["n/2"]);
         assert_eq!(t.get("n/1").unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn sets_without_a_lookup_still_count_exactly_at_the_limit() {
+        let (_d, s) = storage();
+        let writes = ["x", "y"].map(|k| KvWrite::Set(k.into(), vec![])).to_vec();
+        commit_ok(&s, "acme", writes).await;
+        let mut t = KvTxn::new("acme", s, LIMITS); // 3 keys at most; x and y exist
+        t.set("x", vec![1]).unwrap(); // unchecked: within the limit even if new
+        t.set("z", vec![]).unwrap(); // near the limit: x is looked up (exists), z is the third
+        assert_eq!(t.set("w", vec![]), Err(KvError::TooManyKeys(3)));
+        assert!(t.delete("x").unwrap());
+        t.set("w", vec![]).unwrap(); // y, z, w
+        assert_eq!(t.set("v", vec![]), Err(KvError::TooManyKeys(3)));
+        assert!(t.delete("w").unwrap()); // set unchecked, then deleted: never committed
+        assert_eq!(t.get("w").unwrap(), None);
+        let (writes, _) = t.into_parts();
+        let keys: Vec<String> = writes
+            .iter()
+            .map(|w| match w {
+                KvWrite::Set(k, _) => format!("set {k}"),
+                KvWrite::Delete(k) => format!("delete {k}"),
+            })
+            .collect();
+        assert_eq!(keys, vec!["delete x", "set z"]);
     }
 
     #[tokio::test]
