@@ -139,13 +139,23 @@ impl SqliteStorage {
         result.context("database read failed")
     }
 
-    /// Runs `f` in the writer's next transaction and waits for the commit.
+    /// Runs `f` in the writer's next transaction (in a savepoint of its own) and waits for the
+    /// commit.
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        self.write_as(Undo::Savepoint, f).await
+    }
+
+    /// Like [`Self::write`], with the given way to undo a failed job.
+    async fn write_as<T: Send + 'static>(
+        &self,
+        undo: Undo,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let (tx, rx) = oneshot::channel();
-        self.enqueue(f, tx).await?;
+        self.enqueue(undo, f, tx).await?;
         rx.await
             .map_err(|_| anyhow!("the database writer has stopped"))?
     }
@@ -153,11 +163,15 @@ impl SqliteStorage {
     /// Queues `f` for the writer's next transaction and reports to `reply` after the commit.
     async fn enqueue<T: Send + 'static>(
         &self,
+        undo: Undo,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
         reply: oneshot::Sender<Result<T>>,
     ) -> Result<()> {
         let job: Job = Box::new(move |conn| {
-            let result = in_savepoint(conn, f);
+            let result = match undo {
+                Undo::Savepoint => in_savepoint(conn, f),
+                Undo::Statement => f(conn),
+            };
             Box::new(move |commit_error: Option<&str>| {
                 let _ = reply.send(match commit_error {
                     Some(e) => Err(anyhow!("database commit failed: {e}")),
@@ -170,6 +184,16 @@ impl SqliteStorage {
             .await
             .map_err(|_| anyhow!("the database writer has stopped"))
     }
+}
+
+/// How a failed job's changes are undone without undoing the rest of its batch.
+#[derive(Clone, Copy)]
+enum Undo {
+    /// The job runs in a savepoint of its own, rolled back if it fails part-way.
+    Savepoint,
+    /// The job makes at most one change, with one statement, which SQLite undoes by itself if it
+    /// fails: no savepoint (two statements fewer on the hottest jobs, append and start mark).
+    Statement,
 }
 
 fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
@@ -399,7 +423,8 @@ fn summary(row: &Row<'_>) -> rusqlite::Result<EventSummary> {
 
 impl Storage for SqliteStorage {
     fn append(&self, event: std::sync::Arc<NewEvent>) -> BoxFuture<'_, Result<Appended>> {
-        Box::pin(self.write(move |c| append(c, &event)))
+        // One change: the insert, or (a duplicate) the duplicate count's update.
+        Box::pin(self.write_as(Undo::Statement, move |c| append(c, &event)))
     }
 
     fn finish_attempt(&self, finished: FinishedAttempt) -> BoxFuture<'_, Result<()>> {
@@ -435,6 +460,7 @@ impl Storage for SqliteStorage {
         Box::pin(async move {
             let (reply, _ignored) = oneshot::channel();
             self.enqueue(
+                Undo::Statement,
                 move |c| {
                     c.prepare_cached(
                         "UPDATE events SET state = 'running', running_since_ms = ?3, running_version = ?4
