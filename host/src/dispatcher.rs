@@ -141,12 +141,20 @@ impl Core {
         loop {
             while running < self.workers {
                 let Some(key) = ready.next(&cap) else { break };
-                let Some(event) = queues.get_mut(&key).and_then(|q| q.events.front().cloned())
-                else {
+                let Some(queue) = queues.get_mut(&key).filter(|q| !q.events.is_empty()) else {
                     ready.finished(&key.0);
                     continue;
                 };
-                let queue = queues.get_mut(&key).expect("checked above");
+                if self.deps.registry.get(&key.0).is_none() {
+                    // No plugin loaded (yet, or it failed to load): look again later without
+                    // starting an attempt, so a backlog behind a broken plugin costs a timer
+                    // per order, not a task per order every second.
+                    ready.finished(&key.0);
+                    queue.waiting = true;
+                    timers.push(Reverse((now_ms() + NO_PLUGIN_WAIT_MS, key)));
+                    continue;
+                }
+                let event = queue.events.front().cloned().expect("checked above");
                 queue.busy = true;
                 running += 1;
                 let deps = self.deps.clone();
