@@ -110,6 +110,22 @@ struct OrderQueue {
     waiting: bool,
 }
 
+impl OrderQueue {
+    /// Adds an event in journal order. Webhooks of one order committed in the same group commit
+    /// reach the dispatcher in whatever order their tasks run; the journal's sequence is the order
+    /// they were received in, so a late arrival goes before later events — but never ahead of a
+    /// head whose attempt is running or waiting for its retry, nor (not yet due) ahead of any head.
+    fn insert(&mut self, event: StoredEvent) {
+        let first_movable =
+            usize::from(self.busy || self.waiting || event.next_attempt_at_ms > now_ms());
+        let mut at = self.events.len();
+        while at > first_movable && self.events[at - 1].seq > event.seq {
+            at -= 1;
+        }
+        self.events.insert(at, event);
+    }
+}
+
 struct Core {
     deps: Arc<DispatchDeps>,
     workers: usize,
@@ -187,7 +203,7 @@ impl Core {
                             events: VecDeque::with_capacity(1),
                             ..OrderQueue::default()
                         });
-                        queue.events.push_back(*event);
+                        queue.insert(*event);
                         queued += 1;
                         if queue.events.len() == 1 {
                             schedule_head(&key, queue, &mut ready, &mut timers);
@@ -551,6 +567,62 @@ mod tests {
 
     fn key(tenant: &str, order: &str) -> OrderKey {
         (tenant.to_string(), order.to_string())
+    }
+
+    fn stored(seq: i64) -> StoredEvent {
+        StoredEvent {
+            seq,
+            tenant: "acme".into(),
+            source: "fc".into(),
+            received_at_ms: 0,
+            attempts: 0,
+            next_attempt_at_ms: 0,
+            attempt_base: 0,
+            interrupted: None,
+            body: Vec::new(),
+            event: crate::event::NormalizedEvent {
+                id: format!("e{seq}"),
+                provider: "fincart".into(),
+                kind: crate::event::EventKind::OrderStatusChanged,
+                order_id: Some("o1".into()),
+                merchant_ref: None,
+                status: crate::event::CanonicalStatus::Pending,
+                raw_status: None,
+                raw_sub_status: None,
+                reason: None,
+                amount: None,
+                occurred_at_ms: None,
+            },
+        }
+    }
+
+    #[test]
+    fn an_order_runs_its_events_in_journal_order_whatever_order_they_arrive_in() {
+        let seqs = |q: &OrderQueue| q.events.iter().map(|e| e.seq).collect::<Vec<_>>();
+        let mut q = OrderQueue::default();
+        for seq in [3, 5, 4, 1] {
+            q.insert(stored(seq));
+        }
+        assert_eq!(seqs(&q), [1, 3, 4, 5]);
+        // A running head stays first; a late arrival goes right behind it.
+        q.busy = true;
+        q.insert(stored(0));
+        assert_eq!(seqs(&q), [1, 0, 3, 4, 5]);
+        // Likewise a head waiting for its retry, and an event not due yet (never ahead of a head).
+        let mut q = OrderQueue {
+            waiting: true,
+            ..OrderQueue::default()
+        };
+        q.insert(stored(7));
+        q.insert(stored(6));
+        assert_eq!(seqs(&q), [7, 6]);
+        let mut q = OrderQueue::default();
+        q.insert(stored(9));
+        q.insert(StoredEvent {
+            next_attempt_at_ms: u64::MAX,
+            ..stored(8)
+        });
+        assert_eq!(seqs(&q), [9, 8]);
     }
 
     #[test]
