@@ -580,19 +580,7 @@ mod tests {
             attempt_base: 0,
             interrupted: None,
             body: Vec::new(),
-            event: crate::event::NormalizedEvent {
-                id: format!("e{seq}"),
-                provider: "fincart".into(),
-                kind: crate::event::EventKind::OrderStatusChanged,
-                order_id: Some("o1".into()),
-                merchant_ref: None,
-                status: crate::event::CanonicalStatus::Pending,
-                raw_status: None,
-                raw_sub_status: None,
-                reason: None,
-                amount: None,
-                occurred_at_ms: None,
-            },
+            event: crate::event::NormalizedEvent::sample(&format!("e{seq}"), Some("o1")),
         }
     }
 

@@ -79,6 +79,26 @@ pub struct NormalizedEvent {
     pub occurred_at_ms: Option<u64>,
 }
 
+#[cfg(test)]
+impl NormalizedEvent {
+    /// A Fincart status change with id `id` for unit tests, of `order` when given.
+    pub fn sample(id: &str, order: Option<&str>) -> NormalizedEvent {
+        NormalizedEvent {
+            id: id.into(),
+            provider: "fincart".into(),
+            kind: EventKind::OrderStatusChanged,
+            order_id: order.map(Into::into),
+            merchant_ref: None,
+            status: CanonicalStatus::Pending,
+            raw_status: None,
+            raw_sub_status: None,
+            reason: None,
+            amount: None,
+            occurred_at_ms: None,
+        }
+    }
+}
+
 impl NormalizedEvent {
     /// The key that serializes delivery: events with the same key (per tenant) reach the plugin in
     /// the order they were received. The provider's order id when there is one, so that an order's

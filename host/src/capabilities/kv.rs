@@ -287,19 +287,7 @@ mod tests {
 
     /// Commits `writes` as the successful attempt of a journaled event.
     async fn commit_ok(storage: &Arc<dyn Storage>, tenant: &str, writes: Vec<KvWrite>) {
-        let event = crate::event::NormalizedEvent {
-            id: "e1".into(),
-            provider: "fincart".into(),
-            kind: crate::event::EventKind::OrderStatusChanged,
-            order_id: None,
-            merchant_ref: None,
-            status: crate::event::CanonicalStatus::Pending,
-            raw_status: None,
-            raw_sub_status: None,
-            reason: None,
-            amount: None,
-            occurred_at_ms: None,
-        };
+        let event = crate::event::NormalizedEvent::sample("e1", None);
         let appended = storage
             .append(Arc::new(crate::storage::NewEvent {
                 tenant: tenant.into(),
