@@ -312,42 +312,12 @@ pub fn dispatch(events: usize) -> Result<Vec<Row>> {
         extism_fresh.0, extism_fresh.1, extism_reused.0, extism_reused.1, native.0, native.1
     );
     Ok(vec![
-        Row {
-            figure: format!("dispatch overhead, median per event ({events} events; kv-set plugin, fresh instance each) vs bare wasmtime with the same pool tuning (target ≤ 2×)"),
-            hookhost: format!("{:.1} µs", hookhost.0),
-            baseline: format!("{:.1} µs", bare_tuned.0),
-            ratio: format!("{:.2}x", hookhost.0 / bare_tuned.0),
-        },
-        Row {
-            figure: "dispatch overhead, p99 per event vs bare wasmtime (same pool tuning)".into(),
-            hookhost: format!("{:.1} µs", hookhost.1),
-            baseline: format!("{:.1} µs", bare_tuned.1),
-            ratio: format!("{:.2}x", hookhost.1 / bare_tuned.1),
-        },
-        Row {
-            figure: "dispatch overhead, median vs bare wasmtime with the pool's defaults".into(),
-            hookhost: format!("{:.1} µs", hookhost.0),
-            baseline: format!("{:.1} µs", bare.0),
-            ratio: format!("{:.2}x", hookhost.0 / bare.0),
-        },
-        Row {
-            figure: "dispatch overhead, median vs Extism 1.30 (same reaction, a new Plugin per event from a CompiledPlugin) (target: faster)".into(),
-            hookhost: format!("{:.1} µs", hookhost.0),
-            baseline: format!("{:.1} µs", extism_fresh.0),
-            ratio: format!("{:.2}x", hookhost.0 / extism_fresh.0),
-        },
-        Row {
-            figure: "dispatch overhead, p99 vs Extism (new Plugin per event)".into(),
-            hookhost: format!("{:.1} µs", hookhost.1),
-            baseline: format!("{:.1} µs", extism_fresh.1),
-            ratio: format!("{:.2}x", hookhost.1 / extism_fresh.1),
-        },
-        Row {
-            figure: "dispatch overhead, median, reused instance (instance_reuse = 100) vs one Extism Plugin called for every event".into(),
-            hookhost: format!("{:.1} µs", hookhost_reused.0),
-            baseline: format!("{:.1} µs", extism_reused.0),
-            ratio: format!("{:.2}x", hookhost_reused.0 / extism_reused.0),
-        },
+        micros(format!("dispatch overhead, median per event ({events} events; kv-set plugin, fresh instance each) vs bare wasmtime with the same pool tuning (target ≤ 2×)"), hookhost.0, bare_tuned.0),
+        micros("dispatch overhead, p99 per event vs bare wasmtime (same pool tuning)", hookhost.1, bare_tuned.1),
+        micros("dispatch overhead, median vs bare wasmtime with the pool's defaults", hookhost.0, bare.0),
+        micros("dispatch overhead, median vs Extism 1.30 (same reaction, a new Plugin per event from a CompiledPlugin) (target: faster)", hookhost.0, extism_fresh.0),
+        micros("dispatch overhead, p99 vs Extism (new Plugin per event)", hookhost.1, extism_fresh.1),
+        micros("dispatch overhead, median, reused instance (instance_reuse = 100) vs one Extism Plugin called for every event", hookhost_reused.0, extism_reused.0),
         Row {
             figure: "dispatch overhead, median vs the same logic as a native Rust function (the floor)".into(),
             hookhost: format!("{:.1} µs", hookhost.0),
@@ -413,6 +383,16 @@ async fn bare_per_event(component_path: &Path, events: usize, tuned: bool) -> Re
         }
     }
     Ok(stats(samples))
+}
+
+/// A row comparing two per-event times in microseconds.
+fn micros(figure: impl Into<String>, hookhost: f64, baseline: f64) -> Row {
+    Row {
+        figure: figure.into(),
+        hookhost: format!("{hookhost:.1} µs"),
+        baseline: format!("{baseline:.1} µs"),
+        ratio: format!("{:.2}x", hookhost / baseline),
+    }
 }
 
 /// The kv of the Extism variant: the host function's user data.
