@@ -17,4 +17,4 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 npm ci --prefix tests/console --no-audit --no-fund --loglevel=error
-cargo test --workspace --exclude order-sync --exclude payment-gate --exclude payout-ledger --exclude recorder --exclude misbehave --exclude other-world --exclude kv-set --exclude extism-kv-set "$@"
+cargo test --workspace --exclude hookhost-bench --exclude order-sync --exclude payment-gate --exclude payout-ledger --exclude recorder --exclude misbehave --exclude other-world --exclude kv-set --exclude extism-kv-set "$@"

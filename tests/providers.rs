@@ -57,11 +57,20 @@ allow_ips = ["203.0.113.0/24"]
 provider = "finchpay"
 allow_ips = ["203.0.113.0/24"]
 trusted_proxy_header = "X-Forwarded-For"
+trusted_proxies = ["127.0.0.1/32", "::1", "10.0.0.0/8"]
+
+[tenants.rec.sources.finch-proxied-elsewhere]
+provider = "finchpay"
+allow_ips = ["203.0.113.0/24"]
+trusted_proxy_header = "X-Forwarded-For"
+trusted_proxies = ["192.0.2.0/24"]
 
 [tenants.rec.sources.selldone]
 provider = "selldone"
 token = "sd-token"
 sign_key = "{SELLDONE_SIGN_KEY}"
+# Selldone signs at cost 10 (the default); the tests sign at 4 to stay fast.
+sign_cost = 4
 
 [tenants.rec.sources.standard]
 provider = "standard-webhooks"
@@ -306,6 +315,28 @@ async fn token_basic_path_and_address_schemes() {
         .0,
         401
     );
+    // The header is believed only from a trusted proxy (this test's loopback peer is one for
+    // finch-proxied, not for finch-proxied-elsewhere), and only its rightmost entry that is not a
+    // proxy: entries further left are the sender's to forge.
+    for (source, forwarded) in [
+        ("finch-proxied-elsewhere", "203.0.113.5"),
+        ("finch-proxied-elsewhere", "203.0.113.9, 127.0.0.1"),
+        ("finch-proxied", "203.0.113.5, 198.51.100.1"),
+        ("finch-proxied", "203.0.113.5, 198.51.100.1, 10.1.1.1"),
+    ] {
+        assert_eq!(
+            send(
+                &host,
+                source,
+                &[JSON, ("x-forwarded-for", forwarded)],
+                &finch("COMPLETE", "t5")
+            )
+            .await
+            .0,
+            401,
+            "{source} with X-Forwarded-For: {forwarded}"
+        );
+    }
     let seen = delivered(
         &host,
         "finch-proxied",

@@ -212,6 +212,7 @@ pub async fn per_event(
                 KvLimits {
                     max_value_bytes: 1 << 18,
                     max_keys: u64::MAX,
+                    max_write_bytes: 16 << 20,
                 },
             ),
             http: HttpCapability::new(

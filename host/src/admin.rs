@@ -16,7 +16,6 @@ use serde_json::json;
 use crate::app::App;
 use crate::config::Secrets;
 use crate::ingress::error;
-use crate::providers::matches_any_secret;
 use crate::storage::{EventFilter, EventState, Replay};
 
 /// The admin API's OpenAPI 3.1 description (kept in sync with [`router`] by a test).
@@ -27,24 +26,43 @@ pub async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-/// The web console: one page, embedded in the binary (no CDN). It holds no data: everything it
-/// shows comes from the admin API with the token the operator signs in with.
+/// The web console: one page, its script and its style sheet, embedded in the binary (no CDN).
+/// It holds no data: everything it shows comes from the admin API with the token the operator
+/// signs in with.
 pub const CONSOLE: &str = include_str!("../console/index.html");
+const CONSOLE_SCRIPT: &str = include_str!("../console/app.js");
+const CONSOLE_STYLE: &str = include_str!("../console/app.css");
+
+/// The console's Content-Security-Policy: scripts and styles only from the served files (no
+/// inline code, so injected markup cannot run), requests only to this host, no framing.
+pub const CONSOLE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+fn console_file(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_SECURITY_POLICY, CONSOLE_CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        body,
+    )
+        .into_response()
+}
 
 /// `GET /console`.
 pub async fn console() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
-            ),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        CONSOLE,
-    )
-        .into_response()
+    console_file("text/html; charset=utf-8", CONSOLE)
+}
+
+/// `GET /console/app.js`.
+pub async fn console_script() -> Response {
+    console_file("text/javascript; charset=utf-8", CONSOLE_SCRIPT)
+}
+
+/// `GET /console/app.css`.
+pub async fn console_style() -> Response {
+    console_file("text/css; charset=utf-8", CONSOLE_STYLE)
 }
 
 /// The admin routes, wrapped in the bearer-token check.
@@ -69,19 +87,13 @@ pub fn router(app: Arc<App>, token: Secrets) -> Router<Arc<App>> {
             move |req: Request, next: Next| {
                 let token = token.clone();
                 async move {
-                    let presented = req
-                        .headers()
-                        .get(header::AUTHORIZATION)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.strip_prefix("Bearer "));
-                    match presented {
-                        Some(p) if matches_any_secret(p.trim().as_bytes(), &token) => {
-                            next.run(req).await
-                        }
-                        _ => error(
+                    if crate::app::bearer_matches(req.headers(), &token) {
+                        next.run(req).await
+                    } else {
+                        error(
                             StatusCode::UNAUTHORIZED,
                             "admin API needs `Authorization: Bearer <admin token>`",
-                        ),
+                        )
                     }
                 }
             },

@@ -52,7 +52,7 @@ impl AdminClient {
         if !status.is_success() {
             bail!(
                 "{status}: {}",
-                body["error"].as_str().unwrap_or("(no message)")
+                crate::cli_text::escape(body["error"].as_str().unwrap_or("(no message)"))
             );
         }
         Ok(body)
@@ -102,9 +102,10 @@ pub fn when(ms: Option<u64>) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
-/// Cuts `text` to `max` characters on one line.
+/// Cuts `text` to `max` characters on one line, control characters made visible (the text may
+/// come from a plugin or a webhook sender: see [`crate::cli_text`]).
 pub fn short(text: &str, max: usize) -> String {
-    let one_line = text.replace('\n', " ");
+    let one_line = crate::cli_text::escape(&text.replace('\n', " ")).into_owned();
     if one_line.chars().count() <= max {
         one_line
     } else {
@@ -112,11 +113,12 @@ pub fn short(text: &str, max: usize) -> String {
     }
 }
 
+/// A JSON value as a table cell, control characters made visible.
 fn text(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+        Value::String(s) => crate::cli_text::escape(s).into_owned(),
+        other => crate::cli_text::escape(&other.to_string()).into_owned(),
     }
 }
 
@@ -233,10 +235,8 @@ pub fn plugins_table(tenants: &Value) -> String {
             let p = &t["plugin"];
             vec![
                 text(&t["name"]),
-                p["version"]
-                    .as_str()
-                    .unwrap_or("(none: events wait)")
-                    .to_string(),
+                crate::cli_text::escape(p["version"].as_str().unwrap_or("(none: events wait)"))
+                    .into_owned(),
                 when(p["loaded_at_ms"].as_u64()),
                 p["history"]
                     .as_array()
@@ -267,5 +267,24 @@ mod tests {
         assert_eq!(short("abcdef", 4), "abc…");
         assert_eq!(when(Some(0)), "1970-01-01 00:00:00");
         assert_eq!(when(None), "-");
+    }
+
+    #[test]
+    fn what_plugins_and_senders_wrote_cannot_drive_the_terminal() {
+        let event = serde_json::json!({
+            "seq": 1, "tenant": "t", "source": "s", "state": "done", "attempts": 1,
+            "event": {"order_id": "o\u{1b}[2J", "raw_status": "\u{1b}]0;pwned\u{7}"},
+            "body": "{\"x\": \"\u{1b}[31m\"}",
+            "attempts_detail": [{"attempt": 1, "outcome": "skipped", "reason": "r\u{1b}[1A",
+                "logs": [{"level": "info", "message": "line\u{1b}[2K\rforged"}]}],
+        });
+        let shown = event_detail(&event);
+        assert!(
+            !shown.contains('\u{1b}') && !shown.contains('\u{7}') && !shown.contains('\r'),
+            "{shown:?}"
+        );
+        assert!(shown.contains("\\u{1b}[2K"), "{shown}");
+        let table = events_table(&serde_json::json!({"events": [event]}));
+        assert!(!table.contains('\u{1b}'), "{table:?}");
     }
 }

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::capabilities::http::HttpCapability;
-use crate::config::{Config, Secrets};
+use crate::config::{Config, HttpSettings, Secrets};
 use crate::dispatcher::{DispatchDeps, Dispatcher};
 use crate::plugins::PluginRegistry;
 use crate::reconfigure::Reconfigurer;
@@ -42,10 +42,21 @@ pub struct App {
     pub sink: Option<Sink>,
     /// The webhook body limit.
     pub max_body_bytes: usize,
+    /// Bytes of webhook bodies that may be buffered before authentication, all connections
+    /// together (one permit per byte).
+    pub pending_bodies: Arc<tokio::sync::Semaphore>,
+    /// Authentication checks that run on blocking threads at once (large-body MACs, bcrypt).
+    pub heavy_checks: tokio::sync::Semaphore,
     /// Renders `/metrics`.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The bearer token `/metrics` requires, if any.
+    pub metrics_token: Option<Secrets>,
+    /// The admin token: readiness details are shown only to its holder.
+    pub admin_token: Option<Secrets>,
     /// Reloads the config file, when the host was started from one.
     pub reconfigurer: Option<Arc<Reconfigurer>>,
+    /// Refuse requests whose `Host` is not a loopback name (`hookhost dev`).
+    pub loopback_host_only: bool,
 }
 
 /// The HTTP routes.
@@ -65,9 +76,19 @@ pub fn router(app: Arc<App>, admin_token: Option<Secrets>) -> Router {
         .route("/admin/openapi.json", get(admin::openapi))
         .route("/console", get(admin::console))
         .route("/console/", get(admin::console))
-        .route("/sink/{name}", post(sink::receive));
+        .route("/console/app.js", get(admin::console_script))
+        .route("/console/app.css", get(admin::console_style));
+    if app.sink.is_some() {
+        router = router.route(
+            "/sink/{name}",
+            post(sink::receive).layer(DefaultBodyLimit::max(sink::MAX_BODY_BYTES)),
+        );
+    }
     if let Some(token) = admin_token {
         router = router.merge(admin::router(app.clone(), token));
+    }
+    if app.loopback_host_only {
+        router = router.layer(axum::middleware::from_fn(refuse_foreign_host));
     }
     router
         // A caller gets 30 s for its whole request (body included), so slow or stalled clients
@@ -88,11 +109,68 @@ pub fn router(app: Arc<App>, admin_token: Option<Secrets>) -> Router {
         .with_state(app)
 }
 
-/// Prometheus text exposition of every metric (see `telemetry`).
+/// Refuses a request whose `Host` is not `localhost`, `127.0.0.1` or `[::1]` (any port): a web
+/// page cannot reach a local dev server by pointing its own host name at 127.0.0.1 (DNS
+/// rebinding), since the browser sends that name.
+async fn refuse_foreign_host(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let host = request
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().host());
+    if host.is_some_and(is_loopback_host) {
+        return next.run(request).await;
+    }
+    ingress::error(
+        StatusCode::MISDIRECTED_REQUEST,
+        "this development host answers only requests to localhost, 127.0.0.1 or [::1]",
+    )
+}
+
+/// Whether a `Host` value (`name[:port]`) names this machine's loopback interface.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "localhost" | "127.0.0.1" | "::1"
+    )
+}
+
+/// Whether the request carries `Authorization: Bearer <one of tokens>`.
+pub fn bearer_matches(headers: &axum::http::HeaderMap, tokens: &Secrets) -> bool {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|p| crate::providers::matches_any_secret(p.trim().as_bytes(), tokens))
+}
+
+/// Prometheus text exposition of every metric (see `telemetry`), behind `metrics.token` when
+/// one is configured.
 async fn metrics_text(
     axum::extract::State(app): axum::extract::State<Arc<App>>,
+    headers: axum::http::HeaderMap,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
+    if let Some(token) = &app.metrics_token {
+        if !bearer_matches(&headers, token) {
+            let mut response = ingress::error(
+                StatusCode::UNAUTHORIZED,
+                "metrics need `Authorization: Bearer <metrics token>`",
+            );
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+            return response;
+        }
+    }
     match &app.metrics {
         Some(handle) => (
             [(
@@ -110,9 +188,11 @@ async fn metrics_text(
 }
 
 /// Ready means: the journal commits writes, and every tenant has a plugin loaded (otherwise its
-/// webhooks are accepted but wait). 503 says what is missing.
+/// webhooks are accepted but wait). A bare 200/503 for load balancers; what is missing (which
+/// names tenants) only with the admin token.
 async fn readyz(
     axum::extract::State(app): axum::extract::State<Arc<App>>,
+    headers: axum::http::HeaderMap,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let store = match tokio::time::timeout(Duration::from_secs(2), app.storage.ping()).await {
@@ -128,13 +208,20 @@ async fn readyz(
         .collect();
     waiting.sort();
     let ready = store == "ok" && waiting.is_empty();
-    let body =
-        serde_json::json!({ "ready": ready, "store": store, "tenants_without_plugin": waiting });
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let detailed = app
+        .admin_token
+        .as_ref()
+        .is_some_and(|token| bearer_matches(&headers, token));
+    if !detailed {
+        return (status, axum::Json(serde_json::json!({ "ready": ready }))).into_response();
+    }
+    let body =
+        serde_json::json!({ "ready": ready, "store": store, "tenants_without_plugin": waiting });
     (status, axum::Json(body)).into_response()
 }
 
@@ -237,6 +324,9 @@ pub async fn serve_with(
     if admin_token.is_none() {
         tracing::warn!("no admin token configured: the admin API is disabled");
     }
+    if config.sink {
+        tracing::warn!("the request sink is enabled (POST /sink/{{name}} takes requests without a credential): for development and demos only");
+    }
     let app = Arc::new(App {
         tenants,
         storage,
@@ -244,8 +334,17 @@ pub async fn serve_with(
         registry,
         sink: config.sink.then(Sink::default),
         max_body_bytes: config.max_body_bytes,
+        pending_bodies: Arc::new(tokio::sync::Semaphore::new(
+            config.http.max_pending_body_bytes,
+        )),
+        heavy_checks: tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        ),
         metrics: Some(metrics),
+        metrics_token: config.metrics.token.clone().map(|t| Secrets(vec![t])),
+        admin_token: admin_token.clone(),
         reconfigurer,
+        loopback_host_only: config.loopback_host_only,
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -262,13 +361,13 @@ pub async fn serve_with(
         let _ = on_ready.send(app.clone());
     }
     tracing::info!(%addr, "listening");
-    axum::serve(
+    serve_http(
         listener,
-        router(app, admin_token).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        router(app, admin_token),
+        &config.http,
+        shutdown_signal(),
     )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("HTTP server failed")?;
+    .await;
     tracing::info!("stopped accepting webhooks; finishing running attempts");
     if !dispatcher.drain(DRAIN_TIMEOUT).await {
         tracing::warn!(
@@ -276,6 +375,84 @@ pub async fn serve_with(
         );
     }
     Ok(())
+}
+
+/// How long shutdown waits for open connections to finish their requests.
+const CONNECTION_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets open connections finish
+/// (up to [`CONNECTION_DRAIN_TIMEOUT`]). Unlike `axum::serve`, it bounds what a client can hold
+/// before it is authenticated: at most `max_connections` connections are served at once (the
+/// rest wait in the listen backlog), and hyper's timer closes a connection that has not sent a
+/// whole request head within `header_read_timeout_ms` (slowloris), idle keep-alive ones included.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    settings: &HttpSettings,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt as _;
+
+    let connections = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(settings.header_read_timeout_ms));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_millis(settings.header_read_timeout_ms));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!("cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = router.clone().map_request(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request.map(axum::body::Body::new)
+            },
+        );
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::trace!("connection from {peer} ended: {e}");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(CONNECTION_DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after {CONNECTION_DRAIN_TIMEOUT:?}; closing them");
+    }
 }
 
 /// Deletes events finished more than `hours` ago, in small batches so ingest never waits long.

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+/// The smallest `limits.ingest_per_second`: slower rates make the limiter's wait times overflow.
+pub const MIN_INGEST_PER_SECOND: f64 = 0.001;
+
 /// The whole configuration file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +30,12 @@ pub struct Config {
     /// Largest webhook body accepted, in bytes; larger ones get 413 before being buffered.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// The HTTP server's own limits (connections, slow clients, buffered bodies).
+    #[serde(default)]
+    pub http: HttpSettings,
+    /// `GET /metrics`.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// The admin API.
     #[serde(default)]
     pub admin: AdminConfig,
@@ -41,7 +50,9 @@ pub struct Config {
     #[serde(default = "default_retention_hours")]
     pub retention_hours: u64,
     /// A built-in request sink (`POST /sink/{name}`) that records what plugins send, so the demo
-    /// and a merchant's dev loop have a "merchant backend" without running one.
+    /// and a merchant's dev loop have a "merchant backend" without running one. Off by default:
+    /// it takes requests without a credential (bounded in bytes, bodies never logged), so enable
+    /// it only for development and demos. When off, `/sink` does not exist.
     #[serde(default)]
     pub sink: bool,
     /// The merchants, by tenant name (used in webhook URLs: `/hooks/{tenant}/{source}`).
@@ -50,6 +61,10 @@ pub struct Config {
     /// The file this config was read from (for reloads); not a setting.
     #[serde(skip)]
     pub path: Option<PathBuf>,
+    /// Answer only requests whose `Host` is a loopback name (`hookhost dev` sets it, against DNS
+    /// rebinding from a browser); not a file setting.
+    #[serde(skip)]
+    pub loopback_host_only: bool,
 }
 
 fn default_listen() -> SocketAddr {
@@ -73,6 +88,44 @@ pub enum Durability {
     Durable,
     /// Write to the OS before acknowledging; fsync periodically.
     Fast,
+}
+
+/// Limits of the HTTP server itself, protecting it from callers before they are authenticated.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Connections served at once; further connections wait in the listen backlog until one
+    /// closes (default 1024).
+    pub max_connections: usize,
+    /// How long a client may take to send a request's head (the request line and headers); a
+    /// connection that takes longer, or stays idle between requests that long, is closed
+    /// (default 30,000 ms, hyper's own: slowloris protection). Clients that pool connections
+    /// should drop idle ones sooner.
+    pub header_read_timeout_ms: u64,
+    /// Webhook bodies buffered before their request is authenticated, in bytes, across all
+    /// connections together (default 64 MiB); a webhook that finds no room within 5 s gets 503 +
+    /// `Retry-After`. Must be at least `max_body_bytes`.
+    pub max_pending_body_bytes: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            max_connections: 1024,
+            header_read_timeout_ms: 30_000,
+            max_pending_body_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// `GET /metrics` (Prometheus text).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A bearer token scrapers must present (`Authorization: Bearer ...`, as Prometheus'
+    /// `authorization` scrape setting sends it). Without one `/metrics` is open: its labels name
+    /// every tenant and source, so set one wherever the port is reachable by others.
+    pub token: Option<Secret>,
 }
 
 /// The admin API (`/admin/...`).
@@ -240,6 +293,10 @@ pub struct Limits {
     pub kv_value_bytes: usize,
     /// Most keys the tenant's kv may hold.
     pub kv_max_keys: u64,
+    /// Bytes of kv writes (keys and values) one attempt may buffer before they commit; past it a
+    /// `set` fails with `value-too-large` (the writes are held in host memory, outside the
+    /// plugin's `memory_mib`, until the attempt ends).
+    pub kv_write_bytes: usize,
     /// Outbound HTTP requests per attempt.
     pub http_requests: u32,
     /// Timeout of one outbound request.
@@ -276,6 +333,7 @@ impl Default for Limits {
             log_bytes: 64 * 1024,
             kv_value_bytes: 256 * 1024,
             kv_max_keys: 100_000,
+            kv_write_bytes: 16 * 1024 * 1024,
             http_requests: 10,
             http_timeout_ms: 10_000,
             http_response_bytes: 1024 * 1024,
@@ -321,6 +379,10 @@ pub struct SourceConfig {
     /// A header carrying the caller's address set by a reverse proxy you trust (e.g.
     /// `X-Forwarded-For`); without it the TCP peer address is used.
     pub trusted_proxy_header: Option<String>,
+    /// The reverse proxies (CIDR) whose `trusted_proxy_header` is believed: the header is read
+    /// only when the TCP peer is one of them, and the caller is its rightmost address that is not
+    /// one of them. Required with `trusted_proxy_header`.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl<'de> Deserialize<'de> for SourceConfig {
@@ -339,18 +401,28 @@ impl<'de> Deserialize<'de> for SourceConfig {
                     .map_err(|e| D::Error::custom(format!("trusted_proxy_header: {e}")))?,
             ),
         };
+        let trusted_proxies = match table.remove("trusted_proxies") {
+            None => Vec::new(),
+            Some(v) => Vec::<String>::deserialize(v)
+                .map_err(|e| D::Error::custom(format!("trusted_proxies: {e}")))?,
+        };
         let provider = ProviderConfig::deserialize(toml::Value::Table(table))
             .map_err(|e| D::Error::custom(e.to_string()))?;
         Ok(SourceConfig {
             provider,
             allow_ips,
             trusted_proxy_header,
+            trusted_proxies,
         })
     }
 }
 
 fn default_tolerance() -> u64 {
     300
+}
+
+fn default_selldone_cost() -> u32 {
+    10
 }
 
 fn authorization() -> String {
@@ -404,6 +476,10 @@ pub enum ProviderConfig {
         /// How far `Selldone-Sign-Id` (a timestamp) may be from now, in seconds.
         #[serde(default = "default_tolerance")]
         tolerance_secs: u64,
+        /// The bcrypt cost Selldone signs with (default 10); hashes of any other cost are
+        /// refused before hashing.
+        #[serde(default = "default_selldone_cost")]
+        sign_cost: u32,
     },
     /// Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
     StandardWebhooks {
@@ -675,8 +751,13 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let mut config: Config = toml::from_str(&text)
-            .with_context(|| format!("config file {} is invalid", path.display()))?;
+        let mut config: Config = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "config file {} is invalid: {}",
+                path.display(),
+                describe_parse_error(&text, &e)
+            )
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
         config.validate()?;
@@ -734,9 +815,12 @@ impl Config {
             if tenant
                 .limits
                 .ingest_per_second
-                .is_some_and(|r| !(r.is_finite() && r > 0.0))
+                .is_some_and(|r| !(r.is_finite() && r >= MIN_INGEST_PER_SECOND))
             {
-                bail!("tenant {name}: limits.ingest_per_second must be a number above zero (leave it out for no limit)");
+                bail!("tenant {name}: limits.ingest_per_second must be a number of at least {MIN_INGEST_PER_SECOND} (one webhook in about 17 minutes; leave it out for no limit)");
+            }
+            if tenant.limits.kv_write_bytes < tenant.limits.kv_value_bytes {
+                bail!("tenant {name}: limits.kv_write_bytes ({}) must be at least limits.kv_value_bytes ({}): an attempt must be able to write one value", tenant.limits.kv_write_bytes, tenant.limits.kv_value_bytes);
             }
             if !(1..=100_000).contains(&tenant.limits.instance_reuse) {
                 bail!("tenant {name}: limits.instance_reuse must be from 1 (a fresh instance per event) to 100000");
@@ -758,6 +842,19 @@ impl Config {
         if self.dispatch.workers == 0 {
             bail!("dispatch.workers must be at least 1");
         }
+        if self.http.max_connections == 0 || self.http.header_read_timeout_ms == 0 {
+            bail!("http.max_connections and http.header_read_timeout_ms must be above zero");
+        }
+        if self.http.max_pending_body_bytes < self.max_body_bytes {
+            bail!(
+                "http.max_pending_body_bytes ({}) must be at least max_body_bytes ({}): a webhook of the largest size must fit",
+                self.http.max_pending_body_bytes,
+                self.max_body_bytes
+            );
+        }
+        if self.max_body_bytes > u32::MAX as usize || self.http.max_pending_body_bytes > (1 << 40) {
+            bail!("max_body_bytes must be below 4 GiB and http.max_pending_body_bytes below 1 TiB");
+        }
         if self.max_instances() as usize <= self.dispatch.workers {
             bail!(
                 "runtime.max_instances ({}) must be above dispatch.workers ({}): every running attempt holds an instance",
@@ -772,9 +869,106 @@ impl Config {
     }
 }
 
+/// A parse error as line, column, key and what is wrong, never the text of a value: the file
+/// holds secrets, and the message reaches the log, the admin API and the reload's answer. toml's
+/// own rendering quotes the offending line, and serde's messages quote string values
+/// (`invalid type: string "..."`), so both are rebuilt here.
+fn describe_parse_error(text: &str, error: &toml::de::Error) -> String {
+    let message = redact_values(error.message());
+    let Some(span) = error.span() else {
+        return message;
+    };
+    let start = span.start.min(text.len());
+    let before = &text[..start];
+    let line_no = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = text[line_start..start].chars().count() + 1;
+    let line = text[line_start..].lines().next().unwrap_or("");
+    // The table the error is in: the nearest header at or above the error's line.
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let table = text[..line_end]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .and_then(|l| l.split(']').next())
+        .map(|l| l.trim_start_matches('[').trim().to_string());
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().to_string())
+        .filter(|k| !k.is_empty() && !k.starts_with('#'));
+    let place = match (key, table) {
+        (Some(key), Some(table)) => format!(", key `{key}` in [{table}]"),
+        (Some(key), None) => format!(", key `{key}`"),
+        (None, Some(table)) => format!(", in [{table}]"),
+        (None, None) => String::new(),
+    };
+    format!("line {line_no}, column {column}{place}: {message}")
+}
+
+/// Removes quoted text from a parser message (values: `string "..."`, `unknown variant `...``),
+/// keeping what names keys and expectations.
+fn redact_values(message: &str) -> String {
+    let mut out = String::new();
+    let mut rest = message.trim();
+    while let Some(open) = rest.find('"') {
+        out.push_str(&rest[..open]);
+        match rest[open + 1..].find('"') {
+            Some(close) => {
+                out.push_str("(value hidden)");
+                rest = &rest[open + 1 + close + 1..];
+            }
+            None => {
+                out.push_str("(value hidden)");
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    // `unknown variant `x`, expected ...`: the variant is the value written.
+    const VARIANT: &str = "unknown variant `";
+    while let Some(at) = out.find(VARIANT) {
+        let after = &out[at + VARIANT.len()..];
+        let rest = after.find('`').map_or("", |close| &after[close + 1..]);
+        out = format!("{}unknown value{rest}", &out[..at]);
+    }
+    out.lines().next().unwrap_or("").to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_file_names_line_column_and_key_never_a_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.toml");
+        let secret = "sup3r-s3cret-t0ken";
+        for (text, key) in [
+            // A syntax error on the secret's line (the review's case: the quote is not closed).
+            (
+                format!("database = 'x'\n[tenants.a]\nplugin = 'p.wasm'\n[tenants.a.sources.s]\nprovider = 'fincart'\ntoken = \"{secret}\n"),
+                "token",
+            ),
+            // A type error: a string where a number belongs.
+            (
+                format!("database = 'x'\n[tenants.a]\nplugin = 'p.wasm'\n[tenants.a.limits]\ntimeout_ms = \"{secret}\"\n"),
+                "timeout_ms",
+            ),
+            // A secret written where a provider name belongs.
+            (
+                format!("database = 'x'\n[tenants.a]\nplugin = 'p.wasm'\n[tenants.a.sources.s]\nprovider = \"{secret}\"\ntoken = 't'\n"),
+                "",
+            ),
+        ] {
+            std::fs::write(&path, &text).unwrap();
+            let err = format!("{:#}", Config::load(&path).unwrap_err());
+            assert!(!err.contains(secret), "value echoed: {err}");
+            assert!(!err.contains("sup3r"), "part of the value echoed: {err}");
+            assert!(err.contains("line "), "no line: {err}");
+            assert!(err.contains(key), "key {key} not named: {err}");
+        }
+    }
 
     #[test]
     fn secrets_resolve_from_env_and_never_print() {
@@ -891,10 +1085,7 @@ mod tests {
         let typo = parse("provider = 'fincart'\ntokn = 'x'");
         assert!(typo.contains("tokn"), "{typo}");
         let unknown = parse("provider = 'paypal'\ntoken = 'x'");
-        assert!(
-            unknown.contains("paypal") && unknown.contains("fincart"),
-            "{unknown}"
-        );
+        assert!(unknown.contains("fincart"), "{unknown}");
         let missing = parse("provider = 'juspay'\nusername = 'u'");
         assert!(missing.contains("password"), "{missing}");
         let ips = parse("provider = 'finchpay'\nallow_ips = '10.0.0.0/8'");

@@ -1,14 +1,16 @@
 //! HTTP ingress: `POST /hooks/{tenant}/{source}`. Checks, in this order: the tenant and source
-//! exist (404), the body is within the limit (413), the credentials (401, with a generic message:
-//! the reason goes to the log), the content type (415), the JSON (400 with the parser's position),
-//! the provider's required fields (422 naming the field). Only then is the event journaled, and
-//! only after the journal commit is it acknowledged (200) and handed to the dispatcher.
+//! exist (404, one answer for both so that callers cannot enumerate tenants), the body is within
+//! the limit (413) and fits the budget of bodies buffered before authentication (503), the
+//! credentials (401, with a generic message: the reason goes to the log, throttled), the content
+//! type (415), the JSON (400 with the parser's position), the provider's required fields (422
+//! naming the field). Only then is the event journaled, without the headers that carried
+//! credentials, and only after the journal commit is it acknowledged (200) and handed to the
+//! dispatcher.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -38,8 +40,16 @@ fn acknowledgement(status: &'static str, seq: i64) -> Response {
         .into_response()
 }
 
-/// Headers never stored with an event: credentials and signatures. `name` is lowercase (as
-/// `HeaderName` always is).
+/// The one answer for an unknown tenant and an unknown source.
+pub const NO_SUCH_ENDPOINT: &str = "no such webhook endpoint";
+
+/// How long a webhook waits for room in the budget of bodies buffered before authentication
+/// before it gets 503.
+const BODY_BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Headers never stored with an event whatever the source (credentials and signatures of any
+/// scheme); a source also strips the headers its own authentication reads. `name` is lowercase
+/// (as `HeaderName` always is).
 fn is_sensitive(name: &str) -> bool {
     ["authorization", "cookie", "proxy-authorization"].contains(&name)
         || [
@@ -78,7 +88,7 @@ pub async fn receive(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     handle(
         app,
@@ -102,7 +112,7 @@ pub async fn receive_with_path_token(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     handle(
         app,
@@ -138,7 +148,7 @@ async fn handle(
     peer: SocketAddr,
     query: Option<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     let received_at_ms = crate::now_ms();
     let span = tracing::Span::current();
@@ -150,50 +160,50 @@ async fn handle(
     };
     let Some(tenant) = app.tenants.get(&tenant_name) else {
         reject(m::UNKNOWN, m::UNKNOWN, "unknown_tenant");
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("no tenant named {tenant_name:?}"),
-        );
+        return error(StatusCode::NOT_FOUND, NO_SUCH_ENDPOINT);
     };
     let Some(source) = tenant.sources.get(&source_name) else {
         reject(&tenant_name, m::UNKNOWN, "unknown_source");
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("tenant {tenant_name:?} has no source named {source_name:?}"),
-        );
+        return error(StatusCode::NOT_FOUND, NO_SUCH_ENDPOINT);
     };
     source.metrics.received.increment(1);
-    let body = match body {
-        Ok(b) => b,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            reject(&tenant_name, &source_name, "too_large");
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "body is larger than the limit of {} bytes",
-                    app.max_body_bytes
-                ),
-            );
-        }
-        Err(rejection) => {
-            return error(
-                rejection.status(),
-                format!("cannot read the body: {}", rejection.body_text()),
-            )
+    let (body, budget) = match read_body(&app, &headers, body).await {
+        Ok(read) => read,
+        Err(refusal) => {
+            reject(&tenant_name, &source_name, refusal.metric_label());
+            return refusal.into_response(app.max_body_bytes);
         }
     };
+    let (authenticated, headers) = authenticate(
+        &app,
+        &tenant,
+        &source_name,
+        WebhookParts {
+            headers,
+            body: body.clone(),
+            query: query.clone(),
+            path_token,
+            peer: peer.ip(),
+        },
+    )
+    .await;
+    // Authenticated (or refused): its body no longer counts against the unauthenticated budget.
+    drop(budget);
+    if let Err(why) = authenticated {
+        reject(&tenant_name, &source_name, "unauthorized");
+        if let Some(refused) = source.refusals_logged.record(crate::now_ms()) {
+            // `refused`: refusals of this source since its last such line, this one included.
+            tracing::warn!(tenant = %tenant_name, source = %source_name, reason = why.0, refused, "webhook rejected: unauthorized");
+        }
+        return error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
     let request = WebhookRequest {
         headers: &headers,
         body: &body,
         query: query.as_deref(),
-        path_token: path_token.as_deref(),
+        path_token: None,
         peer: Some(peer.ip()),
     };
-    if let Err(why) = source.authenticate(&request) {
-        reject(&tenant_name, &source_name, "unauthorized");
-        tracing::warn!(tenant = %tenant_name, source = %source_name, reason = why.0, "webhook rejected: unauthorized");
-        return error(StatusCode::UNAUTHORIZED, "unauthorized");
-    }
     if let Some(limiter) = &tenant.ingest_limit {
         if let Err(wait) = limiter.try_acquire() {
             reject(&tenant_name, &source_name, "rate_limited");
@@ -239,7 +249,7 @@ async fn handle(
     };
     let kept_headers = headers
         .iter()
-        .filter(|(k, _)| !is_sensitive(k.as_str()))
+        .filter(|(k, _)| !is_sensitive(k.as_str()) && !source.is_credential_header(k.as_str()))
         .map(|(k, v)| {
             (
                 k.to_string(),
@@ -323,6 +333,186 @@ async fn handle(
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             response
         }
+    }
+}
+
+/// Why a body was not read.
+enum BodyRefusal {
+    /// Larger than `max_body_bytes` (413).
+    TooLarge,
+    /// No room in the budget of bodies buffered before authentication in time (503).
+    Busy,
+    /// The connection failed or timed out while sending it.
+    Unreadable(String),
+}
+
+impl BodyRefusal {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            BodyRefusal::TooLarge => "too_large",
+            BodyRefusal::Busy => "busy",
+            BodyRefusal::Unreadable(_) => "unreadable",
+        }
+    }
+
+    fn into_response(self, max_body_bytes: usize) -> Response {
+        match self {
+            BodyRefusal::TooLarge => error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body is larger than the limit of {max_body_bytes} bytes"),
+            ),
+            BodyRefusal::Busy => {
+                let mut response = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many webhook bodies are being received at once; retry shortly",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                response
+            }
+            BodyRefusal::Unreadable(why) => error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {why}"),
+            ),
+        }
+    }
+}
+
+/// How much of an oversized body is read and thrown away (a multiple of the limit) before the 413,
+/// so that a sender still writing it reads the answer instead of a broken connection. Beyond it the
+/// connection is cut.
+const OVERSIZED_DRAIN_FACTOR: u64 = 4;
+
+/// Reads the body within `max_body_bytes`, first reserving its size (the declared length, or the
+/// limit when none is declared) in the budget shared by every unauthenticated body, so that many
+/// slow or large unauthenticated uploads cannot exhaust memory. The permit is held until the
+/// request is authenticated or refused. An oversized body is discarded as it arrives, never
+/// buffered.
+async fn read_body(
+    app: &App,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Bytes, tokio::sync::OwnedSemaphorePermit), BodyRefusal> {
+    let limit = app.max_body_bytes as u64;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(declared) = declared.filter(|n| *n > limit) {
+        if declared <= limit * OVERSIZED_DRAIN_FACTOR {
+            let _ = drain(body, declared).await;
+        }
+        return Err(BodyRefusal::TooLarge);
+    }
+    let reserve = declared.unwrap_or(limit).max(1);
+    let reserve = u32::try_from(reserve).unwrap_or(u32::MAX);
+    let permit = tokio::time::timeout(
+        BODY_BUDGET_WAIT,
+        app.pending_bodies.clone().acquire_many_owned(reserve),
+    )
+    .await
+    .map_err(|_| BodyRefusal::Busy)?
+    .map_err(|_| BodyRefusal::Busy)?;
+    let mut body = body;
+    let mut buffered: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    while let Some(frame) = next_data(&mut body).await? {
+        if (buffered.len() + frame.len()) as u64 > limit {
+            // Over the limit while streaming: stop buffering, discard the rest (bounded).
+            let read = (buffered.len() + frame.len()) as u64;
+            drop(buffered);
+            let _ = drain(body, (limit * OVERSIZED_DRAIN_FACTOR).saturating_sub(read)).await;
+            return Err(BodyRefusal::TooLarge);
+        }
+        buffered.extend_from_slice(&frame);
+    }
+    Ok((Bytes::from(buffered), permit))
+}
+
+/// The next chunk of data of `body` (trailers skipped), `None` at its end.
+async fn next_data(body: &mut Body) -> Result<Option<Bytes>, BodyRefusal> {
+    use http_body_util::BodyExt as _;
+    loop {
+        match body.frame().await {
+            None => return Ok(None),
+            Some(Err(e)) => return Err(BodyRefusal::Unreadable(e.to_string())),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    return Ok(Some(data));
+                }
+            }
+        }
+    }
+}
+
+/// Reads and discards up to `up_to` bytes of `body` (never holding more than one chunk).
+async fn drain(mut body: Body, up_to: u64) -> Result<(), BodyRefusal> {
+    let mut read = 0u64;
+    while read < up_to {
+        match next_data(&mut body).await? {
+            Some(chunk) => read += chunk.len() as u64,
+            None => break,
+        }
+    }
+    Ok(())
+}
+
+/// What authentication reads of a webhook, owned so that it can move to a blocking thread.
+struct WebhookParts {
+    headers: HeaderMap,
+    body: Bytes,
+    query: Option<String>,
+    path_token: Option<String>,
+    peer: std::net::IpAddr,
+}
+
+impl WebhookParts {
+    fn check(
+        &self,
+        source: &crate::providers::Source,
+    ) -> Result<(), crate::providers::AuthFailure> {
+        source.authenticate(&WebhookRequest {
+            headers: &self.headers,
+            body: &self.body,
+            query: self.query.as_deref(),
+            path_token: self.path_token.as_deref(),
+            peer: Some(self.peer),
+        })
+    }
+}
+
+/// Runs the source's checks; a check that may take long (a MAC over a large body, bcrypt) runs on
+/// a blocking thread, at most `heavy_checks` at once, so that it never stalls the async workers
+/// serving other connections. Returns the headers back.
+async fn authenticate(
+    app: &App,
+    tenant: &Arc<crate::tenants::Tenant>,
+    source_name: &str,
+    parts: WebhookParts,
+) -> (Result<(), crate::providers::AuthFailure>, HeaderMap) {
+    let source = &tenant.sources[source_name];
+    if !source.authentication_is_cpu_heavy(parts.body.len()) {
+        let verdict = parts.check(source);
+        return (verdict, parts.headers);
+    }
+    let Ok(_slot) = app.heavy_checks.acquire().await else {
+        return (
+            Err(crate::providers::AuthFailure("shutting down")),
+            parts.headers,
+        );
+    };
+    let (tenant, source_name) = (tenant.clone(), source_name.to_string());
+    match tokio::task::spawn_blocking(move || {
+        let verdict = parts.check(&tenant.sources[&source_name]);
+        (verdict, parts.headers)
+    })
+    .await
+    {
+        Ok(done) => done,
+        Err(_) => (
+            Err(crate::providers::AuthFailure("the check failed")),
+            HeaderMap::new(),
+        ),
     }
 }
 

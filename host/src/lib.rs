@@ -7,13 +7,14 @@
 //! [`runtime`] (wasmtime, a fresh instance per event) with [`capabilities`] → outcome recorded in
 //! [`storage`]. Around them: [`config`], [`tenants`], [`plugins`] (the registry), [`reload`]
 //! (hot reload of plugins) with [`selftest`], [`reconfigure`] (config reload), [`admin`],
-//! [`sink`], [`app`] (wiring and serving), [`admin_cli`] (the CLI's admin commands) and
+//! [`sink`], [`app`] (wiring and serving), [`admin_cli`] (the CLI's admin commands, printed through [`cli_text`]) and
 //! [`devloop`] (`hookhost send`, `new`, `dev`).
 
 pub mod admin;
 pub mod admin_cli;
 pub mod app;
 pub mod capabilities;
+pub mod cli_text;
 pub mod config;
 pub mod devloop;
 pub mod dispatcher;

@@ -331,7 +331,7 @@ fn run() -> Result<()> {
                     .unwrap_or_default(),
                 report.status,
                 if report.duplicate { " duplicate" } else { "" },
-                report.body.trim()
+                hookhost::cli_text::escape(report.body.trim())
             );
             if !(200..300).contains(&report.status) {
                 bail!("the host refused the webhook ({})", report.status);

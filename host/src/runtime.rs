@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
@@ -285,6 +285,7 @@ impl Runtime {
     /// Creates the engine, the linker (WASI with nothing granted + hookhost's capabilities) and the
     /// epoch ticker.
     pub fn new(config: &RuntimeConfig) -> Result<Runtime> {
+        check_cache_dir(&config.cache_dir)?;
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(config.max_instances)
             .total_core_instances(config.max_instances * config.max_core_instances.min(16))
@@ -681,6 +682,43 @@ fn describe_trap(
     format!("{what}; at {}", at.join(" < "))
 }
 
+/// The precompiled cache holds native code that is loaded without verification (`unsafe`
+/// deserialization): whoever can write to it can run code in hookhost. So the folder must belong
+/// to hookhost's user and be writable by nobody else; a folder that is missing is created so
+/// (mode 0700).
+pub fn check_cache_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create the plugin cache {}", dir.display()))?;
+    }
+    let meta = std::fs::metadata(dir)
+        .with_context(|| format!("cannot read the plugin cache {}", dir.display()))?;
+    if !meta.is_dir() {
+        bail!("cache_dir {} is not a folder", dir.display());
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        bail!(
+            "cache_dir {} belongs to user {}, not to hookhost's user {me}: precompiled plugins are native code loaded without verification, so only hookhost may write there (chown it, or point cache_dir elsewhere)",
+            dir.display(),
+            meta.uid()
+        );
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o022 != 0 {
+        bail!(
+            "cache_dir {} is writable by its group or by everyone (mode {:o}): precompiled plugins are native code loaded without verification, so only hookhost may write there (chmod go-w it)",
+            dir.display(),
+            mode & 0o777
+        );
+    }
+    Ok(())
+}
+
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().context("cache path has no folder")?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -752,6 +790,7 @@ fn kv_error(e: KvError) -> wit_kv::Error {
         KvError::InvalidKey(max) => wit_kv::Error::InvalidKey(max),
         KvError::ValueTooLarge(max) => wit_kv::Error::ValueTooLarge(max),
         KvError::TooManyKeys(max) => wit_kv::Error::TooManyKeys(max),
+        KvError::WriteBudgetExceeded(budget) => wit_kv::Error::ValueTooLarge(budget),
         KvError::Storage(m) => wit_kv::Error::Storage(m),
     }
 }
@@ -836,6 +875,32 @@ impl wit_config::Host for PluginState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cache_others_can_write_to_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        check_cache_dir(&cache).unwrap();
+        let mode = std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "created for hookhost alone");
+        for loose in [0o777, 0o775, 0o757] {
+            std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(loose)).unwrap();
+            let err = check_cache_dir(&cache).unwrap_err().to_string();
+            assert!(
+                err.contains("writable by its group or by everyone"),
+                "{loose:o}: {err}"
+            );
+        }
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755)).unwrap();
+        check_cache_dir(&cache).unwrap();
+        if rustix::process::geteuid().is_root() {
+            // Another user's folder, even with a strict mode.
+            std::os::unix::fs::chown(&cache, Some(65534), None).unwrap();
+            let err = check_cache_dir(&cache).unwrap_err().to_string();
+            assert!(err.contains("belongs to user 65534"), "{err}");
+        }
+    }
 
     #[test]
     fn plugin_messages_are_bounded_on_a_char_boundary() {

@@ -134,6 +134,7 @@ impl Tenants {
                     kv_limits: KvLimits {
                         max_value_bytes: l.kv_value_bytes,
                         max_keys: l.kv_max_keys,
+                        max_write_bytes: l.kv_write_bytes,
                     },
                     http_limits: HttpLimits {
                         max_requests: l.http_requests,

@@ -70,6 +70,15 @@ pub fn script_plugin(lang: &str, name: &str) -> PathBuf {
     path
 }
 
+/// An HTTP client for the test hosts: pooled connections idle out after 5 s, well before the
+/// host's header-read timeout closes them, as clients of a keep-alive server should.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(5))
+        .build()
+        .expect("an HTTP client")
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn wait_for<T>(
     what: &str,
@@ -128,8 +137,17 @@ impl Host {
         tenants_toml: &str,
         env: &[(&str, &str)],
     ) -> Host {
+        Host::start_with_config(dir, &config_text(tenants_toml), env).await
+    }
+
+    /// Starts hookhost with a whole config file's text (not only its tenants).
+    pub async fn start_with_config(
+        dir: tempfile::TempDir,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Host {
         let config_path = dir.path().join("hookhost.toml");
-        std::fs::write(&config_path, config_text(tenants_toml)).unwrap();
+        std::fs::write(&config_path, config).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -167,7 +185,7 @@ impl Host {
             child,
             base,
             dir,
-            client: reqwest::Client::new(),
+            client: client(),
         }
     }
 

@@ -137,36 +137,61 @@ impl AllowList {
     }
 }
 
-/// Whether an address is on the public internet. Loopback, private (RFC 1918, ULA), link-local,
-/// shared (CGNAT), unspecified, multicast and broadcast addresses are not, nor IPv4-mapped IPv6
-/// forms of them: a plugin must not reach the host's own services or its network through a
-/// hostname (SSRF), unless the operator allows private networks for that tenant.
+/// Whether an address is on the public internet, following IANA's IPv4 and IPv6 Special-Purpose
+/// Address Registries: loopback, private (RFC 1918, ULA), link-local, site-local, shared (CGNAT),
+/// unspecified, "this network", IETF protocol assignments (192.0.0.0/24, 2001::/23), benchmarking,
+/// documentation, reserved (240.0.0.0/4), multicast, broadcast, discard-only and SRv6 addresses
+/// are not. Addresses that embed an IPv4 address (IPv4-mapped, IPv4-compatible, NAT64
+/// `64:ff9b::/96`) are judged by it, and 6to4 (`2002::/16`), Teredo and local-use NAT64
+/// (`64:ff9b:1::/48`) are refused outright: through a translator they can reach inside. A plugin
+/// must not reach the host's own services or its network through a hostname (SSRF), unless the
+/// operator allows private networks for that tenant.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
+            let [a, b, c, _] = v4.octets();
+            !(v4.is_loopback() // 127.0.0.0/8
+                || v4.is_private() // 10/8, 172.16/12, 192.168/16
+                || v4.is_link_local() // 169.254/16
                 || v4.is_unspecified()
-                || v4.is_multicast()
+                || v4.is_multicast() // 224/4
                 || v4.is_broadcast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b))
-                || (a == 198 && (b == 18 || b == 19)))
+                || v4.is_documentation() // 192.0.2/24, 198.51.100/24, 203.0.113/24
+                || a == 0 // "this network"
+                || a >= 240 // reserved 240/4
+                || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
+                || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+                || (a == 192 && b == 88 && c == 99) // deprecated 6to4 relay anycast
+                || (a == 198 && (b == 18 || b == 19))) // benchmarking
         }
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_public(IpAddr::V4(v4)),
-            None => {
-                let first = v6.segments()[0];
-                !(v6.is_loopback()
-                    || v6.is_unspecified()
-                    || v6.is_multicast()
-                    || (first & 0xfe00) == 0xfc00
-                    || (first & 0xffc0) == 0xfe80)
+        IpAddr::V6(v6) => {
+            let segments = v6.segments();
+            let embedded_v4 = |hi: u16, lo: u16| {
+                std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
+            };
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
             }
-        },
+            // NAT64 well-known prefix: public only if the IPv4 address it stands for is.
+            if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return is_public(IpAddr::V4(embedded_v4(segments[6], segments[7])));
+            }
+            let first = segments[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast() // ff00::/8
+                || segments[..6] == [0; 6] // IPv4-compatible (deprecated) ::a.b.c.d
+                || (first == 0x64 && segments[1] == 0xff9b && segments[2] == 1) // local-use NAT64
+                || (first == 0x100 && segments[1..4] == [0, 0, 0]) // discard-only 100::/64
+                || (first == 0x2001 && segments[1] < 0x200) // IETF 2001::/23 (Teredo included)
+                || (first == 0x2001 && segments[1] == 0x0db8) // documentation
+                || first == 0x2002 // 6to4
+                || (first == 0x3fff && segments[1] < 0x1000) // documentation 3fff::/20
+                || first == 0x5f00 // SRv6 SIDs
+                || (first & 0xfe00) == 0xfc00 // unique local
+                || (first & 0xffc0) == 0xfe80 // link-local
+                || (first & 0xffc0) == 0xfec0) // site-local (deprecated)
+        }
     }
 }
 
@@ -447,10 +472,40 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "224.0.0.1",
+            // Found by the review: NAT64, 6to4, site-local, IETF assignments, reserved.
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::1",
+            "2002:c0a8:101::1",
+            "fec0::1",
+            "192.0.0.1",
+            "192.0.0.170",
+            "240.0.0.1",
+            "255.255.255.254",
+            // The rest of the special-purpose registries.
+            "64:ff9b:1::1",
+            "100::1",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001:db8::1",
+            "3fff::1",
+            "5f00::1",
+            "::127.0.0.1",
+            "192.88.99.1",
+            "198.18.0.1",
+            "ff02::1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
-        for public in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for public in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2a00:1450::1",
+            "2400:cb00::1",
+        ] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
     }

@@ -22,6 +22,9 @@ pub enum KvError {
     ValueTooLarge(u64),
     /// The tenant's key limit is reached.
     TooManyKeys(u64),
+    /// This attempt's buffered writes would exceed its byte budget (given). WIT v0.1.0 is
+    /// frozen, so the plugin sees it as `value-too-large` with the budget.
+    WriteBudgetExceeded(u64),
     /// The store failed.
     Storage(String),
 }
@@ -33,6 +36,9 @@ pub struct KvLimits {
     pub max_value_bytes: usize,
     /// Most keys the tenant may hold.
     pub max_keys: u64,
+    /// Bytes of writes (keys + values) one attempt may buffer: they live in host memory, outside
+    /// the plugin's own memory limit, until the attempt ends.
+    pub max_write_bytes: usize,
 }
 
 /// One attempt's view of a tenant's kv: the committed store plus this attempt's own writes.
@@ -42,6 +48,8 @@ pub struct KvTxn {
     limits: KvLimits,
     /// Key → new value, or `None` for a deletion.
     overlay: BTreeMap<String, Option<Vec<u8>>>,
+    /// Bytes the overlay holds (keys and values), bounded by `limits.max_write_bytes`.
+    overlay_bytes: usize,
     /// Net keys this attempt adds to the committed store, not counting `unchecked`.
     added: i64,
     /// Keys this attempt set without looking whether they exist in the committed store: each
@@ -62,10 +70,41 @@ impl KvTxn {
             storage,
             limits,
             overlay: BTreeMap::new(),
+            overlay_bytes: 0,
             added: 0,
             unchecked: std::collections::BTreeSet::new(),
             committed_keys: None,
             reads: RefCell::new(BTreeMap::new()),
+        }
+    }
+
+    /// Refuses a write that would take the overlay past the attempt's byte budget.
+    fn check_budget(&self, key: &str, value_len: usize) -> Result<(), KvError> {
+        let replaced = match self.overlay.get(key) {
+            Some(old) => key.len() + old.as_ref().map_or(0, Vec::len),
+            None => 0,
+        };
+        let after = self.overlay_bytes - replaced + key.len() + value_len;
+        if after > self.limits.max_write_bytes {
+            return Err(KvError::WriteBudgetExceeded(
+                self.limits.max_write_bytes as u64,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Puts a write into the overlay, keeping `overlay_bytes` exact.
+    fn put(&mut self, key: &str, value: Option<Vec<u8>>) {
+        self.overlay_bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+        if let Some(old) = self.overlay.insert(key.to_string(), value) {
+            self.overlay_bytes -= key.len() + old.as_ref().map_or(0, Vec::len);
+        }
+    }
+
+    /// Takes a key out of the overlay.
+    fn unput(&mut self, key: &str) {
+        if let Some(old) = self.overlay.remove(key) {
+            self.overlay_bytes -= key.len() + old.as_ref().map_or(0, Vec::len);
         }
     }
 
@@ -119,6 +158,7 @@ impl KvTxn {
         if value.len() > self.limits.max_value_bytes {
             return Err(KvError::ValueTooLarge(self.limits.max_value_bytes as u64));
         }
+        self.check_budget(key, value.len())?;
         let max_keys = self.limits.max_keys.min(i64::MAX as u64) as i64;
         if !self.overlay.contains_key(key) {
             // Even if this key and every unchecked one were new, the limit would hold: no need
@@ -126,7 +166,7 @@ impl KvTxn {
             let count = self.committed_keys()?;
             if count + self.added + (self.unchecked.len() as i64) < max_keys {
                 self.unchecked.insert(key.to_string());
-                self.overlay.insert(key.to_string(), Some(value));
+                self.put(key, Some(value));
                 return Ok(());
             }
             self.resolve_unchecked()?;
@@ -139,7 +179,7 @@ impl KvTxn {
             }
             self.added += 1;
         }
-        self.overlay.insert(key.to_string(), Some(value));
+        self.put(key, Some(value));
         Ok(())
     }
 
@@ -175,20 +215,24 @@ impl KvTxn {
             let committed = self.exists_committed(key)?;
             if committed {
                 self.added -= 1;
-                self.overlay.insert(key.to_string(), None);
+                self.put(key, None);
             } else {
-                self.overlay.remove(key);
+                self.unput(key);
             }
             return Ok(true);
+        }
+        if self.exists_committed(key)? {
+            // A deletion is kept as its key: it counts against the budget too.
+            self.check_budget(key, 0)?;
         }
         let existed = self.visible(key)?;
         if existed {
             self.added -= 1;
         }
         if self.exists_committed(key)? {
-            self.overlay.insert(key.to_string(), None);
+            self.put(key, None);
         } else {
-            self.overlay.remove(key);
+            self.unput(key);
         }
         Ok(existed)
     }
@@ -262,6 +306,7 @@ mod tests {
     const LIMITS: KvLimits = KvLimits {
         max_value_bytes: 8,
         max_keys: 3,
+        max_write_bytes: 1 << 20,
     };
 
     /// An attempt of event `seq` that did `writes` (event 0 does not exist: refused).
@@ -316,6 +361,37 @@ mod tests {
     }
 
     #[test]
+    fn an_attempt_buffers_at_most_its_write_budget() {
+        let (_d, s) = storage();
+        let limits = KvLimits {
+            max_value_bytes: 100,
+            max_keys: 1_000_000,
+            max_write_bytes: 1_000,
+        };
+        let mut a = KvTxn::new("acme", s, limits);
+        let value = vec![7u8; 100];
+        let mut stored = 0;
+        let refused = loop {
+            match a.set(&format!("k{stored:04}"), value.clone()) {
+                Ok(()) => stored += 1,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(refused, KvError::WriteBudgetExceeded(1_000));
+        assert_eq!(
+            stored, 9,
+            "9 × (5 + 100) bytes fit in 1,000, a tenth does not"
+        );
+        // Overwriting a buffered key replaces its bytes (no growth); deleting frees them.
+        a.set("k0000", vec![1u8; 100]).unwrap();
+        assert!(a.delete("k0001").unwrap());
+        a.set("another", vec![1u8; 90]).unwrap();
+        assert!(a.set("one-more", vec![1u8; 100]).is_err());
+        let (writes, _) = a.into_parts();
+        assert_eq!(writes.len(), 9);
+    }
+
+    #[test]
     fn reads_see_own_writes_and_nothing_leaks_before_commit() {
         let (_d, s) = storage();
         let mut a = KvTxn::new("acme", s.clone(), LIMITS);
@@ -344,6 +420,7 @@ mod tests {
             KvLimits {
                 max_value_bytes: 8,
                 max_keys: u64::MAX,
+                max_write_bytes: 1 << 20,
             },
         );
         t.set("k", b"v".to_vec()).unwrap();
@@ -380,6 +457,7 @@ mod tests {
             KvLimits {
                 max_value_bytes: 8,
                 max_keys: 100,
+                max_write_bytes: 1 << 20,
             },
         );
         assert!(t.set_if_absent("n/1", b"x".to_vec()).unwrap());

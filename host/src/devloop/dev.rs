@@ -24,8 +24,6 @@ use crate::reload::changes_content;
 
 /// The tenant `hookhost dev` serves the plugin as.
 pub const DEV_TENANT: &str = "dev";
-/// The dev host's admin token.
-pub const DEV_ADMIN_TOKEN: &str = "dev";
 
 /// How `hookhost dev` runs.
 pub struct DevOptions {
@@ -59,6 +57,11 @@ pub async fn dev(options: DevOptions) -> Result<()> {
     if let Some(listen) = options.listen {
         config.listen = listen;
     }
+    // A fresh admin token per run (printed below), and only loopback Host names answered: a web
+    // page the developer visits can neither guess the token nor rebind its name to the dev port.
+    let admin_token = crate::providers::sign::random_id();
+    config.admin.token = Some(crate::config::Secret::new(admin_token.clone()));
+    config.loopback_host_only = true;
     let plugin_path = config
         .tenants
         .get(DEV_TENANT)
@@ -82,7 +85,7 @@ pub async fn dev(options: DevOptions) -> Result<()> {
         return server.await.context("the dev host stopped")?;
     };
     println!(
-        "hookhost dev: plugin {package} serves tenant {DEV_TENANT:?}; config {}, admin token {DEV_ADMIN_TOKEN:?}",
+        "hookhost dev: plugin {package} serves tenant {DEV_TENANT:?}; config {}, admin token for this run {admin_token:?}",
         config_path.display()
     );
     println!(
@@ -673,9 +676,7 @@ listen = "{listen}"
 database = "dev.db"
 sink = true
 retention_hours = 24
-
-[admin]
-token = "{DEV_ADMIN_TOKEN}"
+# The admin token is new on every run: `hookhost dev` prints it.
 
 [tenants.{DEV_TENANT}]
 plugin = "plugin.wasm"

@@ -8,7 +8,8 @@ pub struct Sample {
     pub provider: &'static str,
     /// Sample name (`--sample NAME`).
     pub name: &'static str,
-    /// Headers the provider sends besides authentication; `{id}` becomes a fresh random id.
+    /// Headers the provider sends besides authentication; `{id}` becomes a fresh random id and
+    /// `{now}` the current time (RFC 3339).
     pub headers: &'static [(&'static str, &'static str)],
     /// The JSON body.
     pub body: &'static str,
@@ -48,9 +49,13 @@ pub const SAMPLES: &[Sample] = &[
         "shopify",
         "orders-paid",
         &[
+            // Every header a real Shopify delivery carries (Shopify's own validators require
+            // the API version).
             ("x-shopify-topic", "orders/paid"),
+            ("x-shopify-api-version", "2025-07"),
             ("x-shopify-event-id", "{id}"),
             ("x-shopify-webhook-id", "{id}"),
+            ("x-shopify-triggered-at", "{now}"),
             ("x-shopify-shop-domain", "example.myshopify.com"),
         ]
     ),
@@ -92,6 +97,24 @@ mod tests {
             "standard-webhooks",
         ] {
             assert!(of(p).next().is_some(), "{p} has no sample");
+        }
+    }
+
+    #[test]
+    fn the_shopify_sample_carries_what_a_real_delivery_carries() {
+        let shopify = of("shopify").next().unwrap();
+        for name in [
+            "x-shopify-topic",
+            "x-shopify-api-version",
+            "x-shopify-webhook-id",
+            "x-shopify-triggered-at",
+            "x-shopify-shop-domain",
+            "x-shopify-event-id",
+        ] {
+            assert!(
+                shopify.headers.iter().any(|(n, _)| *n == name),
+                "{name} missing"
+            );
         }
     }
 }

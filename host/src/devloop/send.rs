@@ -113,10 +113,13 @@ pub async fn send(request: SendRequest) -> Result<SendReport> {
                 );
             };
             let id = sign::random_id();
+            let now = time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .context("format the current time")?;
             let headers = sample
                 .headers
                 .iter()
-                .map(|(n, v)| (n.to_string(), v.replace("{id}", &id)))
+                .map(|(n, v)| (n.to_string(), v.replace("{id}", &id).replace("{now}", &now)))
                 .collect();
             (
                 sample.body.as_bytes().to_vec(),
@@ -164,9 +167,14 @@ pub async fn send(request: SendRequest) -> Result<SendReport> {
     for (name, value) in headers.iter().chain(&signed.headers) {
         http = http.header(name.as_str(), value.as_str());
     }
-    let response = http.send().await.with_context(|| {
-        format!("cannot reach hookhost at {base}: is it running, and is --url right?")
-    })?;
+    // reqwest's error names the URL, which may carry the source's token (query or path).
+    let response = http
+        .send()
+        .await
+        .map_err(reqwest::Error::without_url)
+        .with_context(|| {
+            format!("cannot reach hookhost at {base}: is it running, and is --url right?")
+        })?;
     let status = response.status().as_u16();
     let duplicate = response
         .headers()

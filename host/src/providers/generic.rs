@@ -70,6 +70,11 @@ impl Provider for Generic {
         let id = match (&m.id, &m.id_header) {
             (Some(path), _) => f.required_text(path)?,
             (None, Some(name)) => header(request, name)
+                // Standard Webhooks' headers also come under Svix's names (`svix-id`).
+                .or_else(|| {
+                    let alias = format!("svix-{}", name.strip_prefix("webhook-")?);
+                    header(request, &alias)
+                })
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
                 .ok_or_else(|| NormalizeError::MissingField(format!("header {name}")))?,

@@ -97,8 +97,12 @@ pub struct Source {
     pub provider: Box<dyn Provider>,
     /// Every check must pass (at least one is always configured).
     pub checks: Vec<AuthCheck>,
+    /// The headers its checks read credentials from (lowercase), never journaled.
+    pub credential_headers: Vec<String>,
     /// Its ingest metrics.
     pub metrics: crate::telemetry::SourceMetrics,
+    /// Throttles the log line written per refused request.
+    pub refusals_logged: RefusalLog,
 }
 
 impl Source {
@@ -109,6 +113,47 @@ impl Source {
             check.check(request, now_secs)?;
         }
         Ok(())
+    }
+
+    /// Whether authenticating a body of `body_len` bytes may take long enough that it must run
+    /// off the async workers (see [`AuthCheck::is_cpu_heavy`]).
+    pub fn authentication_is_cpu_heavy(&self, body_len: usize) -> bool {
+        self.checks.iter().any(|c| c.is_cpu_heavy(body_len))
+    }
+
+    /// Whether `name` (lowercase) is a header this source's authentication reads.
+    pub fn is_credential_header(&self, name: &str) -> bool {
+        self.credential_headers.iter().any(|h| h == name)
+    }
+}
+
+/// How often a source logs refused requests: the first refusal at once, then at most one line
+/// per [`RefusalLog::INTERVAL_MS`] saying how many were refused since, so an unauthenticated flood
+/// cannot flood the log (the metric counts every one).
+#[derive(Debug, Default)]
+pub struct RefusalLog {
+    last_logged_ms: std::sync::atomic::AtomicU64,
+    unlogged: std::sync::atomic::AtomicU64,
+}
+
+impl RefusalLog {
+    /// At most one line per this many milliseconds per source.
+    pub const INTERVAL_MS: u64 = 10_000;
+
+    /// Counts a refusal at `now_ms`; returns how many refusals the line to write now should
+    /// report (this one included), or `None` when this one is only counted.
+    pub fn record(&self, now_ms: u64) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.unlogged.fetch_add(1, Relaxed);
+        let last = self.last_logged_ms.load(Relaxed);
+        if last != 0 && now_ms.saturating_sub(last) < Self::INTERVAL_MS {
+            return None;
+        }
+        // One thread wins the slot; the others keep counting.
+        self.last_logged_ms
+            .compare_exchange(last, now_ms.max(1), Relaxed, Relaxed)
+            .ok()?;
+        Some(self.unlogged.swap(0, Relaxed).max(1))
     }
 }
 
@@ -145,9 +190,10 @@ pub fn build(
             token,
             sign_key,
             tolerance_secs,
+            sign_cost,
         } => (
             Box::new(selldone::Selldone),
-            selldone::checks(token.clone(), sign_key.clone(), *tolerance_secs),
+            selldone::checks(token.clone(), sign_key.clone(), *tolerance_secs, *sign_cost)?,
         ),
         P::StandardWebhooks {
             secret,
@@ -267,37 +313,53 @@ pub fn build(
         }
     };
     if !config.allow_ips.is_empty() {
-        let networks = config
-            .allow_ips
-            .iter()
-            .map(|n| {
-                n.parse::<ipnet::IpNet>()
-                    .or_else(|_| n.parse::<IpAddr>().map(ipnet::IpNet::from))
-                    .map_err(|_| {
-                        anyhow::anyhow!(
-                            "allow_ips entry {n:?} is not an IP address or CIDR network"
-                        )
-                    })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        checks.push(AuthCheck::IpAllowList {
-            networks,
-            trusted_header: config
-                .trusted_proxy_header
-                .as_ref()
-                .map(|h| h.to_ascii_lowercase()),
-        });
-    } else if config.trusted_proxy_header.is_some() {
-        anyhow::bail!("trusted_proxy_header only makes sense with allow_ips");
+        let networks = parse_networks("allow_ips", &config.allow_ips)?;
+        let proxy = match (&config.trusted_proxy_header, config.trusted_proxies.is_empty()) {
+            (None, true) => None,
+            (Some(header), false) => Some(auth::TrustedProxy {
+                header: header.to_ascii_lowercase(),
+                proxies: parse_networks("trusted_proxies", &config.trusted_proxies)?,
+            }),
+            (Some(_), true) => anyhow::bail!(
+                "trusted_proxy_header needs trusted_proxies: the addresses of your reverse proxies (the header is read only from them; anyone else could forge it)"
+            ),
+            (None, false) => {
+                anyhow::bail!("trusted_proxies needs trusted_proxy_header (e.g. \"X-Forwarded-For\")")
+            }
+        };
+        checks.push(AuthCheck::IpAllowList { networks, proxy });
+    } else if config.trusted_proxy_header.is_some() || !config.trusted_proxies.is_empty() {
+        anyhow::bail!("trusted_proxy_header and trusted_proxies only make sense with allow_ips");
     }
     if checks.is_empty() {
         anyhow::bail!("this source would accept anyone: give it a token or secret, or restrict it with allow_ips");
     }
+    let mut credential_headers: Vec<String> = checks
+        .iter()
+        .flat_map(AuthCheck::credential_headers)
+        .collect();
+    credential_headers.sort();
+    credential_headers.dedup();
     Ok(Source {
         provider,
         checks,
+        credential_headers,
         metrics,
+        refusals_logged: RefusalLog::default(),
     })
+}
+
+fn parse_networks(key: &str, entries: &[String]) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    entries
+        .iter()
+        .map(|n| {
+            n.parse::<ipnet::IpNet>()
+                .or_else(|_| n.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    anyhow::anyhow!("{key} entry {n:?} is not an IP address or CIDR network")
+                })
+        })
+        .collect()
 }
 
 /// Whether `presented` equals any of `secrets`, in time independent of where they differ and of
@@ -467,6 +529,21 @@ pub fn status_key(status: &str) -> String {
 mod tests {
     use super::*;
     use crate::config::Secret;
+
+    #[test]
+    fn refused_requests_are_logged_once_per_interval_with_a_count() {
+        let log = RefusalLog::default();
+        assert_eq!(log.record(1_000), Some(1));
+        for t in 1_001..1_500 {
+            assert_eq!(log.record(t), None);
+        }
+        assert_eq!(
+            log.record(1_000 + RefusalLog::INTERVAL_MS),
+            Some(500),
+            "the line after the interval reports every refusal since the last line"
+        );
+        assert_eq!(log.record(1_001 + RefusalLog::INTERVAL_MS), None);
+    }
 
     #[test]
     fn secret_matching_accepts_any_active_secret_only() {

@@ -20,18 +20,40 @@ use crate::event::{CanonicalStatus, EventKind, Money, NormalizedEvent};
 pub struct Selldone;
 
 /// Selldone's authentication: bearer token, then (optionally) the sign hash.
-pub fn checks(tokens: Secrets, sign_key: Option<Secrets>, tolerance_secs: u64) -> Vec<AuthCheck> {
+/// Selldone's authentication: the bearer token first (so unauthenticated callers never cost a
+/// bcrypt), then the sign hash when a sign key is configured. Sign keys too long to leave room for
+/// the timestamp in bcrypt's 72 bytes, and costs outside 4-15, are refused.
+pub fn checks(
+    tokens: Secrets,
+    sign_key: Option<Secrets>,
+    tolerance_secs: u64,
+    sign_cost: u32,
+) -> anyhow::Result<Vec<AuthCheck>> {
     let mut checks = vec![AuthCheck::Token {
         tokens,
         location: TokenLocation::Header("authorization".into()),
     }];
     if let Some(keys) = sign_key {
+        if keys
+            .0
+            .iter()
+            .any(|k| k.expose().len() > super::auth::MAX_SELLDONE_KEY_BYTES)
+        {
+            anyhow::bail!(
+                "a Selldone sign_key is longer than {} bytes: bcrypt reads only 72 bytes of `key:timestamp`, so the timestamp would not be signed",
+                super::auth::MAX_SELLDONE_KEY_BYTES
+            );
+        }
+        if !(4..=15).contains(&sign_cost) {
+            anyhow::bail!("sign_cost must be a bcrypt cost from 4 to 15 (Selldone signs with 10)");
+        }
         checks.push(AuthCheck::SelldoneSign {
             keys,
             tolerance_secs,
+            cost: sign_cost,
         });
     }
-    checks
+    Ok(checks)
 }
 
 /// The canonical status from the trigger and the basket's status.

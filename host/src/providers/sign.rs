@@ -135,8 +135,8 @@ fn sign_one(check: &AuthCheck, body: &[u8], now_secs: u64, out: &mut SignedParts
             out.headers
                 .push(("x-hub-signature-256".into(), format!("sha256={signature}")));
         }
-        AuthCheck::SelldoneSign { keys, .. } => {
-            let hash = bcrypt::hash(format!("{}:{now}", first(keys)?), 10)?;
+        AuthCheck::SelldoneSign { keys, cost, .. } => {
+            let hash = bcrypt::hash(format!("{}:{now}", first(keys)?), *cost)?;
             out.headers.push(("selldone-sign-id".into(), now.clone()));
             out.headers.push(("selldone-sign-hash".into(), hash));
         }

@@ -548,11 +548,16 @@ impl Storage for SqliteStorage {
     }
 
     fn kv_list(&self, tenant: &str, prefix: &str, limit: u32) -> Result<Vec<String>> {
-        Ok(self
-            .kv_entries(tenant, prefix, None, limit)?
-            .into_iter()
-            .map(|e| e.key)
-            .collect())
+        // Keys only: a plugin listing keys must not make the host read every value.
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT key FROM kv
+                 WHERE tenant = ?1 AND key >= ?2 AND key < ?2 || char(1114111)
+                 ORDER BY key LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![tenant, prefix, limit], |r| r.get(0))?;
+            rows.collect()
+        })
     }
 
     fn kv_count(&self, tenant: &str) -> Result<u64> {
@@ -776,6 +781,7 @@ mod tests {
         let limits = KvLimits {
             max_value_bytes: 64,
             max_keys: 100,
+            max_write_bytes: 1 << 20,
         };
         let mut seqs = Vec::new();
         for id in ["e1", "e2", "e3", "e4"] {

@@ -3,7 +3,8 @@
 //! bound), `recurse` (overflows the stack), `error` (returns an error), `retry` (asks to retry),
 //! `fail-then-ok` (fails on the first attempt after writing kv, succeeds later), `spin` (busy for
 //! `spin_ms` milliseconds, then succeeds), `huge` (a 10 MiB error), `fetch` (GETs the payload's
-//! `url`, reporting the outcome as its skip reason), `kvflood` (sets keys without end), `logspam`
+//! `url`, reporting the outcome as its skip reason), `kvflood` (sets keys without end), `kvhoard`
+//! (sets 256 KiB values until the host refuses one, reporting how many it stored), `logspam`
 //! (logs 100,000 lines), `env` / `file`
 //! (tries to read the environment or a file through WASI); anything else succeeds. Every
 //! successful event increments kv `ok`.
@@ -58,6 +59,17 @@ impl Plugin for Misbehave {
                 for i in 0..100_000 {
                     kv::set(&format!("flood/{i}"), b"x")?;
                 }
+            }
+            "kvhoard" => {
+                let value = vec![b'h'; 256 * 1024];
+                for i in 0..100_000u32 {
+                    if let Err(e) = kv::set(&format!("hoard/{i}"), &value) {
+                        return Ok(Outcome::Skipped(format!(
+                            "kv refused after {i} values: {e}"
+                        )));
+                    }
+                }
+                return Ok(Outcome::Skipped("kv never refused".into()));
             }
             "logspam" => {
                 for i in 0..100_000 {
