@@ -30,10 +30,22 @@ fn tenant_t(plugin_crate: &str, rest: &str) -> String {
 
 /// Tenant `t` on the recorder plugin with one Fincart source `s` (token `t`).
 fn fincart_tenant() -> String {
+    fincart_tenant_with_http("")
+}
+
+/// [`fincart_tenant`], with these `[http]` settings.
+fn fincart_tenant_with_http(settings: &str) -> String {
     tenant_t(
         "recorder",
-        "[tenants.t.sources.s]\nprovider = \"fincart\"\ntoken = \"t\"\n",
+        &format!(
+            "[http]\n{settings}\n[tenants.t.sources.s]\nprovider = \"fincart\"\ntoken = \"t\"\n"
+        ),
     )
+}
+
+/// A raw TCP connection to the host, to send requests byte by byte as a slow client would.
+fn raw_connection(host: &Host) -> std::net::TcpStream {
+    std::net::TcpStream::connect(host.base.trim_start_matches("http://")).unwrap()
 }
 
 /// A webhook that the generic mapping below accepts.
@@ -249,22 +261,12 @@ mapping = { id = "id", status = "status" }
 /// header-read timer closes it, and `http.max_connections` caps connections served at once.
 #[tokio::test]
 async fn slow_request_heads_are_cut_off_and_connections_are_capped() {
-    let host = Host::start(&tenant_t(
-        "recorder",
-        r#"
-[http]
-header_read_timeout_ms = 3000
-max_connections = 2
-
-[tenants.t.sources.s]
-provider = "fincart"
-token = "t"
-"#,
+    let host = Host::start(&fincart_tenant_with_http(
+        "header_read_timeout_ms = 3000\nmax_connections = 2",
     ))
     .await;
-    let addr = host.base.trim_start_matches("http://").to_string();
     // Half a request head, then nothing.
-    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    let mut slow = raw_connection(&host);
     slow.write_all(b"POST /hooks/t/s HTTP/1.1\r\nHost: x\r\nContent-Type: appl")
         .unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(30)))
@@ -284,9 +286,7 @@ token = "t"
     );
 
     // Two idle connections take both slots: a third caller waits until one goes away.
-    let idle: Vec<_> = (0..2)
-        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
-        .collect();
+    let idle: Vec<_> = (0..2).map(|_| raw_connection(&host)).collect();
     // (Both are closed by the 3 s header timer at the latest: ask well before.)
     tokio::time::sleep(Duration::from_millis(100)).await;
     let capped = reqwest::Client::builder()
@@ -748,4 +748,110 @@ fn unsafe_settings_are_refused_at_start() {
         &|_| {},
     );
     assert!(err.contains("longer than 58 bytes"), "{err}");
+}
+
+/// Review finding 4, third part: bodies buffered before authentication are capped across all
+/// connections. One slow upload holding the whole budget makes the next webhook wait, then get
+/// 503 + `Retry-After` instead of buffering without bound; once it goes away, webhooks flow again.
+#[tokio::test]
+async fn unauthenticated_bodies_share_a_bounded_budget() {
+    let host = Host::start(&fincart_tenant_with_http(
+        "max_pending_body_bytes = 1048576",
+    ))
+    .await;
+    let mut slow = raw_connection(&host);
+    slow.write_all(
+        b"POST /hooks/t/s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1048576\r\n\r\n{\"orderId\": ",
+    )
+    .unwrap();
+    // The handler counts a webhook as received in the same step as it reserves its body.
+    wait_for(
+        "the slow upload to reach the handler",
+        Duration::from_secs(30),
+        async || {
+            let received = host
+                .metric(
+                    "hookhost_webhooks_received_total",
+                    &[("tenant", "t"), ("source", "s")],
+                )
+                .await;
+            (received >= 1.0).then_some(())
+        },
+    )
+    .await;
+    let body = common::fincart_status("o-1", "#1", "pending", "", 1);
+    let refused = host
+        .send("t", "s", &[JSON, ("authorization", "t")], body.clone())
+        .await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(
+        host.metric(
+            "hookhost_webhooks_rejected_total",
+            &[("tenant", "t"), ("reason", "busy")]
+        )
+        .await,
+        1.0,
+        "the refusal is counted as busy"
+    );
+    drop(slow);
+    accepted(
+        host.send("t", "s", &[JSON, ("authorization", "t")], body)
+            .await,
+    )
+    .await;
+}
+
+/// `hookhost send shopify` sends what a real Shopify delivery carries (its own validator requires
+/// `X-Shopify-API-Version`): checked in what the host journaled.
+#[tokio::test]
+async fn send_shopify_carries_shopifys_headers() {
+    let host = Host::start(&tenant_t(
+        "recorder",
+        "[tenants.t.sources.shop]\nprovider = \"shopify\"\nsecret = \"shpss_send_test\"\n",
+    ))
+    .await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookhost"))
+        .args([
+            "send", "shopify", "--tenant", "t", "--source", "shop", "--config",
+        ])
+        .arg(host.dir.path().join("hookhost.toml"))
+        .args(["--url", &host.base])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let seq: i64 = printed
+        .split("\"event\":")
+        .nth(1)
+        .and_then(|rest| rest.trim_end().trim_end_matches('}').parse().ok())
+        .unwrap_or_else(|| panic!("no event number in {printed}"));
+    let event = host.wait_finished(seq, Duration::from_secs(60)).await;
+    let headers: Vec<String> = event["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h[0].as_str().unwrap().to_string())
+        .collect();
+    for name in [
+        "x-shopify-topic",
+        "x-shopify-api-version",
+        "x-shopify-webhook-id",
+        "x-shopify-triggered-at",
+        "x-shopify-shop-domain",
+        "x-shopify-event-id",
+    ] {
+        assert!(
+            headers.iter().any(|h| h == name),
+            "{name} missing: {headers:?}"
+        );
+    }
+    assert!(
+        !headers.iter().any(|h| h == "x-shopify-hmac-sha256"),
+        "the signature was journaled"
+    );
 }
