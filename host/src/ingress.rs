@@ -30,6 +30,15 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
+/// An error the caller should retry: `status` with `Retry-After: secs`.
+fn retry_later(status: StatusCode, message: impl Into<String>, secs: u64) -> Response {
+    let mut response = error(status, message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    response
+}
+
 /// The 200 answer, `{"status": "accepted" | "duplicate", "event": seq}`, written directly (it is
 /// sent for every webhook).
 fn acknowledgement(status: &'static str, seq: i64) -> Response {
@@ -174,14 +183,14 @@ async fn handle(
             return refusal.into_response(app.max_body_bytes);
         }
     };
-    let (authenticated, headers) = authenticate(
+    let authenticated = authenticate(
         &app,
         &tenant,
         &source_name,
         WebhookParts {
             headers,
-            body: body.clone(),
-            query: query.clone(),
+            body,
+            query,
             path_token,
             peer: peer.ip(),
         },
@@ -189,44 +198,38 @@ async fn handle(
     .await;
     // Authenticated (or refused): its body no longer counts against the unauthenticated budget.
     drop(budget);
-    if let Err(why) = authenticated {
-        reject(&tenant_name, &source_name, "unauthorized");
-        if let Some(refused) = source.refusals_logged.record(crate::now_ms()) {
-            // `refused`: refusals of this source since its last such line, this one included.
-            tracing::warn!(tenant = %tenant_name, source = %source_name, reason = why.0, refused, "webhook rejected: unauthorized");
+    let parts = match authenticated {
+        Ok(parts) => parts,
+        Err(why) => {
+            reject(&tenant_name, &source_name, "unauthorized");
+            if let Some(refused) = source.refusals_logged.record(crate::now_ms()) {
+                // `refused`: refusals of this source since its last such line, this one included.
+                tracing::warn!(tenant = %tenant_name, source = %source_name, reason = why.0, refused, "webhook rejected: unauthorized");
+            }
+            return error(StatusCode::UNAUTHORIZED, "unauthorized");
         }
-        return error(StatusCode::UNAUTHORIZED, "unauthorized");
-    }
-    let request = WebhookRequest {
-        headers: &headers,
-        body: &body,
-        query: query.as_deref(),
-        path_token: None,
-        peer: Some(peer.ip()),
     };
+    let request = parts.request();
+    let (headers, body) = (&parts.headers, &parts.body);
     if let Some(limiter) = &tenant.ingest_limit {
         if let Err(wait) = limiter.try_acquire() {
             reject(&tenant_name, &source_name, "rate_limited");
             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-            let mut response = error(
+            return retry_later(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!(
                     "tenant {tenant_name:?} receives at most {} webhooks per second; retry after {secs} s",
                     tenant.limits.ingest_per_second.unwrap_or_default()
                 ),
+                secs,
             );
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(secs),
-            );
-            return response;
         }
     }
-    if let Err(message) = is_json_content_type(&headers) {
+    if let Err(message) = is_json_content_type(headers) {
         reject(&tenant_name, &source_name, "content_type");
         return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, message);
     }
-    let payload: serde_json::Value = match serde_json::from_slice(&body) {
+    let payload: serde_json::Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
             reject(&tenant_name, &source_name, "malformed");
@@ -324,14 +327,11 @@ async fn handle(
         Err(e) => {
             reject(&tenant_name, &source_name, "storage");
             tracing::error!(tenant = %tenant_name, source = %source_name, "cannot journal webhook: {e:#}");
-            let mut response = error(
+            retry_later(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the webhook could not be stored; retry later",
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            response
+                5,
+            )
         }
     }
 }
@@ -361,16 +361,11 @@ impl BodyRefusal {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("body is larger than the limit of {max_body_bytes} bytes"),
             ),
-            BodyRefusal::Busy => {
-                let mut response = error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "too many webhook bodies are being received at once; retry shortly",
-                );
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                response
-            }
+            BodyRefusal::Busy => retry_later(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many webhook bodies are being received at once; retry shortly",
+                1,
+            ),
             BodyRefusal::Unreadable(why) => error(
                 StatusCode::BAD_REQUEST,
                 format!("cannot read the body: {why}"),
@@ -415,18 +410,24 @@ async fn read_body(
     .map_err(|_| BodyRefusal::Busy)?
     .map_err(|_| BodyRefusal::Busy)?;
     let mut body = body;
-    let mut buffered: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    let mut frames: Vec<Bytes> = Vec::new();
+    let mut read = 0u64;
     while let Some(frame) = next_data(&mut body).await? {
-        if (buffered.len() + frame.len()) as u64 > limit {
+        read += frame.len() as u64;
+        if read > limit {
             // Over the limit while streaming: stop buffering, discard the rest (bounded).
-            let read = (buffered.len() + frame.len()) as u64;
-            drop(buffered);
+            drop(frames);
             let _ = drain(body, (limit * OVERSIZED_DRAIN_FACTOR).saturating_sub(read)).await;
             return Err(BodyRefusal::TooLarge);
         }
-        buffered.extend_from_slice(&frame);
+        frames.push(frame);
     }
-    Ok((Bytes::from(buffered), permit))
+    // Most bodies arrive in one frame: kept as is, without a copy.
+    let body = match frames.len() {
+        1 => frames.pop().expect("one frame"),
+        _ => Bytes::from(frames.concat()),
+    };
+    Ok((body, permit))
 }
 
 /// The next chunk of data of `body` (trailers skipped), `None` at its end.
@@ -467,53 +468,44 @@ struct WebhookParts {
 }
 
 impl WebhookParts {
-    fn check(
-        &self,
-        source: &crate::providers::Source,
-    ) -> Result<(), crate::providers::AuthFailure> {
-        source.authenticate(&WebhookRequest {
+    fn request(&self) -> WebhookRequest<'_> {
+        WebhookRequest {
             headers: &self.headers,
             body: &self.body,
             query: self.query.as_deref(),
             path_token: self.path_token.as_deref(),
             peer: Some(self.peer),
-        })
+        }
     }
 }
 
 /// Runs the source's checks; a check that may take long (a MAC over a large body, bcrypt) runs on
 /// a blocking thread, at most `heavy_checks` at once, so that it never stalls the async workers
-/// serving other connections. Returns the headers back.
+/// serving other connections. Hands the request's parts back when they pass.
 async fn authenticate(
     app: &App,
     tenant: &Arc<crate::tenants::Tenant>,
     source_name: &str,
     parts: WebhookParts,
-) -> (Result<(), crate::providers::AuthFailure>, HeaderMap) {
+) -> Result<WebhookParts, crate::providers::AuthFailure> {
+    use crate::providers::AuthFailure;
     let source = &tenant.sources[source_name];
     if !source.authentication_is_cpu_heavy(parts.body.len()) {
-        let verdict = parts.check(source);
-        return (verdict, parts.headers);
+        return source.authenticate(&parts.request()).map(|()| parts);
     }
-    let Ok(_slot) = app.heavy_checks.acquire().await else {
-        return (
-            Err(crate::providers::AuthFailure("shutting down")),
-            parts.headers,
-        );
-    };
+    let _slot = app
+        .heavy_checks
+        .acquire()
+        .await
+        .map_err(|_| AuthFailure("shutting down"))?;
     let (tenant, source_name) = (tenant.clone(), source_name.to_string());
-    match tokio::task::spawn_blocking(move || {
-        let verdict = parts.check(&tenant.sources[&source_name]);
-        (verdict, parts.headers)
+    tokio::task::spawn_blocking(move || {
+        tenant.sources[&source_name]
+            .authenticate(&parts.request())
+            .map(|()| parts)
     })
     .await
-    {
-        Ok(done) => done,
-        Err(_) => (
-            Err(crate::providers::AuthFailure("the check failed")),
-            HeaderMap::new(),
-        ),
-    }
+    .unwrap_or(Err(AuthFailure("the check failed")))
 }
 
 #[cfg(test)]

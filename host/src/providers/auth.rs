@@ -409,20 +409,7 @@ fn any_mac_keys(
     }
     let mut matched = subtle::Choice::from(0);
     for key in keys {
-        let expected = match algorithm {
-            Algorithm::Sha256 => {
-                let mut mac =
-                    Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-                parts.iter().for_each(|p| mac.update(p));
-                mac.finalize().into_bytes().to_vec()
-            }
-            Algorithm::Sha512 => {
-                let mut mac =
-                    Hmac::<Sha512>::new_from_slice(key).expect("HMAC takes any key length");
-                parts.iter().for_each(|p| mac.update(p));
-                mac.finalize().into_bytes().to_vec()
-            }
-        };
+        let expected = mac(algorithm, key, parts);
         for candidate in &candidates {
             matched |= expected.as_slice().ct_eq(candidate);
         }
@@ -430,6 +417,23 @@ fn any_mac_keys(
     bool::from(matched)
         .then_some(())
         .ok_or(AuthFailure("signature does not match"))
+}
+
+/// The HMAC of the concatenated `parts` under `key` (the body is never copied into one message).
+/// The verifier and the sender's side ([`super::sign`]) both use it.
+pub fn mac(algorithm: Algorithm, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    match algorithm {
+        Algorithm::Sha256 => {
+            let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+            parts.iter().for_each(|p| mac.update(p));
+            mac.finalize().into_bytes().to_vec()
+        }
+        Algorithm::Sha512 => {
+            let mut mac = Hmac::<Sha512>::new_from_slice(key).expect("HMAC takes any key length");
+            parts.iter().for_each(|p| mac.update(p));
+            mac.finalize().into_bytes().to_vec()
+        }
+    }
 }
 
 /// Checks a seconds-or-milliseconds timestamp against the tolerance (stale or from the future).

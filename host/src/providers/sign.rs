@@ -6,8 +6,6 @@
 use anyhow::{bail, Result};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
-use sha2::{Sha256, Sha512};
 
 use super::auth::{Algorithm, AuthCheck, Encoding, TokenLocation};
 use crate::config::Secrets;
@@ -199,18 +197,7 @@ fn render(
 
 /// HMAC of `message` under `key`.
 fn mac(algorithm: Algorithm, key: &[u8], message: &[u8]) -> Vec<u8> {
-    match algorithm {
-        Algorithm::Sha256 => {
-            let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-            mac.update(message);
-            mac.finalize().into_bytes().to_vec()
-        }
-        Algorithm::Sha512 => {
-            let mut mac = Hmac::<Sha512>::new_from_slice(key).expect("HMAC takes any key length");
-            mac.update(message);
-            mac.finalize().into_bytes().to_vec()
-        }
-    }
+    super::auth::mac(algorithm, key, &[message])
 }
 
 /// A random 128-bit id in hex (fresh ids for senders that put one in a header).
