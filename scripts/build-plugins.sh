@@ -7,7 +7,8 @@ out="${1:-build/plugins}"
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
   rustup target add wasm32-wasip2
 fi
-plugins=(order-sync payment-gate payout-ledger recorder misbehave other-world)
+# The one list of Rust plugins, shared with the tests (hookhost-fixtures).
+mapfile -t plugins < <(grep -v '^\s*\(#\|$\)' fixtures/rust-plugins.txt)
 args=()
 for p in "${plugins[@]}"; do args+=(-p "$p"); done
 cargo build --release --target wasm32-wasip2 "${args[@]}"

@@ -17,4 +17,7 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 npm ci --prefix tests/console --no-audit --no-fund --loglevel=error
-cargo test --workspace --exclude hookhost-bench --exclude order-sync --exclude payment-gate --exclude payout-ledger --exclude recorder --exclude misbehave --exclude other-world --exclude kv-set --exclude extism-kv-set "$@"
+# Only what the tests use: the host (unit, router and end-to-end tests), the SDK and the fixtures.
+# Not the benchmark crate (its second wasmtime, Extism's, is a long build that no test needs) nor
+# the plugins' native builds (the tests build them for wasm32-wasip2).
+cargo test -p hookhost -p hookhost-guest -p hookhost-fixtures "$@"

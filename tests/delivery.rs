@@ -6,43 +6,29 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{accepted, fincart_status, misbehaving, plugin, wait_for, Backend, Host, ADMIN_TOKEN};
+use common::{
+    accepted, fincart_status, misbehaving, plugin, wait_for, Backend, Host, TenantToml,
+    ADMIN_TOKEN, FINCART_AUTH as AUTH, FINCART_TOKEN as TOKEN, JSON,
+};
 use serde_json::Value;
 
-const TOKEN: &str = "delivery-token";
-const JSON: (&str, &str) = ("content-type", "application/json");
-const AUTH: (&str, &str) = ("authorization", TOKEN);
-
 fn recorder_tenant(backend: &Backend) -> String {
-    format!(
-        r#"
-[tenants.shop]
-plugin = {plugin:?}
-allowed_hosts = ["{addr}"]
-config = {{ echo-url = "http://{addr}/echo" }}
-retry = {{ max_attempts = 20, base_ms = 50, cap_ms = 500 }}
-[tenants.shop.sources.fincart]
-provider = "fincart"
-token = "{TOKEN}"
-"#,
-        plugin = plugin("recorder"),
-        addr = backend.addr,
-    )
+    TenantToml::new("shop", &plugin("recorder"))
+        .allowed_hosts(&[&backend.addr])
+        .config("echo-url", &format!("http://{}/echo", backend.addr))
+        .retry("max_attempts", 20)
+        .retry("base_ms", 50)
+        .retry("cap_ms", 500)
+        .fincart("fincart")
+        .toml()
 }
 
 fn rogue_tenant(max_attempts: u32) -> String {
-    format!(
-        r#"
-[tenants.rogue]
-plugin = {plugin:?}
-limits = {{ timeout_ms = 10000 }}
-retry = {{ max_attempts = {max_attempts}, base_ms = 50, cap_ms = 200 }}
-[tenants.rogue.sources.fc]
-provider = "fincart"
-token = "{TOKEN}"
-"#,
-        plugin = plugin("misbehave"),
-    )
+    TenantToml::new("rogue", &plugin("misbehave"))
+        .limit("timeout_ms", 10_000)
+        .fast_retries(max_attempts)
+        .fincart("fc")
+        .toml()
 }
 
 #[tokio::test]
@@ -369,20 +355,12 @@ async fn an_event_committed_after_its_caller_hung_up_is_still_dispatched() {
 #[tokio::test]
 async fn a_flooded_tenant_with_a_slow_plugin_does_not_starve_another() {
     let backend = Backend::start().await;
+    let flood = TenantToml::new("flood", &plugin("misbehave"))
+        .limit("timeout_ms", 10_000)
+        .limit("max_concurrency", 2)
+        .fincart("fc");
     let tenants = format!(
-        r#"
-[dispatch]
-workers = 3
-
-[tenants.flood]
-plugin = {misbehave:?}
-limits = {{ timeout_ms = 10000, max_concurrency = 2 }}
-[tenants.flood.sources.fc]
-provider = "fincart"
-token = "{TOKEN}"
-
-{quiet}"#,
-        misbehave = plugin("misbehave"),
+        "[dispatch]\nworkers = 3\n\n{flood}\n{quiet}",
         quiet = recorder_tenant(&backend),
     );
     let host = Host::start(&tenants).await;

@@ -6,21 +6,15 @@
 mod common;
 
 use std::io::{Read as _, Write as _};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use common::{accepted, misbehaving, plugin, python_hmac, wait_for, Host, ADMIN_TOKEN};
+use common::{
+    accepted, misbehaving, now_secs, plugin, python_hmac, wait_for, Host, TenantToml, ADMIN_TOKEN,
+    JSON,
+};
 use serde_json::Value;
-
-const JSON: (&str, &str) = ("content-type", "application/json");
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 /// Tenant `t` running the test plugin `plugin_crate`, then `rest` (its sources, limits, and any
 /// other section of the config).
@@ -35,12 +29,8 @@ fn fincart_tenant() -> String {
 
 /// [`fincart_tenant`], with these `[http]` settings.
 fn fincart_tenant_with_http(settings: &str) -> String {
-    tenant_t(
-        "recorder",
-        &format!(
-            "[http]\n{settings}\n[tenants.t.sources.s]\nprovider = \"fincart\"\ntoken = \"t\"\n"
-        ),
-    )
+    let tenant = TenantToml::new("t", &plugin("recorder")).fincart_with_token("s", "t");
+    format!("[http]\n{settings}\n{tenant}")
 }
 
 /// A raw TCP connection to the host, to send requests byte by byte as a slow client would.
@@ -78,7 +68,7 @@ secret = ["whsec_{key}", "whsec_{key}"]
         r#"{{"id": "evt_1", "type": "payment_intent.succeeded", "pad": "{}"}}"#,
         "x".repeat((1 << 20) - 100)
     );
-    let t = now();
+    let t = now_secs();
     let stripe_flood = format!("t={t},{}v1=00", "v1=,".repeat(60_000));
     // Entries of the right length (32 bytes) that do not match: each would cost a MAC per secret.
     let right_length = B64.encode([7u8; 32]);
@@ -321,7 +311,7 @@ sign_key = "sd-sign-key"
 "#,
     ))
     .await;
-    let sign_id = now().to_string();
+    let sign_id = now_secs().to_string();
     let hash = format!("$2b$31${}", "a".repeat(53));
     let started = Instant::now();
     let r = host
@@ -612,7 +602,7 @@ secret = "whsec_{key}"
     ))
     .await;
     let body = r#"{"type": "invoice.paid", "data": {"id": "inv_9"}}"#;
-    let ts = now().to_string();
+    let ts = now_secs().to_string();
     let sig = B64.encode(python_hmac(
         "sha256",
         key,

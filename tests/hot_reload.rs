@@ -9,22 +9,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{accepted, plugin, replace_file, variant_of, wait_for, Host};
+use common::{
+    accepted, plugin, replace_file, variant_of, wait_for, Host, TenantToml, FINCART_TOKEN as TOKEN,
+    JSON,
+};
 use serde_json::{json, Value};
 
-const TOKEN: &str = "fincart-secret-token";
-const JSON: (&str, &str) = ("content-type", "application/json");
-
 fn fincart_tenant(name: &str, plugin: &std::path::Path, token: &str) -> String {
-    format!(
-        r#"
-[tenants.{name}]
-plugin = {plugin:?}
-[tenants.{name}.sources.fc]
-provider = "fincart"
-token = "{token}"
-"#
-    )
+    TenantToml::new(name, plugin)
+        .fincart_with_token("fc", token)
+        .toml()
 }
 
 fn order(id: &str) -> String {

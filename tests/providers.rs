@@ -4,14 +4,13 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use common::{json_samples, plugin, provider_documents, python_hmac, Host};
+use common::{json_samples, now_secs, plugin, provider_documents, python_hmac, Host, JSON};
 use serde_json::Value;
 
-const JSON: (&str, &str) = ("content-type", "application/json");
 const STANDARD_KEY: &[u8] = b"standard-webhooks-test-key-32byt";
 const SELLDONE_SIGN_KEY: &str = "selldone-sign-key";
 
@@ -117,13 +116,6 @@ mapping = {{ id = "id", status = "status" }}
         plugin = plugin("recorder"),
         standard = B64.encode(STANDARD_KEY),
     )
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 /// Sends and returns (status, JSON body, duplicate header).
@@ -454,7 +446,7 @@ async fn token_basic_path_and_address_schemes() {
 #[tokio::test]
 async fn signature_schemes_verify_raw_bytes_and_timestamps() {
     let host = Host::start(&tenant()).await;
-    let ts = now();
+    let ts = now_secs();
 
     // Standard Webhooks: id.timestamp.body under the decoded whsec_ key.
     let body =

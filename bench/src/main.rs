@@ -3,12 +3,13 @@
 //! bounded in time. Run: `cargo run -p hookhost-bench --release -- all`.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use hookhost_fixtures::{target_dir, workspace};
 use serde_json::Value;
 
 mod dispatch;
@@ -162,19 +163,6 @@ fn print_table(rows: &[Row]) {
             r.figure, r.hookhost, r.baseline, r.ratio
         );
     }
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"))
 }
 
 /// The host binary under test: `$HOOKHOST_BENCH_BIN` (to compare another build, e.g. an older

@@ -43,7 +43,7 @@ pub fn tenants(count: usize, events: usize) -> Result<Vec<Row>> {
     let (cold_host, _, cold) = start()?;
     drop(cold_host);
     let (host, base, warm) = start()?;
-    let rss_mib = rss_mib(host.0.id())?;
+    let rss_mib = hookhost_fixtures::rss_mib(host.0.id());
     eprintln!(
         "tenants: {count} ready in {:.1} s cold, {:.2} s warm; RSS {rss_mib:.0} MiB",
         cold.as_secs_f64(),
@@ -96,16 +96,6 @@ fn wait_ready(base: &str, limit: Duration) -> Result<()> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
-}
-
-fn rss_mib(pid: u32) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    Ok(kib / 1024.0)
 }
 
 /// Sends `events` webhooks from 32 connections, tenant chosen by `tenant_of(n)`, and returns

@@ -73,7 +73,12 @@ export function wrapEvent(event) {
     ...event,
     occurredAtMs: event.occurredAtMs === undefined ? undefined : Number(event.occurredAtMs),
     receivedAtMs: Number(event.receivedAtMs),
-    /** The merchant's order reference when sent, else the provider's order id. */
+    /**
+     * The merchant's order reference when sent, else the provider's order id. Not the key
+     * hookhost serializes delivery on (the provider's order id first): two events with the same
+     * orderKey but different order ids may run at the same time; kv stays consistent (a
+     * conflicting attempt runs again).
+     */
     orderKey: event.merchantRef ?? event.orderId,
     /** When it happened at the provider, else when hookhost received it. */
     at: Number(event.occurredAtMs ?? event.receivedAtMs),

@@ -99,7 +99,11 @@ class Event:
 
     @property
     def order_key(self) -> Optional[str]:
-        """The merchant's order reference when sent, else the provider's order id."""
+        """The merchant's order reference when sent, else the provider's order id.
+
+        Not the key hookhost serializes delivery on (the provider's order id first): two events
+        with the same order_key but different order ids may run at the same time; kv stays
+        consistent (a conflicting attempt runs again)."""
         return self.merchant_ref if self.merchant_ref is not None else self.order_id
 
     @property

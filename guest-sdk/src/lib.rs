@@ -189,8 +189,11 @@ impl<T, E: fmt::Display> Context<T> for core::result::Result<T, E> {
 }
 
 impl Event {
-    /// The key that identifies the order across this tenant's events: the merchant's reference
-    /// when the provider sends one, else the provider's order id.
+    /// The order as the merchant names it, for keying the plugin's own state: the merchant's
+    /// reference when the provider sends one, else the provider's order id. It is not the key
+    /// hookhost serializes delivery on (the provider's order id first: see `order-id` in the WIT),
+    /// so two events with the same `order_key` but different order ids may run at the same time;
+    /// kv stays consistent (a conflicting attempt runs again).
     pub fn order_key(&self) -> Option<&str> {
         self.merchant_ref.as_deref().or(self.order_id.as_deref())
     }

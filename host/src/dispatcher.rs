@@ -17,16 +17,14 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument as _;
 
 use crate::capabilities::http::HttpCapability;
-use crate::capabilities::kv::KvTxn;
-use crate::capabilities::log::LogCapture;
 use crate::config::RetryPolicy;
 use crate::now_ms;
 use crate::plugins::PluginRegistry;
-use crate::runtime::{AttemptContext, PluginOutcome, Runtime};
+use crate::runtime::{PluginOutcome, Runtime};
 use crate::storage::{
     AttemptOutcome, AttemptRecord, EventState, FinishedAttempt, KvConflict, Storage, StoredEvent,
 };
-use crate::tenants::Tenants;
+use crate::tenants::{InstanceUse, Tenants};
 
 /// How long an event waits before looking again for a plugin that is not loaded.
 const NO_PLUGIN_WAIT_MS: u64 = 1_000;
@@ -196,7 +194,7 @@ impl Core {
                 message = rx.recv() => match message {
                     None => return,
                     Some(Message::Enqueue(event)) => {
-                        let key = (event.tenant.clone(), event.event.order_key());
+                        let key = (event.tenant.clone(), event.event.delivery_key());
                         // Most orders hold one event at a time: room for exactly one (a default
                         // VecDeque reserves four, ~1.5 KB per queued event under a backlog).
                         let queue = queues.entry(key.clone()).or_insert_with(|| OrderQueue {
@@ -371,26 +369,15 @@ async fn attempt(deps: &DispatchDeps, event: StoredEvent) -> Next {
         };
     };
     let number = event.attempts + 1;
-    let limits = &tenant.limits;
-    let cx = AttemptContext {
-        kv: KvTxn::new(&event.tenant, deps.storage.clone(), tenant.kv_limits),
-        http: HttpCapability::new(
-            match tenant.allow_private_networks {
-                true => deps.http_client_private.clone(),
-                false => deps.http_client.clone(),
-            },
-            tenant.allow.clone(),
-            tenant.http_limits,
-        ),
-        config: tenant.config.clone(),
-        log: LogCapture::new(&event.tenant, limits.log_bytes),
-        timeout: Duration::from_millis(limits.timeout_ms),
-        memory_bytes: (limits.memory_mib as usize) << 20,
-        log_bytes_hint: limits.log_bytes,
-        fuel: limits.fuel,
-        reuse: limits.instance_reuse,
-        keep_warm: limits.max_concurrency,
-    };
+    let http = HttpCapability::new(
+        match tenant.allow_private_networks {
+            true => deps.http_client_private.clone(),
+            false => deps.http_client.clone(),
+        },
+        tenant.allow.clone(),
+        tenant.http_limits,
+    );
+    let cx = tenant.attempt_context(deps.storage.clone(), http, InstanceUse::AsConfigured);
     let started_at_ms = now_ms();
     // Marked before running, so an attempt cut short by a crash still counts at the next start.
     if let Err(e) = deps

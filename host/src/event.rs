@@ -100,10 +100,12 @@ impl NormalizedEvent {
 }
 
 impl NormalizedEvent {
-    /// The key that serializes delivery: events with the same key (per tenant) reach the plugin in
+    /// The delivery key: events with the same key (per tenant) reach the plugin one at a time, in
     /// the order they were received. The provider's order id when there is one, so that an order's
-    /// status changes are never handled out of order; otherwise the event is its own key.
-    pub fn order_key(&self) -> String {
+    /// status changes are never handled out of order; else the merchant's reference; otherwise the
+    /// event is its own key. Not the SDKs' `order_key` (the order as the merchant names it, which
+    /// prefers the merchant's reference): the WIT's `order-id` field says how the two relate.
+    pub fn delivery_key(&self) -> String {
         match &self.order_id {
             Some(order) => format!("order:{order}"),
             None => match &self.merchant_ref {

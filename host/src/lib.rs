@@ -2,31 +2,29 @@
 //! event shape, journals them durably, and hands each event to the tenant's WebAssembly plugin.
 //!
 //! The modules, in the order a webhook travels through them:
-//! [`ingress`] (HTTP) → [`providers`] (authenticate, normalize into an [`event`]) →
+//! [`http`] (ingress) → [`providers`] (authenticate, normalize into an [`event`]) →
 //! [`storage`] (journal, dedupe) → [`dispatcher`] (ordering, retries, dead letters) →
 //! [`runtime`] (wasmtime, a fresh instance per event) with [`capabilities`] → outcome recorded in
-//! [`storage`]. Around them: [`config`], [`tenants`], [`plugins`] (the registry), [`reload`]
-//! (hot reload of plugins) with [`selftest`], [`reconfigure`] (config reload), [`admin`],
-//! [`sink`], [`app`] (wiring and serving), [`admin_cli`] (the CLI's admin commands, printed through [`cli_text`]) and
+//! [`storage`]. Around them: [`config`], [`tenants`], [`plugins`] (registry, loader, self-tests),
+//! [`reload`] (hot reload of plugins), [`reconfigure`] (config reload), [`http`] (also the
+//! admin API, console, health and sink), [`server`] (wiring and serving), [`admin_cli`] (the
+//! CLI's admin commands, printed through [`cli_text`]) and
 //! [`devloop`] (`hookhost send`, `new`, `dev`).
 
-pub mod admin;
 pub mod admin_cli;
-pub mod app;
 pub mod capabilities;
 pub mod cli_text;
 pub mod config;
 pub mod devloop;
 pub mod dispatcher;
 pub mod event;
-pub mod ingress;
+pub mod http;
 pub mod plugins;
 pub mod providers;
 pub mod reconfigure;
 pub mod reload;
 pub mod runtime;
-pub mod selftest;
-pub mod sink;
+pub mod server;
 pub mod storage;
 pub mod telemetry;
 pub mod tenants;

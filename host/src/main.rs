@@ -207,7 +207,7 @@ fn run() -> Result<()> {
             if let Some(listen) = listen {
                 config.listen = listen;
             }
-            tokio::runtime::Runtime::new()?.block_on(hookhost::app::serve(config))
+            tokio::runtime::Runtime::new()?.block_on(hookhost::server::serve(config))
         }
         Command::Replay {
             admin,

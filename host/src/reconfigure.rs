@@ -14,9 +14,8 @@ use serde::Serialize;
 use sha2::Digest as _;
 
 use crate::config::Config;
-use crate::plugins::PluginRegistry;
+use crate::plugins::PluginLoader;
 use crate::reload::PluginWatcher;
-use crate::runtime::Runtime;
 use crate::tenants::Tenants;
 
 /// What a config reload changed.
@@ -51,8 +50,7 @@ pub struct ConfigStatus {
 pub struct Reconfigurer {
     path: PathBuf,
     tenants: Arc<Tenants>,
-    registry: Arc<PluginRegistry>,
-    runtime: Arc<Runtime>,
+    loader: Arc<PluginLoader>,
     watcher: Arc<PluginWatcher>,
     /// The process-wide settings the host started with, to tell which changes need a restart.
     started_with: Vec<(&'static str, String)>,
@@ -69,8 +67,7 @@ impl Reconfigurer {
         path: PathBuf,
         started_with: &Config,
         tenants: Arc<Tenants>,
-        registry: Arc<PluginRegistry>,
-        runtime: Arc<Runtime>,
+        loader: Arc<PluginLoader>,
         watcher: Arc<PluginWatcher>,
         pool_memory_mib: u64,
     ) -> Reconfigurer {
@@ -81,8 +78,7 @@ impl Reconfigurer {
             }),
             path,
             tenants,
-            registry,
-            runtime,
+            loader,
             watcher,
             started_with: process_settings(started_with),
             pool_memory_mib,
@@ -131,7 +127,7 @@ impl Reconfigurer {
             }
         }
         for tenant in next.values() {
-            if tenant.limits.fuel.is_some() && !self.runtime.counts_fuel() {
+            if tenant.limits.fuel.is_some() && !self.loader.runtime().counts_fuel() {
                 change.needs_restart.push(format!(
                     "tenants.{}.limits.fuel (this process started without fuel counting)",
                     tenant.name
@@ -167,14 +163,13 @@ impl Reconfigurer {
         self.watcher.watch_folders(&next);
         self.tenants.replace(next);
         for name in &change.removed {
-            self.registry.remove(name);
+            self.loader.registry().remove(name);
         }
         // Compiling may take seconds (scripted plugins): the new tenants' webhooks are accepted
         // meanwhile and wait for their plugin like at start.
-        let (runtime, registry) = (self.runtime.clone(), self.registry.clone());
-        tokio::task::spawn_blocking(move || {
+        self.loader.in_background(move |loader| {
             for (tenant, path) in to_load {
-                let _ = registry.load(&runtime, &tenant, &path);
+                loader.load(&tenant, &path);
             }
         });
         Ok(change)

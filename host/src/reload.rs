@@ -16,8 +16,7 @@ use notify_debouncer_full::notify::event::{EventKind, ModifyKind};
 use notify_debouncer_full::notify::{RecommendedWatcher, RecursiveMode};
 use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
 
-use crate::plugins::PluginRegistry;
-use crate::runtime::Runtime;
+use crate::plugins::PluginLoader;
 use crate::tenants::{TenantMap, Tenants};
 
 /// How long a file must be quiet before it is reloaded (editors write in several steps). Short,
@@ -62,12 +61,7 @@ impl PluginWatcher {
 
 /// Starts watching the plugin files of every tenant (the tenants as configured when a change is
 /// seen, so a config reload needs only [`PluginWatcher::watch_folders`]).
-pub fn watch(
-    runtime: Arc<Runtime>,
-    registry: Arc<PluginRegistry>,
-    tenants: Arc<Tenants>,
-) -> Result<PluginWatcher> {
-    let handle = tokio::runtime::Handle::current();
+pub fn watch(loader: Arc<PluginLoader>, tenants: Arc<Tenants>) -> Result<PluginWatcher> {
     let current = tenants.clone();
     let debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
         let events = match result {
@@ -99,14 +93,13 @@ pub fn watch(
         changed.sort();
         changed.dedup();
         for path in changed {
-            let (runtime, registry) = (runtime.clone(), registry.clone());
             let tenants = by_file.remove(&path).unwrap_or_default();
-            handle.spawn_blocking(move || {
+            loader.in_background(move |loader| {
                 for tenant in &tenants {
                     if path.exists() {
-                        let _ = registry.load(&runtime, tenant, &path);
+                        loader.load(tenant, &path);
                     } else {
-                        registry.unload(tenant, &path);
+                        loader.registry().unload(tenant, &path);
                     }
                 }
             });

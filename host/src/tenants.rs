@@ -13,11 +13,14 @@ use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 
 use crate::capabilities::config::ConfigValues;
-use crate::capabilities::http::{AllowList, HttpLimits};
-use crate::capabilities::kv::KvLimits;
+use crate::capabilities::http::{AllowList, HttpCapability, HttpLimits};
+use crate::capabilities::kv::{KvLimits, KvTxn};
+use crate::capabilities::log::LogCapture;
 use crate::config::{Config, Limits, RetryPolicy};
+use crate::plugins::selftest::SelfTest;
 use crate::providers::{self, Source};
-use crate::selftest::SelfTest;
+use crate::runtime::AttemptContext;
+use crate::storage::Storage;
 
 /// One tenant, ready to serve.
 pub struct Tenant {
@@ -45,6 +48,44 @@ pub struct Tenant {
     pub self_tests: Vec<SelfTest>,
     /// The tenant's ingest rate limit, if it has one.
     pub ingest_limit: Option<RateLimiter>,
+}
+
+/// Whether an attempt's instance may be kept for the tenant's next events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceUse {
+    /// As the tenant's `limits.instance_reuse` says (real attempts).
+    AsConfigured,
+    /// A fresh instance, never kept (self-tests).
+    Fresh,
+}
+
+impl Tenant {
+    /// What one attempt of this tenant's plugin is given: its kv (through `storage`), `http`,
+    /// its config and its limits. One definition for real attempts and self-tests.
+    pub fn attempt_context(
+        &self,
+        storage: Arc<dyn Storage>,
+        http: HttpCapability,
+        instances: InstanceUse,
+    ) -> AttemptContext {
+        let limits = &self.limits;
+        let (reuse, keep_warm) = match instances {
+            InstanceUse::AsConfigured => (limits.instance_reuse, limits.max_concurrency),
+            InstanceUse::Fresh => (1, 0),
+        };
+        AttemptContext {
+            kv: KvTxn::new(&self.name, storage, self.kv_limits),
+            http,
+            config: self.config.clone(),
+            log: LogCapture::new(&self.name, limits.log_bytes),
+            timeout: Duration::from_millis(limits.timeout_ms),
+            memory_bytes: (limits.memory_mib as usize) << 20,
+            log_bytes_hint: limits.log_bytes,
+            fuel: limits.fuel,
+            reuse,
+            keep_warm,
+        }
+    }
 }
 
 /// A token bucket: `rate` webhooks per second on average, `burst` at once. Shared by all of a
@@ -121,7 +162,7 @@ impl Tenants {
             let self_tests = t
                 .self_test
                 .iter()
-                .map(|case| crate::selftest::prepare(case, &sources))
+                .map(|case| crate::plugins::selftest::prepare(case, &sources))
                 .collect::<Result<Vec<_>>>()
                 .with_context(|| format!("tenant {name}"))?;
             let l = t.limits.clone();

@@ -6,68 +6,24 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The admin token every test host uses.
-pub const ADMIN_TOKEN: &str = "test-admin-token";
+// Each test binary uses its own subset of the fixtures.
+#[allow(unused_imports)]
+pub use hookhost_fixtures::{
+    plugin, quoted, rss_mib, script_plugin, target_dir, tenants, workspace, TenantToml,
+    ADMIN_TOKEN, FINCART_AUTH, FINCART_TOKEN, JSON,
+};
 
-/// The workspace root.
-pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"))
-}
-
-/// The component built from a plugin crate (e.g. "order-sync"), building every plugin once per
-/// test process (cargo makes this a no-op when they are up to date).
-pub fn plugin(crate_name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .current_dir(workspace())
-            .args(["build", "--release", "--target", "wasm32-wasip2"])
-            .args(["-p", "order-sync", "-p", "payment-gate", "-p", "payout-ledger", "-p", "recorder", "-p", "misbehave", "-p", "other-world"])
-            .status()
-            .expect("run cargo to build the plugins");
-        assert!(status.success(), "building the plugins failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`)");
-    });
-    let path = target_dir()
-        .join("wasm32-wasip2/release")
-        .join(format!("{}.wasm", crate_name.replace('-', "_")));
-    assert!(path.exists(), "{} was not built", path.display());
-    path
-}
-
-/// A JavaScript or Python plugin (`lang` = "js" or "python") built from plugins/<lang>/<name> by
-/// scripts/build-script-plugins.sh (run once per test process; incremental).
-pub fn script_plugin(lang: &str, name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let status = Command::new("bash")
-            .arg(workspace().join("scripts/build-script-plugins.sh"))
-            .env("CARGO_TARGET_DIR", target_dir())
-            .status()
-            .expect("run scripts/build-script-plugins.sh");
-        assert!(
-            status.success(),
-            "building the JavaScript and Python plugins failed"
-        );
-    });
-    let path = target_dir()
-        .join("script-plugins")
-        .join(format!("{lang}-{name}.wasm"));
-    assert!(path.exists(), "{} was not built", path.display());
-    path
+/// Seconds since the Unix epoch (for signed timestamps).
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs()
 }
 
 /// An HTTP client for the test hosts: pooled connections idle out after 5 s, well before the

@@ -16,10 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use notify_debouncer_full::notify::RecursiveMode;
 use notify_debouncer_full::{new_debouncer, DebounceEventResult};
-use sha2::Digest as _;
 
-use crate::app::App;
 use crate::config::Config;
+use crate::http::AppState;
 use crate::reload::changes_content;
 
 /// The tenant `hookhost dev` serves the plugin as.
@@ -59,7 +58,7 @@ pub async fn dev(options: DevOptions) -> Result<()> {
     }
     // A fresh admin token per run (printed below), and only loopback Host names answered: a web
     // page the developer visits can neither guess the token nor rebind its name to the dev port.
-    let admin_token = crate::providers::sign::random_id();
+    let admin_token = super::signing::random_id();
     config.admin.token = Some(crate::config::Secret::new(admin_token.clone()));
     config.loopback_host_only = true;
     let plugin_path = config
@@ -80,7 +79,7 @@ pub async fn dev(options: DevOptions) -> Result<()> {
     }
 
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let mut server = tokio::spawn(crate::app::serve_with(config, Some(ready_tx)));
+    let mut server = tokio::spawn(crate::server::serve_with(config, Some(ready_tx)));
     let Ok(app) = ready_rx.await else {
         return server.await.context("the dev host stopped")?;
     };
@@ -549,7 +548,7 @@ fn install(artifact: &Path, plugin_path: &Path) -> Result<()> {
 }
 
 /// Prints one line about the build and the reload it caused.
-async fn report(app: &Arc<App>, outcome: &BuildOutcome, plugin_path: &Path) {
+async fn report(app: &Arc<AppState>, outcome: &BuildOutcome, plugin_path: &Path) {
     let serving = || {
         app.registry
             .statuses()
@@ -574,7 +573,9 @@ async fn report(app: &Arc<App>, outcome: &BuildOutcome, plugin_path: &Path) {
         println!("cannot read {}", artifact.display());
         return;
     };
-    let version = hex::encode(sha2::Sha256::digest(&bytes))[..16].to_string();
+    let version = crate::runtime::PluginDigest::of(&bytes)
+        .version()
+        .to_string();
     let started = Instant::now();
     let since_ms = crate::now_ms();
     let deadline = started + Duration::from_secs(120);
@@ -598,11 +599,10 @@ async fn report(app: &Arc<App>, outcome: &BuildOutcome, plugin_path: &Path) {
                 }
                 return;
             }
-            if let Some(failed) = status
-                .history
-                .iter()
-                .rev()
-                .find(|r| r.at_ms >= since_ms && r.result == "failed")
+            if let Some(failed) =
+                status.history.iter().rev().find(|r| {
+                    r.at_ms >= since_ms && r.result == crate::plugins::ReloadResult::Failed
+                })
             {
                 println!(
                     "built, but the component did not load; {} keeps serving: {}",

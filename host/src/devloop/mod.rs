@@ -1,7 +1,9 @@
 //! The merchant's dev loop: `hookhost send` (a signed webhook from a shipped sample),
-//! `hookhost new` (a plugin crate scaffold) and `hookhost dev` (rebuild and hot-swap on save).
+//! `hookhost new` (a plugin crate scaffold) and `hookhost dev` (rebuild and hot-swap on save),
+//! with [`signing`], the sender's side of every authentication scheme.
 
 pub mod dev;
 pub mod samples;
 pub mod scaffold;
 pub mod send;
+pub mod signing;

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use super::samples;
+use super::signing;
 use crate::config::Config;
-use crate::providers::{self, sign};
+use crate::providers;
 
 /// What to send, and where.
 pub struct SendRequest {
@@ -112,7 +113,7 @@ pub async fn send(request: SendRequest) -> Result<SendReport> {
                     }
                 );
             };
-            let id = sign::random_id();
+            let id = signing::random_id();
             let now = time::OffsetDateTime::now_utc()
                 .format(&time::format_description::well_known::Rfc3339)
                 .context("format the current time")?;
@@ -136,8 +137,8 @@ pub async fn send(request: SendRequest) -> Result<SendReport> {
         headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name.trim()));
         headers.push((name.trim().to_string(), value.trim().to_string()));
     }
-    let signed =
-        sign::sign(&source.checks, &body, &headers, crate::now_ms() / 1000).with_context(|| {
+    let signed = signing::sign(&source.checks, &body, &headers, crate::now_ms() / 1000)
+        .with_context(|| {
             format!(
                 "cannot sign for source {} of tenant {}",
                 request.source, request.tenant
@@ -178,7 +179,7 @@ pub async fn send(request: SendRequest) -> Result<SendReport> {
     let status = response.status().as_u16();
     let duplicate = response
         .headers()
-        .contains_key(crate::ingress::DUPLICATE_HEADER);
+        .contains_key(crate::http::DUPLICATE_HEADER);
     let body = response.text().await.unwrap_or_default();
     Ok(SendReport {
         url: shown_url,

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::NormalizedEvent;
 
+#[cfg(test)]
+mod conformance;
+pub mod memory;
 pub mod sqlite;
 
 /// A boxed future, so the trait stays object-safe (`Arc<dyn Storage>`).
@@ -69,15 +72,41 @@ impl EventState {
         }
     }
 
-    /// The state named `s` (admin filters use these names).
-    pub fn parse(s: &str) -> EventState {
-        match s {
-            "running" => EventState::Running,
-            "done" => EventState::Done,
-            "skipped" => EventState::Skipped,
-            "dead" => EventState::Dead,
-            _ => EventState::Pending,
-        }
+    /// Every state, in the order of an event's life.
+    pub const ALL: [EventState; 5] = [
+        EventState::Pending,
+        EventState::Running,
+        EventState::Done,
+        EventState::Skipped,
+        EventState::Dead,
+    ];
+}
+
+/// A state name that is none of [`EventState::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownState(pub String);
+
+impl std::fmt::Display for UnknownState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "unknown state {:?}: use pending, running, done, skipped or dead",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownState {}
+
+impl std::str::FromStr for EventState {
+    type Err = UnknownState;
+
+    /// The state named `s`, as stored and as admin filters name it.
+    fn from_str(s: &str) -> Result<EventState, UnknownState> {
+        EventState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| UnknownState(s.to_string()))
     }
 }
 

@@ -14,7 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 
-use crate::app::App;
+use super::state::AppState;
 
 /// Largest body the sink takes (larger: 413).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -80,11 +80,11 @@ impl Sink {
 
 /// Records one request (the route exists only when the sink is enabled).
 pub async fn receive(
-    State(app): State<Arc<App>>,
+    State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> StatusCode {
-    let Some(sink) = &app.sink else {
+    let Some(sink) = &state.sink else {
         return StatusCode::NOT_FOUND;
     };
     let name: String = name.chars().take(128).collect();

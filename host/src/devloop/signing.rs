@@ -7,8 +7,8 @@ use anyhow::{bail, Result};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 
-use super::auth::{Algorithm, AuthCheck, Encoding, TokenLocation};
 use crate::config::Secrets;
+use crate::providers::auth::{Algorithm, AuthCheck, Encoding, TokenLocation};
 
 /// What authentication adds to a webhook request.
 #[derive(Debug, Default, Clone)]
@@ -157,7 +157,7 @@ fn sign_one(check: &AuthCheck, body: &[u8], now_secs: u64, out: &mut SignedParts
     Ok(())
 }
 
-/// The signed content of a generic HMAC template (see [`super::auth::HmacScheme::template`]).
+/// The signed content of a generic HMAC template (see [`crate::providers::auth::HmacScheme::template`]).
 fn render(
     template: &str,
     body: &[u8],
@@ -197,7 +197,7 @@ fn render(
 
 /// HMAC of `message` under `key`.
 fn mac(algorithm: Algorithm, key: &[u8], message: &[u8]) -> Vec<u8> {
-    super::auth::mac(algorithm, key, &[message])
+    crate::providers::auth::mac(algorithm, key, &[message])
 }
 
 /// A random 128-bit id in hex (fresh ids for senders that put one in a header).

@@ -11,16 +11,11 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::capabilities::config::ConfigValues;
-use crate::capabilities::http::{AllowList, HttpCapability};
-use crate::capabilities::kv::KvTxn;
-use crate::capabilities::log::LogCapture;
 use crate::config::{SelfTestConfig, SelfTestExpect};
 use crate::event::NormalizedEvent;
 use crate::providers::{Source, WebhookRequest};
 use crate::runtime::{AttemptContext, LoadedPlugin, PluginOutcome, Runtime};
-use crate::storage::{Storage, StoredEvent};
-use crate::tenants::Tenants;
+use crate::storage::StoredEvent;
 
 /// One prepared case: the body already normalized by its source's provider.
 #[derive(Debug, Clone)]
@@ -87,37 +82,26 @@ pub fn prepare(
 /// Runs a tenant's self-tests against a candidate version.
 pub struct SelfTester {
     runtime: Arc<Runtime>,
-    storage: Arc<dyn Storage>,
-    tenants: Arc<Tenants>,
     handle: tokio::runtime::Handle,
-    /// A client that is never used: every host is refused by the empty allow-list.
-    client: reqwest::Client,
 }
 
 impl SelfTester {
     /// Self-tests run on `handle`'s runtime (loads happen on blocking threads).
-    pub fn new(
-        runtime: Arc<Runtime>,
-        storage: Arc<dyn Storage>,
-        tenants: Arc<Tenants>,
-        handle: tokio::runtime::Handle,
-    ) -> Result<SelfTester> {
-        Ok(SelfTester {
-            runtime,
-            storage,
-            tenants,
-            handle,
-            client: HttpCapability::shared_client(true)?,
-        })
+    pub fn new(runtime: Arc<Runtime>, handle: tokio::runtime::Handle) -> SelfTester {
+        SelfTester { runtime, handle }
     }
 
-    /// Runs every case of `tenant` against `plugin`; the first failure is the error. Call from a
-    /// blocking thread (it waits for the attempts).
-    pub fn check(&self, tenant: &str, plugin: &LoadedPlugin) -> Result<()> {
-        let Some(t) = self.tenants.get(tenant) else {
-            return Ok(());
-        };
-        for case in &t.self_tests {
+    /// Runs every case of `tenant` against `plugin`, each with a context from `context` (which
+    /// must discard kv writes and refuse outbound HTTP); the first failure is the error. Call
+    /// from a blocking thread (it waits for the attempts).
+    pub fn check(
+        &self,
+        tenant: &str,
+        cases: &[SelfTest],
+        plugin: &LoadedPlugin,
+        context: impl Fn() -> AttemptContext,
+    ) -> Result<()> {
+        for case in cases {
             let event = StoredEvent {
                 seq: 0,
                 tenant: tenant.to_string(),
@@ -130,24 +114,7 @@ impl SelfTester {
                 body: case.body.clone(),
                 event: case.event.clone(),
             };
-            let limits = &t.limits;
-            let cx = AttemptContext {
-                kv: KvTxn::new(tenant, self.storage.clone(), t.kv_limits),
-                http: HttpCapability::new(
-                    self.client.clone(),
-                    Arc::new(AllowList::parse(&[])?),
-                    t.http_limits,
-                ),
-                config: ConfigValues::clone(&t.config),
-                log: LogCapture::new(tenant, limits.log_bytes),
-                timeout: std::time::Duration::from_millis(limits.timeout_ms),
-                memory_bytes: (limits.memory_mib as usize) << 20,
-                log_bytes_hint: limits.log_bytes,
-                fuel: limits.fuel,
-                // A self-test runs in an instance of its own, never kept.
-                reuse: 1,
-                keep_warm: 0,
-            };
+            let cx = context();
             // The report's kv writes are dropped here: a self-test never commits.
             let report = self
                 .handle

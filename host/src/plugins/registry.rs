@@ -1,0 +1,179 @@
+//! The plugin registry: which compiled plugin serves each tenant right now, and how its loads
+//! went. Only state: the loader ([`super::loader`]) decides what to install. Lookups are
+//! lock-free (`arc-swap`) because every event does one; swapping in a new version never disturbs
+//! attempts already running on the old one (they hold their own `Arc`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+use crate::runtime::LoadedPlugin;
+
+/// A tenant's plugin as the admin API shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PluginStatus {
+    /// The component file.
+    pub path: String,
+    /// Version (content hash) serving now, if any.
+    pub version: Option<String>,
+    /// When that version was loaded.
+    pub loaded_at_ms: Option<u64>,
+    /// Whether it came from the precompiled cache.
+    pub from_cache: bool,
+    /// How long loading took, in ms.
+    pub load_ms: Option<u64>,
+    /// The last load error, if the last load failed (the previous version keeps serving).
+    pub last_error: Option<String>,
+    /// The latest loads and unloads, newest last (at most [`HISTORY`]).
+    pub history: Vec<Reload>,
+}
+
+/// How many reloads each tenant's history keeps.
+pub const HISTORY: usize = 20;
+
+/// One load or unload of a tenant's plugin.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reload {
+    /// When (ms since the epoch).
+    pub at_ms: u64,
+    /// What happened.
+    pub result: ReloadResult,
+    /// The version loaded, if it loaded.
+    pub version: Option<String>,
+    /// How long loading took, in ms.
+    pub load_ms: Option<u64>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// What one load or unload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReloadResult {
+    /// A new version serves.
+    Loaded,
+    /// The version did not load or failed its self-tests; the previous one (if any) keeps serving.
+    Failed,
+    /// The plugin file was removed; the tenant's events wait.
+    Removed,
+}
+
+impl ReloadResult {
+    /// The name shown in the admin API and the `result` label of the loads metric.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Loaded => "loaded",
+            ReloadResult::Failed => "failed",
+            ReloadResult::Removed => "removed",
+        }
+    }
+}
+
+impl PluginStatus {
+    fn record(&mut self, reload: Reload) {
+        metrics::counter!(crate::telemetry::PLUGIN_LOADS, "result" => reload.result.as_str())
+            .increment(1);
+        if self.history.len() == HISTORY {
+            self.history.remove(0);
+        }
+        self.history.push(reload);
+    }
+}
+
+/// Which plugin serves each tenant.
+#[derive(Default)]
+pub struct PluginRegistry {
+    plugins: ArcSwap<HashMap<String, Arc<LoadedPlugin>>>,
+    status: Mutex<HashMap<String, PluginStatus>>,
+}
+
+impl PluginRegistry {
+    /// The plugin serving `tenant`, if one is loaded.
+    pub fn get(&self, tenant: &str) -> Option<Arc<LoadedPlugin>> {
+        self.plugins.load().get(tenant).cloned()
+    }
+
+    /// Makes `plugin` (loaded from `path`) the version serving `tenant`.
+    pub fn install(&self, tenant: &str, path: &std::path::Path, plugin: Arc<LoadedPlugin>) {
+        self.plugins.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            next.insert(tenant.to_string(), plugin.clone());
+            next
+        });
+        tracing::info!(tenant, version = %plugin.version, from_cache = plugin.from_cache,
+            load_ms = plugin.load_time.as_millis() as u64, "plugin loaded");
+        let mut status = self.status.lock().expect("status lock");
+        let entry = status.entry(tenant.to_string()).or_default();
+        entry.path = path.display().to_string();
+        entry.version = Some(plugin.version.clone());
+        entry.loaded_at_ms = Some(plugin.loaded_at_ms);
+        entry.from_cache = plugin.from_cache;
+        entry.load_ms = Some(plugin.load_time.as_millis() as u64);
+        entry.last_error = None;
+        entry.record(Reload {
+            at_ms: plugin.loaded_at_ms,
+            result: ReloadResult::Loaded,
+            version: Some(plugin.version.clone()),
+            load_ms: entry.load_ms,
+            error: None,
+        });
+    }
+
+    /// Records that loading `path` for `tenant` failed; whatever served keeps serving.
+    pub fn record_failure(&self, tenant: &str, path: &std::path::Path, error: &anyhow::Error) {
+        tracing::error!(tenant, path = %path.display(), "plugin not loaded; events wait for a working version: {error:#}");
+        let mut status = self.status.lock().expect("status lock");
+        let entry = status.entry(tenant.to_string()).or_default();
+        entry.path = path.display().to_string();
+        entry.last_error = Some(format!("{error:#}"));
+        entry.record(Reload {
+            at_ms: crate::now_ms(),
+            result: ReloadResult::Failed,
+            version: None,
+            load_ms: None,
+            error: Some(format!("{error:#}")),
+        });
+    }
+
+    /// Takes `tenant`'s plugin out of service (its file was removed): its events wait, they are
+    /// neither failed nor dropped, until a plugin loads again.
+    pub fn unload(&self, tenant: &str, path: &std::path::Path) {
+        self.plugins.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            next.remove(tenant);
+            next
+        });
+        tracing::warn!(tenant, path = %path.display(), "plugin file removed: the tenant's events wait until it is back");
+        let mut status = self.status.lock().expect("status lock");
+        let entry = status.entry(tenant.to_string()).or_default();
+        entry.version = None;
+        entry.last_error = Some(format!(
+            "plugin file {} was removed; events wait until it is back",
+            path.display()
+        ));
+        entry.record(Reload {
+            at_ms: crate::now_ms(),
+            result: ReloadResult::Removed,
+            version: None,
+            load_ms: None,
+            error: None,
+        });
+    }
+
+    /// Forgets `tenant` (removed from the config): no plugin, no status.
+    pub fn remove(&self, tenant: &str) {
+        self.plugins.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            next.remove(tenant);
+            next
+        });
+        self.status.lock().expect("status lock").remove(tenant);
+    }
+
+    /// The status of every tenant's plugin.
+    pub fn statuses(&self) -> HashMap<String, PluginStatus> {
+        self.status.lock().expect("status lock").clone()
+    }
+}

@@ -1,0 +1,223 @@
+//! Wires the pipeline together and serves it: store → runtime → plugins → dispatcher (recovering
+//! unfinished events) → HTTP ([`crate::http`]), and shuts down gracefully.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::capabilities::http::HttpCapability;
+use crate::config::{Config, Secrets};
+use crate::dispatcher::{DispatchDeps, Dispatcher};
+use crate::http::{AppState, Sink};
+use crate::plugins::{PluginLoader, PluginRegistry};
+use crate::reconfigure::Reconfigurer;
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::storage::sqlite::SqliteStorage;
+use crate::storage::Storage;
+use crate::tenants::Tenants;
+
+/// How long shutdown waits for running attempts.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs hookhost until SIGINT/SIGTERM.
+pub async fn serve(config: Config) -> Result<()> {
+    serve_with(config, None).await
+}
+
+/// Like [`serve`]; `on_ready` gets the running host's state once it listens (for `hookhost dev`,
+/// which watches the registry to report reloads).
+pub async fn serve_with(
+    config: Config,
+    on_ready: Option<tokio::sync::oneshot::Sender<Arc<AppState>>>,
+) -> Result<()> {
+    // First: the tenants' metrics register with it as they are built.
+    let metrics = crate::telemetry::install()?;
+    let storage: Arc<dyn Storage> =
+        Arc::new(SqliteStorage::open(&config.database, config.durability)?);
+    let max_memory_mib = config.max_memory_mib();
+    let runtime = Arc::new(Runtime::new(&RuntimeConfig {
+        cache_dir: config
+            .cache_dir
+            .clone()
+            .context("cache_dir is resolved at load")?,
+        max_instances: config.max_instances(),
+        max_memory_mib,
+        max_table_elements: config.max_table_elements(),
+        decommit_batch: config.decommit_batch(),
+        pagemap_scan: config.runtime.pagemap_scan.unwrap_or(true),
+        max_core_instances: config.max_core_instances(),
+        fuel: config.tenants.values().any(|t| t.limits.fuel.is_some()),
+    })?);
+    let tenants = Arc::new(Tenants::from_config(&config)?);
+    let registry = Arc::new(PluginRegistry::default());
+    let loader = Arc::new(PluginLoader::new(
+        runtime.clone(),
+        registry.clone(),
+        tenants.clone(),
+        storage.clone(),
+        tokio::runtime::Handle::current(),
+    )?);
+    let dispatcher = Dispatcher::start(
+        DispatchDeps {
+            storage: storage.clone(),
+            runtime: runtime.clone(),
+            registry: registry.clone(),
+            tenants: tenants.clone(),
+            http_client: HttpCapability::shared_client(true)?,
+            http_client_private: HttpCapability::shared_client(false)?,
+        },
+        config.dispatch.workers,
+    );
+    let unfinished = storage
+        .unfinished()
+        .context("cannot read unfinished events from the journal")?;
+    if !unfinished.is_empty() {
+        tracing::info!(count = unfinished.len(), "resuming unfinished events");
+    }
+    for event in unfinished {
+        if let Some(event) =
+            crate::dispatcher::record_interrupted(storage.as_ref(), &tenants, event).await?
+        {
+            dispatcher.enqueue(event);
+        }
+    }
+    if config.retention_hours > 0 {
+        tokio::spawn(prune_forever(storage.clone(), config.retention_hours));
+    }
+
+    // Watch the plugin files first, so a change made while the initial loads run is not missed.
+    let watcher = Arc::new(crate::reload::watch(loader.clone(), tenants.clone())?);
+    let reconfigurer = config.path.clone().map(|path| {
+        Arc::new(Reconfigurer::new(
+            path,
+            &config,
+            tenants.clone(),
+            loader.clone(),
+            watcher.clone(),
+            max_memory_mib,
+        ))
+    });
+    if let Some(reconfigurer) = reconfigurer.clone() {
+        tokio::spawn(reload_on_sighup(reconfigurer));
+    }
+    // Compile plugins off the request path: webhooks are accepted at once and wait for them.
+    let all = tenants.all();
+    loader.in_background(move |loader| {
+        for tenant in all.values() {
+            loader.load(&tenant.name, &tenant.plugin_path);
+        }
+    });
+
+    let admin_token = config.admin.token.clone().map(|t| Secrets(vec![t]));
+    if admin_token.is_none() {
+        tracing::warn!("no admin token configured: the admin API is disabled");
+    }
+    if config.sink {
+        tracing::warn!("the request sink is enabled (POST /sink/{{name}} takes requests without a credential): for development and demos only");
+    }
+    let mut state = AppState::new(
+        tenants,
+        storage,
+        dispatcher.clone(),
+        registry,
+        &config.http,
+        config.max_body_bytes,
+    );
+    state.sink = config.sink.then(Sink::default);
+    state.metrics = Some(metrics);
+    state.metrics_token = config.metrics.token.clone().map(|t| Secrets(vec![t]));
+    state.admin_token = admin_token;
+    state.reconfigurer = reconfigurer;
+    state.loopback_host_only = config.loopback_host_only;
+    let state = Arc::new(state);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}: is another process using it?",
+                config.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    // Tests and scripts read this line to find the port when listening on port 0.
+    println!("hookhost listening on http://{addr}");
+    if let Some(on_ready) = on_ready {
+        let _ = on_ready.send(state.clone());
+    }
+    tracing::info!(%addr, "listening");
+    crate::http::serve_http(
+        listener,
+        crate::http::app(state),
+        &config.http,
+        shutdown_signal(),
+    )
+    .await;
+    tracing::info!("stopped accepting webhooks; finishing running attempts");
+    if !dispatcher.drain(DRAIN_TIMEOUT).await {
+        tracing::warn!(
+            "attempts still running after {DRAIN_TIMEOUT:?}; they will run again on the next start"
+        );
+    }
+    Ok(())
+}
+
+/// Deletes events finished more than `hours` ago, in small batches so ingest never waits long.
+async fn prune_forever(storage: Arc<dyn Storage>, hours: u64) {
+    let retention_ms = hours * 3_600_000;
+    loop {
+        let before = crate::now_ms().saturating_sub(retention_ms);
+        let mut pruned = 0;
+        loop {
+            match storage.prune(before, 500).await {
+                Ok(n) => {
+                    pruned += n;
+                    if n < 500 {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    tracing::error!("pruning finished events failed (retrying later): {e:#}");
+                    break;
+                }
+            }
+        }
+        if pruned > 0 {
+            tracing::info!(
+                pruned,
+                hours,
+                "pruned events finished before the retention period"
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+}
+
+/// `kill -HUP` re-reads the config file (like nginx or HAProxy); errors are logged and leave the
+/// running config in place.
+async fn reload_on_sighup(reconfigurer: Arc<Reconfigurer>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: reload the config through the admin API");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the config file");
+        let _ = reconfigurer.reload().await;
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
