@@ -5,7 +5,9 @@
 //! the worker limit. A failed attempt (error, trap, timeout, `retry-after`) is retried with
 //! exponential backoff and jitter, holding back later events of that order; after the tenant's
 //! last attempt the event becomes a dead letter and the order moves on. Each attempt's record, kv
-//! writes and the event's next state are committed together.
+//! writes and the event's next state are committed together. What an outcome does to its event
+//! is decided by one pure function, [`decide`] (in [`decision`]), for attempts that ran and for
+//! attempts a stop interrupted alike.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -16,8 +18,11 @@ use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument as _;
 
+pub mod decision;
+
+pub use decision::{backoff_ms, decide, random_jitter, Decision};
+
 use crate::capabilities::http::HttpCapability;
-use crate::config::RetryPolicy;
 use crate::now_ms;
 use crate::plugins::PluginRegistry;
 use crate::runtime::{PluginOutcome, Runtime};
@@ -343,16 +348,6 @@ fn schedule_head(
     }
 }
 
-/// The delay before retry number `attempt` (1 = the first retry): exponential from the policy's
-/// base, capped, with "equal jitter" (half fixed, half random) so retries of many events spread out.
-pub fn backoff_ms(policy: &RetryPolicy, attempt: u32) -> u64 {
-    let exp = policy
-        .base_ms
-        .saturating_mul(1u64 << attempt.saturating_sub(1).min(40));
-    let delay = exp.min(policy.cap_ms).max(1);
-    delay / 2 + rand::rng().random_range(0..=delay / 2)
-}
-
 /// Runs one attempt of `event` and records it; returns what the order's queue should do next.
 async fn attempt(deps: &DispatchDeps, event: StoredEvent) -> Next {
     let Some(tenant) = deps.tenants.get(&event.tenant) else {
@@ -388,27 +383,21 @@ async fn attempt(deps: &DispatchDeps, event: StoredEvent) -> Next {
         tracing::error!(seq = event.seq, "cannot mark the attempt as started: {e:#}");
     }
     let report = deps.runtime.run(&plugin, &event, number, cx).await;
-    let policy = &tenant.retry;
-    let (outcome, retry_in_ms) = match report.result {
-        Ok(PluginOutcome::Done) => (AttemptOutcome::Done, None),
-        Ok(PluginOutcome::Skipped(reason)) => (AttemptOutcome::Skipped { reason }, None),
-        Ok(PluginOutcome::RetryAfter(seconds)) => (
-            AttemptOutcome::RetryAfter { seconds },
-            Some((u64::from(seconds) * 1000).min(policy.cap_ms)),
-        ),
-        Err(message) => (
-            AttemptOutcome::Error { message },
-            Some(backoff_ms(policy, number)),
-        ),
+    let outcome = match report.result {
+        Ok(PluginOutcome::Done) => AttemptOutcome::Done,
+        Ok(PluginOutcome::Skipped(reason)) => AttemptOutcome::Skipped { reason },
+        Ok(PluginOutcome::RetryAfter(seconds)) => AttemptOutcome::RetryAfter { seconds },
+        Err(message) => AttemptOutcome::Error { message },
     };
-    let (next_state, next_attempt_at_ms) = match (&outcome, retry_in_ms) {
-        (AttemptOutcome::Done, _) => (EventState::Done, 0),
-        (AttemptOutcome::Skipped { .. }, _) => (EventState::Skipped, 0),
-        (_, _) if number.saturating_sub(event.attempt_base) >= policy.max_attempts => {
-            (EventState::Dead, 0)
-        }
-        (_, delay) => (EventState::Pending, now_ms() + delay.unwrap_or(0)),
-    };
+    let decision = decide(
+        &outcome,
+        number,
+        event.attempt_base,
+        &tenant.retry,
+        now_ms(),
+        random_jitter(),
+    );
+    let (next_state, next_attempt_at_ms) = decision.next_state();
     match &outcome {
         AttemptOutcome::Error { message } => {
             tracing::warn!(tenant = %event.tenant, seq = event.seq, attempt = number,
@@ -510,12 +499,22 @@ pub async fn record_interrupted(
         .get(&event.tenant)
         .map(|t| t.retry.clone())
         .unwrap_or_default();
-    let dead = number.saturating_sub(event.attempt_base) >= policy.max_attempts;
-    let next_attempt_at_ms = if dead {
-        0
-    } else {
-        now_ms() + backoff_ms(&policy, number)
+    let outcome = AttemptOutcome::Error {
+        message: "interrupted: hookhost stopped while this attempt was running (crash, kill or shutdown timeout); \
+                  its kv writes were discarded"
+            .into(),
     };
+    // The same rule as for an attempt that returned an error.
+    let decision = decide(
+        &outcome,
+        number,
+        event.attempt_base,
+        &policy,
+        now_ms(),
+        random_jitter(),
+    );
+    let (next_state, next_attempt_at_ms) = decision.next_state();
+    let dead = decision == Decision::Dead;
     storage
         .finish_attempt(FinishedAttempt {
             seq: event.seq,
@@ -525,17 +524,13 @@ pub async fn record_interrupted(
                 plugin_version: version,
                 started_at_ms,
                 duration_us: now_ms().saturating_sub(started_at_ms) * 1000,
-                outcome: AttemptOutcome::Error {
-                    message: "interrupted: hookhost stopped while this attempt was running (crash, kill or shutdown timeout); \
-                              its kv writes were discarded"
-                        .into(),
-                },
+                outcome,
                 logs: Vec::new(),
                 logs_dropped: 0,
             },
             kv_writes: Vec::new(),
             kv_reads: Vec::new(),
-            next_state: if dead { EventState::Dead } else { EventState::Pending },
+            next_state,
             next_attempt_at_ms,
         })
         .await?;
@@ -622,25 +617,5 @@ mod tests {
         ready.finished("flood");
         assert_eq!(ready.next(cap), Some(key("flood", "f3")));
         assert!(ready.rotation.is_empty() && ready.by_tenant.is_empty());
-    }
-
-    #[test]
-    fn backoff_grows_is_capped_and_jittered() {
-        let policy = RetryPolicy {
-            max_attempts: 10,
-            base_ms: 1000,
-            cap_ms: 8000,
-        };
-        for _ in 0..100 {
-            let first = backoff_ms(&policy, 1);
-            assert!((500..=1000).contains(&first), "{first}");
-            let third = backoff_ms(&policy, 3);
-            assert!((2000..=4000).contains(&third), "{third}");
-            let capped = backoff_ms(&policy, 30);
-            assert!((4000..=8000).contains(&capped), "{capped}");
-        }
-        let spread: std::collections::HashSet<_> =
-            (0..50).map(|_| backoff_ms(&policy, 5)).collect();
-        assert!(spread.len() > 5, "no jitter: {spread:?}");
     }
 }
