@@ -67,6 +67,63 @@ CREATE TABLE IF NOT EXISTS kv_counts (
 ) WITHOUT ROWID;
 "#;
 
+/// The stored key that serializes delivery (see `NormalizedEvent::delivery_key`), for existing
+/// rows computed in SQL exactly as the host computes it for new ones.
+const DELIVERY_KEY: &str = r#"
+ALTER TABLE events ADD COLUMN delivery_key TEXT NOT NULL DEFAULT '';
+UPDATE events SET delivery_key = CASE
+    WHEN json_extract(event, '$.order_id') IS NOT NULL THEN 'order:' || json_extract(event, '$.order_id')
+    WHEN json_extract(event, '$.merchant_ref') IS NOT NULL THEN 'ref:' || json_extract(event, '$.merchant_ref')
+    ELSE 'event:' || json_extract(event, '$.id')
+END;
+CREATE INDEX IF NOT EXISTS events_unfinished_by_order
+    ON events (tenant, delivery_key, seq) WHERE state IN ('pending', 'running');
+"#;
+
+/// The schema's versions, in order. A database records how many it has had (`PRAGMA
+/// user_version`); at open the missing ones run, each in one transaction with its version bump,
+/// so a journal written by an older hookhost is brought up to date and a crash mid-way leaves it
+/// at a whole version. (Databases from before versioning have version 0 and the tables of the
+/// first step, which it creates only if they are missing.)
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("the journal, attempts and kv", SCHEMA),
+    (
+        "events.delivery_key, stored for the order heads",
+        DELIVERY_KEY,
+    ),
+];
+
+/// Brings `conn`'s schema to the newest version this binary knows; refuses a database written
+/// by a newer one (its schema may mean things this binary would get wrong).
+fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let current = usize::try_from(current).unwrap_or(usize::MAX);
+    if current > MIGRATIONS.len() {
+        anyhow::bail!(
+            "the database {} has schema version {current}, newer than this hookhost knows ({}): run the newer hookhost, or restore a backup",
+            path.display(),
+            MIGRATIONS.len()
+        );
+    }
+    for (version, (what, sql)) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql).with_context(|| {
+            format!(
+                "cannot bring {} to schema version {} ({what})",
+                path.display(),
+                version + 1
+            )
+        })?;
+        tx.pragma_update(None, "user_version", (version + 1) as i64)?;
+        tx.commit()?;
+        tracing::debug!(path = %path.display(), version = version + 1, "database schema step applied: {what}");
+    }
+    if current < MIGRATIONS.len() {
+        tracing::info!(path = %path.display(), from = current, to = MIGRATIONS.len(), "database schema brought up to date");
+    }
+    Ok(())
+}
+
 /// A write run inside the writer's transaction (in its own savepoint); it returns what to do once
 /// the transaction is committed (or failed to commit): reply to its caller.
 type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
@@ -86,7 +143,7 @@ impl SqliteStorage {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the database folder {}", dir.display()))?;
         }
-        let conn = Connection::open(path).with_context(|| {
+        let mut conn = Connection::open(path).with_context(|| {
             format!(
                 "cannot open the database {}: check the path and its permissions",
                 path.display()
@@ -103,8 +160,7 @@ impl SqliteStorage {
         )?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)
-            .with_context(|| format!("cannot create the schema in {}", path.display()))?;
+        migrate(&mut conn, path)?;
         let (tx, rx) = mpsc::channel(4096);
         thread::Builder::new()
             .name("hookhost-sqlite-writer".into())
@@ -253,8 +309,8 @@ fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) 
 fn append(conn: &Connection, ev: &NewEvent) -> Result<Appended> {
     let inserted = conn
         .prepare_cached(
-            "INSERT INTO events (tenant, source, dedupe_key, state, next_attempt_at_ms, received_at_ms, headers, body, event)
-             VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?5, ?6, ?7)
+            "INSERT INTO events (tenant, source, dedupe_key, state, next_attempt_at_ms, received_at_ms, headers, body, event, delivery_key)
+             VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT (tenant, source, dedupe_key) DO NOTHING
              RETURNING seq",
         )?
@@ -267,6 +323,7 @@ fn append(conn: &Connection, ev: &NewEvent) -> Result<Appended> {
                 serde_json::to_string(&ev.headers)?,
                 ev.body,
                 serde_json::to_string(&ev.event)?,
+                ev.event.delivery_key(),
             ],
             |r| r.get::<_, i64>(0),
         )
@@ -707,6 +764,77 @@ impl Storage for SqliteStorage {
 mod tests {
     use super::*;
     use crate::storage::conformance::event;
+
+    /// A journal written before schema versions existed (version 0, the first step's tables,
+    /// events without a delivery key) is brought up to date at open: the key is computed for
+    /// every existing event as the host computes it, and nothing else changes.
+    #[tokio::test]
+    async fn an_older_journal_is_migrated_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            let mut insert = conn
+                .prepare(
+                    "INSERT INTO events (tenant, source, dedupe_key, state, next_attempt_at_ms, received_at_ms, headers, body, event)
+                     VALUES ('acme', 'fc', ?1, 'pending', 1, 1, '[]', x'7b7d', ?2)",
+                )
+                .unwrap();
+            let mut by_ref = crate::event::NormalizedEvent::sample("r", None);
+            by_ref.merchant_ref = Some("#7".into());
+            for event in [
+                crate::event::NormalizedEvent::sample("o", Some("o-1")),
+                by_ref,
+                crate::event::NormalizedEvent::sample("alone", None),
+            ] {
+                insert
+                    .execute(params![event.id, serde_json::to_string(&event).unwrap()])
+                    .unwrap();
+            }
+        }
+        let store = SqliteStorage::open(&path, Durability::Durable).unwrap();
+        store.append(event("new")).await.unwrap();
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let keys: Vec<(String, String)> = conn
+            .prepare("SELECT dedupe_key, delivery_key FROM events ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            keys,
+            [
+                ("o".to_string(), "order:o-1".to_string()),
+                ("r".to_string(), "ref:#7".to_string()),
+                ("alone".to_string(), "event:alone".to_string()),
+                ("new".to_string(), "order:o1".to_string()),
+            ]
+        );
+        // Opening again changes nothing.
+        SqliteStorage::open(&path, Durability::Durable).unwrap();
+    }
+
+    #[test]
+    fn a_journal_from_a_newer_hookhost_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", MIGRATIONS.len() as i64 + 1)
+            .unwrap();
+        let err = SqliteStorage::open(&path, Durability::Durable)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("newer than this hookhost knows"), "{err}");
+    }
 
     #[tokio::test]
     async fn a_started_attempt_is_seen_as_interrupted_after_a_crash() {
