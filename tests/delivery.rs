@@ -403,3 +403,91 @@ async fn a_flooded_tenant_with_a_slow_plugin_does_not_starve_another() {
     let running = flood.iter().filter(|e| e["state"] == "running").count();
     assert!(running <= 2, "{running} flood events running at once");
 }
+
+/// `kill -9` while a burst of retries runs (the merchant backend fails, so every attempt fails
+/// and is retried every 50-500 ms): after the restart, with the backend back, every acknowledged
+/// event completes exactly once, no event has two `done` attempts, and each order's events
+/// completed one after another in journal order.
+#[tokio::test]
+async fn kill_9_during_a_burst_of_retries_loses_nothing_and_keeps_each_orders_order() {
+    let backend = Backend::start().await;
+    backend.set_status(500);
+    let tenants = recorder_tenant(&backend);
+    let host = Host::start(&tenants).await;
+    let mut acked = Vec::new();
+    for step in 0..3u64 {
+        for order in 0..10 {
+            let body = fincart_status(
+                &format!("burst-{order}"),
+                "#burst",
+                "processing",
+                "step",
+                1_700_000_000_000 + step,
+            );
+            acked.push(accepted(host.send("shop", "fincart", &[JSON, AUTH], body).await).await);
+        }
+    }
+    // Retries under way: on average two failed attempts per event.
+    wait_for("a burst of retries", Duration::from_secs(60), async || {
+        let attempts: u64 = host
+            .events("shop")
+            .await
+            .iter()
+            .map(|e| e["attempts"].as_u64().unwrap_or(0))
+            .sum();
+        (attempts >= 60).then_some(())
+    })
+    .await;
+    let dir = host.kill();
+    backend.set_status(200);
+
+    let host = Host::start_in(dir, &tenants).await;
+    let events = wait_for(
+        "every event to finish after the restart",
+        Duration::from_secs(120),
+        async || {
+            let events = host.events("shop").await;
+            events
+                .iter()
+                .all(|e| e["state"] == "done")
+                .then_some(events)
+        },
+    )
+    .await;
+    assert_eq!(events.len(), acked.len(), "every acknowledged event, once");
+    // (order, seq) → the done attempt's start and end, in ms.
+    let mut done: Vec<(String, i64, u64, u64)> = Vec::new();
+    // Events that failed before they were done: at least each order's first (the later ones
+    // waited behind it).
+    let mut retried = 0;
+    for seq in &acked {
+        let detail = host.event(*seq).await;
+        let attempts = detail["attempts_detail"].as_array().unwrap();
+        let dones: Vec<&Value> = attempts.iter().filter(|a| a["outcome"] == "done").collect();
+        assert_eq!(dones.len(), 1, "event {seq} done other than once: {detail}");
+        retried += usize::from(attempts.len() >= 2);
+        let id = detail["event"]["id"].as_str().unwrap();
+        let times = host
+            .admin(&format!("/admin/tenants/shop/kv?prefix=times/fincart/{id}"))
+            .await;
+        assert_eq!(
+            times["entries"][0]["value"], "1",
+            "event {seq}'s effects committed other than once"
+        );
+        let started = dones[0]["started_at_ms"].as_u64().unwrap();
+        let ended = started + dones[0]["duration_us"].as_u64().unwrap() / 1000;
+        let order = detail["event"]["order_id"].as_str().unwrap().to_string();
+        done.push((order, *seq, started, ended));
+    }
+    assert!(retried >= 10, "only {retried} events were retried");
+    done.sort();
+    for pair in done.windows(2) {
+        let ((order_a, seq_a, _, ended_a), (order_b, seq_b, started_b, _)) = (&pair[0], &pair[1]);
+        if order_a == order_b {
+            assert!(
+                started_b >= ended_a,
+                "order {order_a}: event {seq_b} ran before event {seq_a} had finished"
+            );
+        }
+    }
+}
