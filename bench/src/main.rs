@@ -2,7 +2,6 @@
 //! the same machine (shared, noisy machines make lone absolute numbers meaningless). Loopback only,
 //! bounded in time. Run: `cargo run -p hookhost-bench --release -- all`.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -261,28 +260,14 @@ impl Drop for Process {
     }
 }
 
-/// Starts a child that prints `<prefix><address>` on stdout once it listens; returns that address.
+/// Starts a child that prints `<prefix><address>` on stdout once it listens (its stderr
+/// discarded); returns it, killed when dropped, and that address.
 fn spawn_listening(mut command: Command, prefix: &str) -> Result<(Process, String)> {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("spawn")?;
-    let stdout = child.stdout.take().unwrap();
-    let process = Process(child);
-    let prefix = prefix.to_string();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix(&prefix) {
-                let _ = tx.send(addr.to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .context("the server did not start listening")?;
-    Ok((process, addr))
+    command.stderr(Stdio::null());
+    let (child, addr) =
+        hookhost_fixtures::spawn_listening(command, prefix, Duration::from_secs(60))
+            .map_err(anyhow::Error::msg)?;
+    Ok((Process(child), addr))
 }
 
 fn bare_server() -> Result<()> {

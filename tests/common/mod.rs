@@ -3,7 +3,6 @@
 //! local "merchant backend" that records what plugins send it.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -14,8 +13,8 @@ use serde_json::Value;
 // Each test binary uses its own subset of the fixtures.
 #[allow(unused_imports)]
 pub use hookhost_fixtures::{
-    plugin, quoted, rss_mib, script_plugin, target_dir, tenants, workspace, TenantToml,
-    ADMIN_TOKEN, FINCART_AUTH, FINCART_TOKEN, JSON,
+    plugin, quoted, rss_mib, script_plugin, spawn_listening, target_dir, tenants, workspace,
+    TenantToml, ADMIN_TOKEN, FINCART_AUTH, FINCART_TOKEN, JSON, LISTENING,
 };
 
 /// Seconds since the Unix epoch (for signed timestamps).
@@ -109,34 +108,20 @@ impl Host {
             .append(true)
             .open(dir.path().join("hookhost.log"))
             .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hookhost"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hookhost"));
+        command
             .args(["serve", "--config"])
             .arg(&config_path)
             .env("RUST_LOG", "info,hookhost=debug")
             .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("start hookhost");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("hookhost listening on ") {
-                    let _ = tx.send(addr.to_string());
-                }
-            }
-        });
-        let base = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(base) => base,
-            Err(_) => {
-                let _ = child.kill();
+            .stderr(log);
+        let (child, base) = spawn_listening(command, LISTENING, Duration::from_secs(60))
+            .unwrap_or_else(|why| {
                 panic!(
-                    "hookhost did not start listening; its log:\n{}",
+                    "{why}; its log:\n{}",
                     std::fs::read_to_string(dir.path().join("hookhost.log")).unwrap_or_default()
                 )
-            }
-        };
+            });
         Host {
             child,
             base,
