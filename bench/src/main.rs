@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use hookhost_fixtures::{target_dir, workspace};
 use serde_json::Value;
 
+mod backlog;
 mod dispatch;
 mod fairness;
 mod languages;
@@ -87,6 +88,13 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         events: usize,
     },
+    /// Backlog: resident memory with `events` waiting events (plugin missing) and after a
+    /// restart, and the restart's time to listening, vs an empty journal.
+    Backlog {
+        /// Waiting events.
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+    },
     /// The baseline: a bare axum server answering 200 to every POST (used by `ingest`).
     #[command(hide = true)]
     BareServer,
@@ -113,6 +121,11 @@ fn main() -> Result<()> {
         Cmd::Fairness { events } => {
             prepare()?;
             print_table(&fairness::fairness(events)?);
+            Ok(())
+        }
+        Cmd::Backlog { events } => {
+            prepare()?;
+            print_table(&backlog::backlog(events)?);
             Ok(())
         }
         Cmd::Languages { events } => {
