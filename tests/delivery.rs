@@ -237,18 +237,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_completes_nothing_twic
     let acked = acked.lock().unwrap().clone();
 
     let host = Host::start_in(dir, &tenants).await;
-    let events = wait_for(
-        "every journaled event to finish",
-        Duration::from_secs(120),
-        async || {
-            let events = host.events("shop").await;
-            events
-                .iter()
-                .all(|e| e["state"] == "done")
-                .then_some(events)
-        },
-    )
-    .await;
+    let events = host.wait_all_done("shop", Duration::from_secs(120)).await;
     assert!(
         events.len() >= acked.len() && events.len() < 500,
         "{} journaled, {} acked",
@@ -442,18 +431,7 @@ async fn kill_9_during_a_burst_of_retries_loses_nothing_and_keeps_each_orders_or
     backend.set_status(200);
 
     let host = Host::start_in(dir, &tenants).await;
-    let events = wait_for(
-        "every event to finish after the restart",
-        Duration::from_secs(120),
-        async || {
-            let events = host.events("shop").await;
-            events
-                .iter()
-                .all(|e| e["state"] == "done")
-                .then_some(events)
-        },
-    )
-    .await;
+    let events = host.wait_all_done("shop", Duration::from_secs(120)).await;
     assert_eq!(events.len(), acked.len(), "every acknowledged event, once");
     // (order, seq) → the done attempt's start and end, in ms.
     let mut done: Vec<(String, i64, u64, u64)> = Vec::new();

@@ -8,7 +8,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use crate::{spawn_listening, Process, Row, TOKEN};
 
@@ -36,7 +36,14 @@ pub fn backlog(events: usize) -> Result<Vec<Row>> {
     std::thread::sleep(Duration::from_secs(1));
     let empty_rss = hookhost_fixtures::rss_mib(host.0.id());
     let sending = Instant::now();
-    tokio::runtime::Runtime::new()?.block_on(send(&base, events))?;
+    tokio::runtime::Runtime::new()?.block_on(crate::send_webhooks(
+        &reqwest::Client::new(),
+        &base,
+        events,
+        64,
+        |_| "waiting".to_string(),
+        "backlog",
+    ))?;
     let sent_in = sending.elapsed();
     std::thread::sleep(Duration::from_secs(1));
     let full_rss = hookhost_fixtures::rss_mib(host.0.id());
@@ -73,39 +80,4 @@ pub fn backlog(events: usize) -> Result<Vec<Row>> {
             ratio: format!("{:.1}x", restart.as_secs_f64() / empty_start.as_secs_f64()),
         },
     ])
-}
-
-/// Sends `events` webhooks of distinct orders from 64 connections; each must be accepted.
-async fn send(base: &str, events: usize) -> Result<()> {
-    let client = reqwest::Client::new();
-    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut senders = Vec::new();
-    for _ in 0..64 {
-        let (client, base, next) = (client.clone(), base.to_string(), next.clone());
-        senders.push(tokio::spawn(async move {
-            loop {
-                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if n >= events {
-                    return anyhow::Ok(());
-                }
-                let body = format!(
-                    r#"{{"orderId":"backlog-{n}","status":"processing","subStatus":"picked up","statusUpdatedDate":1700000000000,"action":"Order Status Changed"}}"#
-                );
-                let r = client
-                    .post(format!("{base}/hooks/waiting/fincart"))
-                    .header("authorization", TOKEN)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await?;
-                if !r.status().is_success() {
-                    bail!("webhook refused: {}", r.status());
-                }
-            }
-        }));
-    }
-    for s in senders {
-        s.await??;
-    }
-    Ok(())
 }

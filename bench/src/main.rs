@@ -273,6 +273,56 @@ impl Drop for Process {
     }
 }
 
+/// Sends `events` Fincart webhooks (order `<tag>-<n>`, each distinct) from `connections`
+/// connections, webhook `n` to tenant `tenant_of(n)`; fails unless every one is accepted.
+async fn send_webhooks(
+    client: &reqwest::Client,
+    base: &str,
+    events: usize,
+    connections: usize,
+    tenant_of: impl Fn(usize) -> String,
+    tag: &str,
+) -> Result<()> {
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tenants: std::sync::Arc<Vec<String>> =
+        std::sync::Arc::new((0..events).map(tenant_of).collect());
+    let mut senders = Vec::new();
+    for _ in 0..connections {
+        let (client, base, next, tenants, tag) = (
+            client.clone(),
+            base.to_string(),
+            next.clone(),
+            tenants.clone(),
+            tag.to_string(),
+        );
+        senders.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= tenants.len() {
+                    return anyhow::Ok(());
+                }
+                let body = format!(
+                    r#"{{"orderId":"{tag}-{n}","status":"processing","subStatus":"picked up","statusUpdatedDate":1700000000000,"action":"Order Status Changed"}}"#
+                );
+                let r = client
+                    .post(format!("{base}/hooks/{}/fincart", tenants[n]))
+                    .header("authorization", TOKEN)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?;
+                if !r.status().is_success() {
+                    bail!("webhook refused: {}", r.status());
+                }
+            }
+        }));
+    }
+    for s in senders {
+        s.await??;
+    }
+    Ok(())
+}
+
 /// Starts a child that prints `<prefix><address>` on stdout once it listens (its stderr
 /// discarded); returns it, killed when dropped, and that address.
 fn spawn_listening(mut command: Command, prefix: &str) -> Result<(Process, String)> {

@@ -109,43 +109,7 @@ async fn rate(
 ) -> Result<f64> {
     let done_before = done_attempts(client, base).await?;
     let started = Instant::now();
-    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let tenants: std::sync::Arc<Vec<String>> =
-        std::sync::Arc::new((0..events).map(&tenant_of).collect());
-    let mut senders = Vec::new();
-    for _ in 0..32 {
-        let (client, base, next, tenants, tag) = (
-            client.clone(),
-            base.to_string(),
-            next.clone(),
-            tenants.clone(),
-            tag.to_string(),
-        );
-        senders.push(tokio::spawn(async move {
-            loop {
-                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if n >= tenants.len() {
-                    return anyhow::Ok(());
-                }
-                let body = format!(
-                    r#"{{"orderId":"{tag}-{n}","status":"processing","subStatus":"picked up","statusUpdatedDate":1700000000000,"action":"Order Status Changed"}}"#
-                );
-                let r = client
-                    .post(format!("{base}/hooks/{}/fincart", tenants[n]))
-                    .header("authorization", TOKEN)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await?;
-                if !r.status().is_success() {
-                    bail!("webhook refused: {}", r.status());
-                }
-            }
-        }));
-    }
-    for s in senders {
-        s.await??;
-    }
+    crate::send_webhooks(client, base, events, 32, tenant_of, tag).await?;
     let deadline = Instant::now() + Duration::from_secs(300);
     while done_attempts(client, base).await? < done_before + events as f64 {
         if Instant::now() > deadline {

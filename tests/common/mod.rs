@@ -224,6 +224,22 @@ impl Host {
             .clone()
     }
 
+    /// Waits until every event of `tenant` (the newest 500) is `done`, and returns them.
+    pub async fn wait_all_done(&self, tenant: &str, timeout: Duration) -> Vec<Value> {
+        wait_for(
+            &format!("every event of {tenant} to be done"),
+            timeout,
+            async || {
+                let events = self.events(tenant).await;
+                events
+                    .iter()
+                    .all(|e| e["state"] == "done")
+                    .then_some(events)
+            },
+        )
+        .await
+    }
+
     /// Waits until event `seq` reaches one of the final states, and returns its detail.
     pub async fn wait_finished(&self, seq: i64, timeout: Duration) -> Value {
         wait_for(&format!("event {seq} to finish"), timeout, async || {
