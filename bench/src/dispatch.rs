@@ -133,10 +133,6 @@ fn stored(n: usize) -> StoredEvent {
         tenant: "bench".into(),
         source: "fincart".into(),
         received_at_ms: 1_700_000_000_000,
-        attempts: 0,
-        next_attempt_at_ms: 0,
-        attempt_base: 0,
-        interrupted: None,
         body: br#"{"orderId":"order-1","status":"processing"}"#.to_vec(),
         event: event(n),
     }
@@ -328,9 +324,13 @@ pub fn dispatch(events: usize) -> Result<Vec<Row>> {
     ])
 }
 
-/// Bare wasmtime's median and p99 per event: pooling with its defaults, or (`tuned`) with the
-/// pool settings hookhost uses (memory kept resident, dirty pages found with PAGEMAP_SCAN).
-async fn bare_per_event(component_path: &Path, events: usize, tuned: bool) -> Result<(f64, f64)> {
+/// Bare wasmtime ready to instantiate `component_path`: pooling with its defaults, or (`tuned`)
+/// with the pool settings hookhost uses (memory kept resident, dirty pages found with
+/// PAGEMAP_SCAN).
+fn bare_pre(
+    component_path: &Path,
+    tuned: bool,
+) -> Result<(wasmtime::Engine, bare::MerchantPluginPre<BareState>)> {
     let mut pool = wasmtime::PoolingAllocationConfig::new();
     if tuned {
         pool.linear_memory_keep_resident(64 << 10)
@@ -354,36 +354,133 @@ async fn bare_per_event(component_path: &Path, events: usize, tuned: bool) -> Re
             .map_err(|e| anyhow!("{e:#}"))?,
     )
     .map_err(|e| anyhow!("{e:#}"))?;
+    Ok((engine, pre))
+}
+
+/// Runs event `n` on a fresh bare instance; its kv writes.
+async fn bare_run(
+    engine: &wasmtime::Engine,
+    pre: &bare::MerchantPluginPre<BareState>,
+    n: usize,
+) -> Result<HashMap<String, Vec<u8>>> {
+    let input = bare_event(n);
+    let mut store = wasmtime::Store::new(
+        engine,
+        BareState {
+            wasi: wasmtime_wasi::WasiCtx::builder().build(),
+            table: wasmtime::component::ResourceTable::new(),
+            kv: HashMap::new(),
+        },
+    );
+    let instance = pre
+        .instantiate_async(&mut store)
+        .await
+        .map_err(|e| anyhow!("{e:#}"))?;
+    let outcome = instance
+        .hookhost_plugin_handler()
+        .call_handle(&mut store, &input)
+        .await
+        .map_err(|e| anyhow!("{e:#}"))?;
+    let kv = std::mem::take(&mut store.data_mut().kv);
+    if outcome.is_err() || kv.len() != 1 {
+        bail!("bare run failed: {outcome:?}");
+    }
+    Ok(kv)
+}
+
+/// Bare wasmtime's median and p99 per event.
+async fn bare_per_event(component_path: &Path, events: usize, tuned: bool) -> Result<(f64, f64)> {
+    let (engine, pre) = bare_pre(component_path, tuned)?;
     let mut samples = Vec::with_capacity(events);
     for n in 0..WARMUP + events {
-        let input = bare_event(n);
         let started = Instant::now();
-        let mut store = wasmtime::Store::new(
-            &engine,
-            BareState {
-                wasi: wasmtime_wasi::WasiCtx::builder().build(),
-                table: wasmtime::component::ResourceTable::new(),
-                kv: HashMap::new(),
-            },
-        );
-        let instance = pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| anyhow!("{e:#}"))?;
-        let outcome = instance
-            .hookhost_plugin_handler()
-            .call_handle(&mut store, &input)
-            .await
-            .map_err(|e| anyhow!("{e:#}"))?;
+        bare_run(&engine, &pre, n).await?;
         let took = started.elapsed();
-        if outcome.is_err() || store.data().kv.len() != 1 {
-            bail!("bare run failed: {outcome:?}");
-        }
         if n >= WARMUP {
             samples.push(took.as_secs_f64() * 1e6);
         }
     }
     Ok(stats(samples))
+}
+
+/// The drain-rate baseline: what this machine does with no hookhost code, `events` events/s of
+/// the kv-set component on bare wasmtime (fresh instance each, hookhost's pool tuning, on both
+/// cores) with one durable SQLite commit per 64 events (each event marked done and its kv write
+/// applied: the least a journal that survives a crash must write).
+pub fn bare_drain_rate(component_path: &Path, events: usize) -> Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let db = rusqlite::Connection::open(dir.path().join("bare.db"))?;
+    db.pragma_update(None, "journal_mode", "WAL")?;
+    db.pragma_update(None, "synchronous", "FULL")?;
+    db.execute_batch(
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY, state TEXT NOT NULL);
+         CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;",
+    )?;
+    {
+        let tx = db.unchecked_transaction()?;
+        let mut insert = tx.prepare("INSERT INTO events (seq, state) VALUES (?1, 'pending')")?;
+        for n in 0..events {
+            insert.execute([n as i64])?;
+        }
+        drop(insert);
+        tx.commit()?;
+    }
+    let (engine, pre) = bare_pre(component_path, true)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()?;
+    let started = Instant::now();
+    runtime.block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, HashMap<String, Vec<u8>>)>(1024);
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut workers = Vec::new();
+        for _ in 0..2 {
+            let (engine, pre, tx, next) = (engine.clone(), pre.clone(), tx.clone(), next.clone());
+            workers.push(tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n >= events {
+                        return anyhow::Ok(());
+                    }
+                    let kv = bare_run(&engine, &pre, n).await?;
+                    tx.send((n, kv))
+                        .await
+                        .map_err(|_| anyhow!("committer gone"))?;
+                }
+            }));
+        }
+        drop(tx);
+        let committer = tokio::task::spawn_blocking(move || {
+            let mut batch = Vec::with_capacity(64);
+            let commit = |batch: &mut Vec<(usize, HashMap<String, Vec<u8>>)>| {
+                let tx = db.unchecked_transaction()?;
+                for (n, kv) in batch.drain(..) {
+                    tx.prepare_cached("UPDATE events SET state = 'done' WHERE seq = ?1")?
+                        .execute([n as i64])?;
+                    for (key, value) in kv {
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)",
+                        )?
+                        .execute(rusqlite::params![key, value])?;
+                    }
+                }
+                tx.commit()?;
+                anyhow::Ok(())
+            };
+            while let Some(done) = rx.blocking_recv() {
+                batch.push(done);
+                if batch.len() == 64 {
+                    commit(&mut batch)?;
+                }
+            }
+            commit(&mut batch)
+        });
+        for w in workers {
+            w.await??;
+        }
+        committer.await?
+    })?;
+    Ok(events as f64 / started.elapsed().as_secs_f64())
 }
 
 /// A row comparing two per-event times in microseconds.

@@ -283,6 +283,20 @@ async fn send_webhooks(
     tenant_of: impl Fn(usize) -> String,
     tag: &str,
 ) -> Result<()> {
+    send_webhooks_of(client, base, events, events, connections, tenant_of, tag).await
+}
+
+/// Like [`send_webhooks`], over `orders` orders: webhook `n` is a status change of order
+/// `<tag>-<n % orders>` (each webhook a distinct event).
+async fn send_webhooks_of(
+    client: &reqwest::Client,
+    base: &str,
+    events: usize,
+    orders: usize,
+    connections: usize,
+    tenant_of: impl Fn(usize) -> String,
+    tag: &str,
+) -> Result<()> {
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let tenants: std::sync::Arc<Vec<String>> =
         std::sync::Arc::new((0..events).map(tenant_of).collect());
@@ -301,8 +315,9 @@ async fn send_webhooks(
                 if n >= tenants.len() {
                     return anyhow::Ok(());
                 }
+                let (order, at) = (n % orders, 1_700_000_000_000u64 + n as u64);
                 let body = format!(
-                    r#"{{"orderId":"{tag}-{n}","status":"processing","subStatus":"picked up","statusUpdatedDate":1700000000000,"action":"Order Status Changed"}}"#
+                    r#"{{"orderId":"{tag}-{order}","status":"processing","subStatus":"picked up","statusUpdatedDate":{at},"action":"Order Status Changed"}}"#
                 );
                 let r = client
                     .post(format!("{base}/hooks/{}/fincart", tenants[n]))

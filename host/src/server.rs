@@ -1,5 +1,6 @@
-//! Wires the pipeline together and serves it: store → runtime → plugins → dispatcher (recovering
-//! unfinished events) → HTTP ([`crate::http`]), and shuts down gracefully.
+//! Wires the pipeline together and serves it: store → runtime → plugins → dispatcher (which
+//! claims unfinished events from the journal, and reaps the leases a stopped process left) →
+//! HTTP ([`crate::http`]), and shuts down gracefully.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,21 +68,8 @@ pub async fn serve_with(
             http_client: HttpCapability::shared_client(true)?,
             http_client_private: HttpCapability::shared_client(false)?,
         },
-        config.dispatch.workers,
+        config.dispatch.settings(),
     );
-    let unfinished = storage
-        .unfinished()
-        .context("cannot read unfinished events from the journal")?;
-    if !unfinished.is_empty() {
-        tracing::info!(count = unfinished.len(), "resuming unfinished events");
-    }
-    for event in unfinished {
-        if let Some(event) =
-            crate::dispatcher::record_interrupted(storage.as_ref(), &tenants, event).await?
-        {
-            dispatcher.enqueue(event);
-        }
-    }
     if config.retention_hours > 0 {
         tokio::spawn(prune_forever(storage.clone(), config.retention_hours));
     }

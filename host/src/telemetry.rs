@@ -21,7 +21,8 @@ pub const ATTEMPTS: &str = "hookhost_attempts_total";
 pub const DEAD_LETTERS: &str = "hookhost_dead_letters_total";
 /// Duration of plugin attempts.
 pub const PLUGIN_SECONDS: &str = "hookhost_plugin_seconds";
-/// Events waiting in the dispatcher (queued or running).
+/// Claimed events waiting in this process for a worker (its window; the backlog stays in the
+/// journal: see `hookhost_oldest_pending_seconds`).
 pub const QUEUE_DEPTH: &str = "hookhost_queue_depth";
 /// Plugin loads, by `result` (loaded, failed, removed).
 pub const PLUGIN_LOADS: &str = "hookhost_plugin_loads_total";
@@ -29,6 +30,9 @@ pub const PLUGIN_LOADS: &str = "hookhost_plugin_loads_total";
 pub const OLDEST_PENDING_SECONDS: &str = "hookhost_oldest_pending_seconds";
 /// Attempts whose kv writes were refused because a key they read changed meanwhile (retried).
 pub const KV_CONFLICTS: &str = "hookhost_kv_conflicts_total";
+/// Attempts whose lease expired before they finished (the process stalled past its term): their
+/// outcome and kv writes were discarded and the event ran again.
+pub const LEASES_LOST: &str = "hookhost_leases_lost_total";
 
 /// A label value for a name not in the config (never the caller's text).
 pub const UNKNOWN: &str = "_unknown";

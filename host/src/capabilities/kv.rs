@@ -4,7 +4,6 @@
 //! transaction (see `Storage::finish_attempt`), so a failed, trapped or timed-out attempt leaves no
 //! change behind, and a retried event never sees half of a previous attempt's writes.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -59,7 +58,7 @@ pub struct KvTxn {
     /// The tenant's committed key count, read once per attempt when first needed.
     committed_keys: Option<i64>,
     /// What `get` saw in the committed store, per key (first read): validated at commit.
-    reads: RefCell<BTreeMap<String, Option<[u8; 32]>>>,
+    reads: BTreeMap<String, Option<[u8; 32]>>,
 }
 
 impl KvTxn {
@@ -74,7 +73,7 @@ impl KvTxn {
             added: 0,
             unchecked: std::collections::BTreeSet::new(),
             committed_keys: None,
-            reads: RefCell::new(BTreeMap::new()),
+            reads: BTreeMap::new(),
         }
     }
 
@@ -115,22 +114,22 @@ impl KvTxn {
         Ok(())
     }
 
-    fn committed(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+    async fn committed(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         self.storage
             .kv_get(&self.tenant, key)
+            .await
             .map_err(|e| KvError::Storage(format!("{e:#}")))
     }
 
     /// The value as this attempt sees it. A value read from the committed store is remembered,
     /// so that the attempt's writes commit only if it is still the same then.
-    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+    pub async fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         Self::check_key(key)?;
         match self.overlay.get(key) {
             Some(v) => Ok(v.clone()),
             None => {
-                let value = self.committed(key)?;
+                let value = self.committed(key).await?;
                 self.reads
-                    .borrow_mut()
                     .entry(key.to_string())
                     .or_insert_with(|| value.as_deref().map(kv_digest));
                 Ok(value)
@@ -140,20 +139,20 @@ impl KvTxn {
 
     /// Whether the key is visible to this attempt, without counting as a read (a blind write
     /// does not depend on the old value).
-    fn visible(&self, key: &str) -> Result<bool, KvError> {
+    async fn visible(&self, key: &str) -> Result<bool, KvError> {
         match self.overlay.get(key) {
             Some(v) => Ok(v.is_some()),
-            None => self.exists_committed(key),
+            None => self.exists_committed(key).await,
         }
     }
 
     /// Whether the key exists in the committed store (ignoring this attempt's writes).
-    fn exists_committed(&self, key: &str) -> Result<bool, KvError> {
-        Ok(self.committed(key)?.is_some())
+    async fn exists_committed(&self, key: &str) -> Result<bool, KvError> {
+        Ok(self.committed(key).await?.is_some())
     }
 
     /// Sets a value (visible to others once the attempt succeeds).
-    pub fn set(&mut self, key: &str, value: Vec<u8>) -> Result<(), KvError> {
+    pub async fn set(&mut self, key: &str, value: Vec<u8>) -> Result<(), KvError> {
         Self::check_key(key)?;
         if value.len() > self.limits.max_value_bytes {
             return Err(KvError::ValueTooLarge(self.limits.max_value_bytes as u64));
@@ -163,18 +162,18 @@ impl KvTxn {
         if !self.overlay.contains_key(key) {
             // Even if this key and every unchecked one were new, the limit would hold: no need
             // to know whether it exists.
-            let count = self.committed_keys()?;
+            let count = self.committed_keys().await?;
             if count + self.added + (self.unchecked.len() as i64) < max_keys {
                 self.unchecked.insert(key.to_string());
                 self.put(key, Some(value));
                 return Ok(());
             }
-            self.resolve_unchecked()?;
+            self.resolve_unchecked().await?;
         }
-        let visible_before = self.visible(key)?;
+        let visible_before = self.visible(key).await?;
         if !visible_before {
-            self.resolve_unchecked()?;
-            if self.committed_keys()? + self.added >= max_keys {
+            self.resolve_unchecked().await?;
+            if self.committed_keys().await? + self.added >= max_keys {
                 return Err(KvError::TooManyKeys(self.limits.max_keys));
             }
             self.added += 1;
@@ -184,22 +183,23 @@ impl KvTxn {
     }
 
     /// The tenant's committed key count, read once per attempt.
-    fn committed_keys(&mut self) -> Result<i64, KvError> {
+    async fn committed_keys(&mut self) -> Result<i64, KvError> {
         if let Some(n) = self.committed_keys {
             return Ok(n);
         }
         let n = self
             .storage
             .kv_count(&self.tenant)
+            .await
             .map_err(|e| KvError::Storage(format!("{e:#}")))? as i64;
         self.committed_keys = Some(n);
         Ok(n)
     }
 
     /// Looks up every unchecked key, counting the new ones exactly.
-    fn resolve_unchecked(&mut self) -> Result<(), KvError> {
+    async fn resolve_unchecked(&mut self) -> Result<(), KvError> {
         for key in std::mem::take(&mut self.unchecked) {
-            if !self.exists_committed(&key)? {
+            if !self.exists_committed(&key).await? {
                 self.added += 1;
             }
         }
@@ -207,12 +207,12 @@ impl KvTxn {
     }
 
     /// Deletes a key; returns whether it existed (as this attempt saw it).
-    pub fn delete(&mut self, key: &str) -> Result<bool, KvError> {
+    pub async fn delete(&mut self, key: &str) -> Result<bool, KvError> {
         Self::check_key(key)?;
         if self.unchecked.remove(key) {
             // Set by this attempt without a lookup: it existed (as this attempt sees it); it
             // removes a committed key, or undoes a key this attempt added (no change).
-            let committed = self.exists_committed(key)?;
+            let committed = self.exists_committed(key).await?;
             if committed {
                 self.added -= 1;
                 self.put(key, None);
@@ -221,15 +221,15 @@ impl KvTxn {
             }
             return Ok(true);
         }
-        if self.exists_committed(key)? {
+        if self.exists_committed(key).await? {
             // A deletion is kept as its key: it counts against the budget too.
             self.check_budget(key, 0)?;
         }
-        let existed = self.visible(key)?;
+        let existed = self.visible(key).await?;
         if existed {
             self.added -= 1;
         }
-        if self.exists_committed(key)? {
+        if self.exists_committed(key).await? {
             self.put(key, None);
         } else {
             self.unput(key);
@@ -238,16 +238,16 @@ impl KvTxn {
     }
 
     /// Sets the value only if the key is absent (as this attempt sees it).
-    pub fn set_if_absent(&mut self, key: &str, value: Vec<u8>) -> Result<bool, KvError> {
-        if self.get(key)?.is_some() {
+    pub async fn set_if_absent(&mut self, key: &str, value: Vec<u8>) -> Result<bool, KvError> {
+        if self.get(key).await?.is_some() {
             return Ok(false);
         }
-        self.set(key, value)?;
+        self.set(key, value).await?;
         Ok(true)
     }
 
     /// Up to `limit` keys starting with `prefix`, ascending, as this attempt sees them.
-    pub fn list_keys(&self, prefix: &str, limit: u32) -> Result<Vec<String>, KvError> {
+    pub async fn list_keys(&self, prefix: &str, limit: u32) -> Result<Vec<String>, KvError> {
         let limit = limit.min(10_000);
         let in_overlay = self
             .overlay
@@ -257,6 +257,7 @@ impl KvTxn {
         let mut keys: Vec<String> = self
             .storage
             .kv_list(&self.tenant, prefix, limit.saturating_add(deleted))
+            .await
             .map_err(|e| KvError::Storage(format!("{e:#}")))?;
         keys.retain(|k| !matches!(self.overlay.get(k), Some(None)));
         keys.extend(
@@ -274,7 +275,6 @@ impl KvTxn {
     pub fn into_parts(self) -> (Vec<KvWrite>, Vec<KvRead>) {
         let reads = self
             .reads
-            .into_inner()
             .into_iter()
             .map(|(key, seen)| KvRead { key, seen })
             .collect();
@@ -295,7 +295,9 @@ mod tests {
     use super::*;
     use crate::config::Durability;
     use crate::storage::sqlite::SqliteStorage;
-    use crate::storage::{AttemptOutcome, AttemptRecord, EventState, FinishedAttempt};
+    use crate::storage::{
+        AttemptOutcome, AttemptRecord, EventState, FinishResult, FinishedAttempt, Lease,
+    };
 
     fn storage() -> (tempfile::TempDir, Arc<dyn Storage>) {
         let dir = tempfile::tempdir().unwrap();
@@ -309,10 +311,10 @@ mod tests {
         max_write_bytes: 1 << 20,
     };
 
-    /// An attempt of event `seq` that did `writes` (event 0 does not exist: refused).
-    fn attempt(seq: i64, tenant: &str, writes: Vec<KvWrite>) -> FinishedAttempt {
+    /// An attempt under `lease` that did `writes`.
+    fn attempt(lease: Lease, tenant: &str, writes: Vec<KvWrite>) -> FinishedAttempt {
         FinishedAttempt {
-            seq,
+            lease,
             tenant: tenant.into(),
             record: AttemptRecord {
                 attempt: 1,
@@ -344,24 +346,29 @@ mod tests {
             }))
             .await
             .unwrap();
-        let crate::storage::Appended::Accepted(seq) = appended else {
+        let crate::storage::Appended::Accepted(_) = appended else {
             panic!("not journaled: {appended:?}")
         };
-        storage
-            .finish_attempt(attempt(seq, tenant, writes))
+        let claim = storage.claim(tenant, "me", 1, 60_000).await.unwrap().claims;
+        let finished = storage
+            .finish_attempt(attempt(claim[0].claim.lease, tenant, writes))
             .await
             .unwrap();
+        assert_eq!(finished, FinishResult::Committed);
     }
 
+    /// Commits `writes` under a lease that is not the event's: refused, whole.
     async fn commit(storage: &Arc<dyn Storage>, tenant: &str, writes: Vec<KvWrite>) {
-        storage
-            .finish_attempt(attempt(0, tenant, writes))
+        let lost = Lease { seq: 1, token: 7 };
+        let finished = storage
+            .finish_attempt(attempt(lost, tenant, writes))
             .await
-            .unwrap_err(); // there is no event 0: the whole attempt, kv writes included, is refused
+            .unwrap();
+        assert_eq!(finished, FinishResult::LeaseLost);
     }
 
-    #[test]
-    fn an_attempt_buffers_at_most_its_write_budget() {
+    #[tokio::test]
+    async fn an_attempt_buffers_at_most_its_write_budget() {
         let (_d, s) = storage();
         let limits = KvLimits {
             max_value_bytes: 100,
@@ -372,7 +379,7 @@ mod tests {
         let value = vec![7u8; 100];
         let mut stored = 0;
         let refused = loop {
-            match a.set(&format!("k{stored:04}"), value.clone()) {
+            match a.set(&format!("k{stored:04}"), value.clone()).await {
                 Ok(()) => stored += 1,
                 Err(e) => break e,
             }
@@ -383,36 +390,36 @@ mod tests {
             "9 × (5 + 100) bytes fit in 1,000, a tenth does not"
         );
         // Overwriting a buffered key replaces its bytes (no growth); deleting frees them.
-        a.set("k0000", vec![1u8; 100]).unwrap();
-        assert!(a.delete("k0001").unwrap());
-        a.set("another", vec![1u8; 90]).unwrap();
-        assert!(a.set("one-more", vec![1u8; 100]).is_err());
+        a.set("k0000", vec![1u8; 100]).await.unwrap();
+        assert!(a.delete("k0001").await.unwrap());
+        a.set("another", vec![1u8; 90]).await.unwrap();
+        assert!(a.set("one-more", vec![1u8; 100]).await.is_err());
         let (writes, _) = a.into_parts();
         assert_eq!(writes.len(), 9);
     }
 
-    #[test]
-    fn reads_see_own_writes_and_nothing_leaks_before_commit() {
+    #[tokio::test]
+    async fn reads_see_own_writes_and_nothing_leaks_before_commit() {
         let (_d, s) = storage();
         let mut a = KvTxn::new("acme", s.clone(), LIMITS);
-        a.set("k", b"v".to_vec()).unwrap();
-        assert_eq!(a.get("k").unwrap(), Some(b"v".to_vec()));
-        let b = KvTxn::new("acme", s.clone(), LIMITS);
+        a.set("k", b"v".to_vec()).await.unwrap();
+        assert_eq!(a.get("k").await.unwrap(), Some(b"v".to_vec()));
+        let mut b = KvTxn::new("acme", s.clone(), LIMITS);
         assert_eq!(
-            b.get("k").unwrap(),
+            b.get("k").await.unwrap(),
             None,
             "uncommitted write visible to another attempt"
         );
-        let other = KvTxn::new("globex", s, LIMITS);
-        assert_eq!(other.get("k").unwrap(), None);
+        let mut other = KvTxn::new("globex", s, LIMITS);
+        assert_eq!(other.get("k").await.unwrap(), None);
         assert_eq!(
             a.into_parts().0,
             vec![KvWrite::Set("k".into(), b"v".to_vec())]
         );
     }
 
-    #[test]
-    fn an_unlimited_key_count_does_not_overflow() {
+    #[tokio::test]
+    async fn an_unlimited_key_count_does_not_overflow() {
         let (_d, s) = storage();
         let mut t = KvTxn::new(
             "acme",
@@ -423,33 +430,33 @@ mod tests {
                 max_write_bytes: 1 << 20,
             },
         );
-        t.set("k", b"v".to_vec()).unwrap();
+        t.set("k", b"v".to_vec()).await.unwrap();
     }
 
-    #[test]
-    fn limits_are_enforced() {
+    #[tokio::test]
+    async fn limits_are_enforced() {
         let (_d, s) = storage();
         let mut t = KvTxn::new("acme", s, LIMITS);
         assert_eq!(
-            t.set("", b"v".to_vec()),
+            t.set("", b"v".to_vec()).await,
             Err(KvError::InvalidKey(MAX_KEY_BYTES))
         );
         assert_eq!(
-            t.set(&"x".repeat(513), b"v".to_vec()),
+            t.set(&"x".repeat(513), b"v".to_vec()).await,
             Err(KvError::InvalidKey(MAX_KEY_BYTES))
         );
-        assert_eq!(t.set("k", vec![0; 9]), Err(KvError::ValueTooLarge(8)));
-        t.set("a", vec![]).unwrap();
-        t.set("b", vec![]).unwrap();
-        t.set("c", vec![]).unwrap();
-        t.set("c", vec![1]).unwrap(); // overwriting is not a new key
-        assert_eq!(t.set("d", vec![]), Err(KvError::TooManyKeys(3)));
-        assert!(t.delete("a").unwrap());
-        t.set("d", vec![]).unwrap();
+        assert_eq!(t.set("k", vec![0; 9]).await, Err(KvError::ValueTooLarge(8)));
+        t.set("a", vec![]).await.unwrap();
+        t.set("b", vec![]).await.unwrap();
+        t.set("c", vec![]).await.unwrap();
+        t.set("c", vec![1]).await.unwrap(); // overwriting is not a new key
+        assert_eq!(t.set("d", vec![]).await, Err(KvError::TooManyKeys(3)));
+        assert!(t.delete("a").await.unwrap());
+        t.set("d", vec![]).await.unwrap();
     }
 
-    #[test]
-    fn set_if_absent_and_list_follow_the_overlay() {
+    #[tokio::test]
+    async fn set_if_absent_and_list_follow_the_overlay() {
         let (_d, s) = storage();
         let mut t = KvTxn::new(
             "acme",
@@ -460,16 +467,16 @@ mod tests {
                 max_write_bytes: 1 << 20,
             },
         );
-        assert!(t.set_if_absent("n/1", b"x".to_vec()).unwrap());
-        assert!(!t.set_if_absent("n/1", b"y".to_vec()).unwrap());
-        t.set("n/2", vec![]).unwrap();
-        t.set("m/1", vec![]).unwrap();
-        assert_eq!(t.list_keys("n/", 10).unwrap(), vec!["n/1", "n/2"]);
-        assert_eq!(t.list_keys("", 2).unwrap(), vec!["m/1", "n/1"]);
-        assert!(t.delete("n/1").unwrap());
-        assert!(!t.delete("n/1").unwrap());
-        assert_eq!(t.list_keys("n/", 10).unwrap(), vec!["n/2"]);
-        assert_eq!(t.get("n/1").unwrap(), None);
+        assert!(t.set_if_absent("n/1", b"x".to_vec()).await.unwrap());
+        assert!(!t.set_if_absent("n/1", b"y".to_vec()).await.unwrap());
+        t.set("n/2", vec![]).await.unwrap();
+        t.set("m/1", vec![]).await.unwrap();
+        assert_eq!(t.list_keys("n/", 10).await.unwrap(), vec!["n/1", "n/2"]);
+        assert_eq!(t.list_keys("", 2).await.unwrap(), vec!["m/1", "n/1"]);
+        assert!(t.delete("n/1").await.unwrap());
+        assert!(!t.delete("n/1").await.unwrap());
+        assert_eq!(t.list_keys("n/", 10).await.unwrap(), vec!["n/2"]);
+        assert_eq!(t.get("n/1").await.unwrap(), None);
     }
 
     #[tokio::test]
@@ -478,14 +485,14 @@ mod tests {
         let writes = ["x", "y"].map(|k| KvWrite::Set(k.into(), vec![])).to_vec();
         commit_ok(&s, "acme", writes).await;
         let mut t = KvTxn::new("acme", s, LIMITS); // 3 keys at most; x and y exist
-        t.set("x", vec![1]).unwrap(); // unchecked: within the limit even if new
-        t.set("z", vec![]).unwrap(); // near the limit: x is looked up (exists), z is the third
-        assert_eq!(t.set("w", vec![]), Err(KvError::TooManyKeys(3)));
-        assert!(t.delete("x").unwrap());
-        t.set("w", vec![]).unwrap(); // y, z, w
-        assert_eq!(t.set("v", vec![]), Err(KvError::TooManyKeys(3)));
-        assert!(t.delete("w").unwrap()); // set unchecked, then deleted: never committed
-        assert_eq!(t.get("w").unwrap(), None);
+        t.set("x", vec![1]).await.unwrap(); // unchecked: within the limit even if new
+        t.set("z", vec![]).await.unwrap(); // near the limit: x is looked up (exists), z is the third
+        assert_eq!(t.set("w", vec![]).await, Err(KvError::TooManyKeys(3)));
+        assert!(t.delete("x").await.unwrap());
+        t.set("w", vec![]).await.unwrap(); // y, z, w
+        assert_eq!(t.set("v", vec![]).await, Err(KvError::TooManyKeys(3)));
+        assert!(t.delete("w").await.unwrap()); // set unchecked, then deleted: never committed
+        assert_eq!(t.get("w").await.unwrap(), None);
         let (writes, _) = t.into_parts();
         let keys: Vec<String> = writes
             .iter()
@@ -501,6 +508,7 @@ mod tests {
     async fn a_failed_commit_writes_nothing() {
         let (_d, s) = storage();
         commit(&s, "acme", vec![KvWrite::Set("k".into(), b"v".to_vec())]).await;
-        assert_eq!(KvTxn::new("acme", s, LIMITS).get("k").unwrap(), None);
+        let mut t = KvTxn::new("acme", s, LIMITS);
+        assert_eq!(t.get("k").await.unwrap(), None);
     }
 }

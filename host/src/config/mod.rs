@@ -157,11 +157,29 @@ pub struct AdminConfig {
 pub struct DispatchConfig {
     /// How many events run at once across all tenants.
     pub workers: usize,
+    /// How long a claim on an event lasts without renewal (renewed every third of it while its
+    /// attempt runs). A process that stops for longer loses its claims to the reaper.
+    pub lease_seconds: u64,
 }
 
 impl Default for DispatchConfig {
     fn default() -> Self {
-        DispatchConfig { workers: 32 }
+        DispatchConfig {
+            workers: 32,
+            lease_seconds: 30,
+        }
+    }
+}
+
+impl DispatchConfig {
+    /// The dispatcher's pacing.
+    pub fn settings(&self) -> crate::dispatcher::DispatchSettings {
+        let lease = std::time::Duration::from_secs(self.lease_seconds);
+        crate::dispatcher::DispatchSettings {
+            lease,
+            renew_every: lease / 3,
+            ..crate::dispatcher::DispatchSettings::new(self.workers)
+        }
     }
 }
 
@@ -331,6 +349,11 @@ impl Config {
                     self.max_memory_mib()
                 );
             }
+        }
+        if self.dispatch.lease_seconds < 3 {
+            bail!(
+                "dispatch.lease_seconds must be at least 3 (leases are renewed every third of it)"
+            );
         }
         if self.dispatch.workers == 0 {
             bail!("dispatch.workers must be at least 1");

@@ -1,21 +1,24 @@
-//! The dispatcher: hands journaled events to plugins.
+//! The dispatcher: claims due order heads from the journal and hands them to plugins.
 //!
-//! Events of the same (tenant, order) run one at a time in the order they were received, so an
-//! order's status changes are never handled out of order; different orders run in parallel up to
-//! the worker limit. A failed attempt (error, trap, timeout, `retry-after`) is retried with
-//! exponential backoff and jitter, holding back later events of that order; after the tenant's
-//! last attempt the event becomes a dead letter and the order moves on. Each attempt's record, kv
-//! writes and the event's next state are committed together. What an outcome does to its event
-//! is decided by one pure function, [`decide`] (in [`decision`]), for attempts that ran and for
-//! attempts a stop interrupted alike.
+//! The journal is the queue (see [`Storage`]): events of the same (tenant, order) run one at a
+//! time in the order they were received, because only an order's head can be claimed; different
+//! orders run in parallel up to the worker limit, each tenant within its `max_concurrency`,
+//! round-robin across tenants. The dispatcher holds only what it has claimed (per tenant a window
+//! of at most twice its `max_concurrency` events, read by the claim itself), never the backlog:
+//! its memory does not grow with it.
+//!
+//! A claim is a lease. Running attempts' leases are renewed; a reaper turns leases that expired
+//! (their holder stopped) into interrupted attempts; a finish whose lease was lost writes
+//! nothing. An attempt gives its worker back as soon as the plugin returns and keeps its order's
+//! head claimed until its finish commits, so commits are grouped without idling workers. What an
+//! outcome does to its event is decided by one pure function, [`decide`] (in [`decision`]), for
+//! attempts that ran and for attempts a stop interrupted alike.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::Rng;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tracing::Instrument as _;
 
 pub mod decision;
@@ -27,34 +30,77 @@ use crate::now_ms;
 use crate::plugins::PluginRegistry;
 use crate::runtime::{PluginOutcome, Runtime};
 use crate::storage::{
-    AttemptOutcome, AttemptRecord, EventState, FinishedAttempt, KvConflict, Storage, StoredEvent,
+    AttemptOutcome, AttemptRecord, ClaimedEvent, EventState, ExpiredLease, FinishResult,
+    FinishedAttempt, Storage,
 };
 use crate::tenants::{InstanceUse, Tenants};
 
 /// How long an event waits before looking again for a plugin that is not loaded.
 const NO_PLUGIN_WAIT_MS: u64 = 1_000;
 
-type OrderKey = (String, String);
+/// A tenant's window, in multiples of its `max_concurrency`.
+const WINDOW_PER_WORKER: usize = 16;
 
-/// What the dispatcher is told.
-enum Message {
-    Enqueue(Box<StoredEvent>),
-    Finished(OrderKey, Next),
+/// Bytes of events (bodies and normalized forms) a tenant's window holds at most, whatever its
+/// webhooks weigh: past it, no new claim until attempts take events out.
+const WINDOW_BYTES: usize = 16 << 20;
+
+/// Expired leases the reaper takes per round.
+const REAP_BATCH: u32 = 256;
+
+/// How the dispatcher paces itself.
+#[derive(Debug, Clone)]
+pub struct DispatchSettings {
+    /// Attempts running at once across all tenants.
+    pub workers: usize,
+    /// How long a claim is good for without renewal.
+    pub lease: Duration,
+    /// How often running attempts' leases are renewed (well under `lease`).
+    pub renew_every: Duration,
+    /// How often the reaper looks for expired leases.
+    pub reap_every: Duration,
+    /// The safety net: how often every tenant is looked at even without a wake-up (appends by
+    /// another process, a plugin that came back).
+    pub poll_every: Duration,
 }
 
-/// What happens to an order's head event after an attempt.
-enum Next {
-    /// Finished (done, skipped or dead): the order's next event may run.
-    Completed,
-    /// Try the same event again at this time (attempts now made given).
-    Retry { at_ms: u64, attempts: u32 },
+impl DispatchSettings {
+    /// The defaults: 30 s leases renewed every 10 s, reaping and polling every second.
+    pub fn new(workers: usize) -> DispatchSettings {
+        DispatchSettings {
+            workers,
+            lease: Duration::from_secs(30),
+            renew_every: Duration::from_secs(10),
+            reap_every: Duration::from_secs(1),
+            poll_every: Duration::from_secs(1),
+        }
+    }
 }
 
-/// Handle used by ingress to hand over newly journaled events.
+/// Handle used by ingress and the admin API to say that a tenant has new work.
 #[derive(Clone)]
 pub struct Dispatcher {
-    tx: mpsc::UnboundedSender<Message>,
+    shared: Arc<Shared>,
     in_flight: watch::Receiver<usize>,
+    stop: Arc<watch::Sender<bool>>,
+}
+
+/// Wake-ups, coalesced per tenant: a flood of appends is one set entry, not a queue.
+#[derive(Default)]
+struct Shared {
+    woken: Mutex<HashSet<String>>,
+    notify: Notify,
+}
+
+impl Shared {
+    fn wake(&self, tenant: &str) {
+        let mut woken = self.woken.lock().expect("wake set");
+        if !woken.contains(tenant) {
+            woken.insert(tenant.to_string());
+        }
+        drop(woken);
+        self.notify.notify_one();
+    }
 }
 
 /// What the dispatcher's workers need.
@@ -74,28 +120,48 @@ pub struct DispatchDeps {
 }
 
 impl Dispatcher {
-    /// Starts the dispatcher with `workers` concurrent attempts.
-    pub fn start(deps: DispatchDeps, workers: usize) -> Dispatcher {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// Starts the dispatcher, its lease renewer, its reaper and its backlog gauge.
+    pub fn start(deps: DispatchDeps, settings: DispatchSettings) -> Dispatcher {
+        let deps = Arc::new(deps);
+        let shared = Arc::new(Shared::default());
         let (in_flight_tx, in_flight) = watch::channel(0);
+        let (stop, stop_rx) = watch::channel(false);
+        // Unique per process start: leases say who holds them.
+        let owner = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
+        let (reports, reports_rx) = mpsc::unbounded_channel();
         let core = Core {
-            deps: Arc::new(deps),
-            workers,
-            tx: tx.clone(),
+            deps: deps.clone(),
+            settings: settings.clone(),
+            owner: owner.clone(),
+            shared: shared.clone(),
+            reports,
             in_flight: in_flight_tx,
+            work: HashMap::new(),
+            rotation: VecDeque::new(),
+            running: 0,
+            stopping: false,
         };
-        tokio::spawn(core.run(rx));
-        Dispatcher { tx, in_flight }
+        tokio::spawn(core.run(reports_rx, stop_rx));
+        tokio::spawn(renew_forever(deps.clone(), owner, settings.clone()));
+        tokio::spawn(reap_forever(deps.clone(), shared.clone(), settings));
+        tokio::spawn(gauge_backlog_forever(deps));
+        Dispatcher {
+            shared,
+            in_flight,
+            stop: Arc::new(stop),
+        }
     }
 
-    /// Queues a journaled event.
-    pub fn enqueue(&self, event: StoredEvent) {
-        // The loop only ends when every sender is gone, so this cannot fail while `self` lives.
-        let _ = self.tx.send(Message::Enqueue(Box::new(event)));
+    /// `tenant` has new events (appended or replayed): claim them now rather than at the next
+    /// poll.
+    pub fn wake(&self, tenant: &str) {
+        self.shared.wake(tenant);
     }
 
-    /// Waits until no attempt is running, or `timeout` passes; returns whether it drained.
+    /// Stops starting attempts, gives back what was claimed but not started, and waits until
+    /// every running attempt is recorded, or `timeout` passes; returns whether it drained.
     pub async fn drain(&self, timeout: Duration) -> bool {
+        self.stop.send_replace(true);
         let mut rx = self.in_flight.clone();
         let drained = tokio::time::timeout(timeout, rx.wait_for(|n| *n == 0))
             .await
@@ -104,91 +170,88 @@ impl Dispatcher {
     }
 }
 
+/// What a tenant's claims are doing in this process.
 #[derive(Default)]
-struct OrderQueue {
-    events: VecDeque<StoredEvent>,
-    /// An attempt of the head event is running.
-    busy: bool,
-    /// The head event waits for a timer.
-    waiting: bool,
+struct TenantWork {
+    /// Claimed heads with their events, waiting for a worker (at most `Core::window` of them).
+    window: VecDeque<ClaimedEvent>,
+    /// The window's events' bytes (bounded by [`WINDOW_BYTES`]).
+    window_bytes: usize,
+    /// Attempts whose plugin runs (each holds a worker).
+    running: usize,
+    /// Attempts whose plugin returned, waiting for their finish to commit (the head stays
+    /// claimed; the worker is free).
+    finishing: usize,
+    /// A claim request is in flight.
+    claiming: bool,
+    /// A claim may find something (woken, due, polled, or a head moved on).
+    wanted: bool,
+    /// When the earliest unclaimed head is due, if in the future.
+    due_at_ms: Option<u64>,
 }
 
-impl OrderQueue {
-    /// Adds an event in journal order. Webhooks of one order committed in the same group commit
-    /// reach the dispatcher in whatever order their tasks run; the journal's sequence is the order
-    /// they were received in, so a late arrival goes before later events — but never ahead of a
-    /// head whose attempt is running or waiting for its retry, nor (not yet due) ahead of any head.
-    fn insert(&mut self, event: StoredEvent) {
-        let first_movable =
-            usize::from(self.busy || self.waiting || event.next_attempt_at_ms > now_ms());
-        let mut at = self.events.len();
-        while at > first_movable && self.events[at - 1].seq > event.seq {
-            at -= 1;
-        }
-        self.events.insert(at, event);
+impl TenantWork {
+    /// Claims this process holds for the tenant.
+    fn held(&self) -> usize {
+        self.window.len() + self.running + self.finishing
     }
+
+    /// Claims waiting or running: what the window bounds. Finishing attempts hold their heads
+    /// but no worker and no event, so they do not hold back the next claim (commit pipelining:
+    /// the next claims commit in the same group as these finishes).
+    fn in_window(&self) -> usize {
+        self.window.len() + self.running
+    }
+}
+
+/// What attempt and claim tasks report to the loop.
+enum Report {
+    Claimed {
+        tenant: String,
+        asked: usize,
+        batch: anyhow::Result<crate::storage::ClaimBatch>,
+    },
+    /// The plugin returned (or never ran): the worker is free.
+    Returned { tenant: String },
+    /// The claim is no longer held; the order's head is due again at this time, if known.
+    Finished {
+        tenant: String,
+        due_again_at_ms: Option<u64>,
+    },
 }
 
 struct Core {
     deps: Arc<DispatchDeps>,
-    workers: usize,
-    tx: mpsc::UnboundedSender<Message>,
+    settings: DispatchSettings,
+    owner: String,
+    shared: Arc<Shared>,
+    reports: mpsc::UnboundedSender<Report>,
     in_flight: watch::Sender<usize>,
+    work: HashMap<String, TenantWork>,
+    /// Tenants with claims waiting, in turn order (round-robin).
+    rotation: VecDeque<String>,
+    /// Workers busy.
+    running: usize,
+    stopping: bool,
 }
 
 impl Core {
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<Message>) {
-        let mut queues: HashMap<OrderKey, OrderQueue> = HashMap::new();
-        let mut ready = Ready::default();
-        let deps = self.deps.clone();
-        let workers = self.workers;
-        let cap = move |tenant: &str| {
-            deps.tenants
-                .get(tenant)
-                .map(|t| t.limits.max_concurrency)
-                .unwrap_or(workers)
-        };
-        let mut timers: BinaryHeap<Reverse<(u64, OrderKey)>> = BinaryHeap::new();
-        // Once a second: the age of each tenant's oldest unfinished event (a gauge).
-        let mut age_tick = tokio::time::interval(Duration::from_secs(1));
-        age_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut aged_tenants: Vec<String> = Vec::new();
-        let mut running = 0usize;
-        // Events queued (a running count: summing the queues on every message would make the
-        // loop quadratic under a flood of distinct orders).
-        let mut queued = 0usize;
+    async fn run(
+        mut self,
+        mut reports: mpsc::UnboundedReceiver<Report>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut poll = tokio::time::interval(self.settings.poll_every);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            while running < self.workers {
-                let Some(key) = ready.next(&cap) else { break };
-                let Some(queue) = queues.get_mut(&key).filter(|q| !q.events.is_empty()) else {
-                    ready.finished(&key.0);
-                    continue;
-                };
-                if self.deps.registry.get(&key.0).is_none() {
-                    // No plugin loaded (yet, or it failed to load): look again later without
-                    // starting an attempt, so a backlog behind a broken plugin costs a timer
-                    // per order, not a task per order every second.
-                    ready.finished(&key.0);
-                    queue.waiting = true;
-                    timers.push(Reverse((now_ms() + NO_PLUGIN_WAIT_MS, key)));
-                    continue;
-                }
-                let event = queue.events.front().cloned().expect("checked above");
-                queue.busy = true;
-                running += 1;
-                let deps = self.deps.clone();
-                let tx = self.tx.clone();
-                let span = tracing::info_span!("attempt", tenant = %event.tenant, event = event.seq, attempt = event.attempts + 1);
-                tokio::spawn(async move {
-                    let next = attempt(&deps, event).instrument(span).await;
-                    let _ = tx.send(Message::Finished(key, next));
-                });
+            if !self.stopping {
+                self.start_attempts();
+                self.request_claims();
             }
-            self.in_flight.send_replace(running);
-            metrics::gauge!(crate::telemetry::QUEUE_DEPTH).set(queued as f64);
-            let next_timer = timers.peek().map(|Reverse((at, _))| *at);
-            let sleep = async {
-                match next_timer {
+            self.publish();
+            let next_due = self.work.values().filter_map(|w| w.due_at_ms).min();
+            let due = async {
+                match next_due {
                     Some(at) => {
                         tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_ms()))).await
                     }
@@ -196,174 +259,382 @@ impl Core {
                 }
             };
             tokio::select! {
-                message = rx.recv() => match message {
+                report = reports.recv() => match report {
+                    Some(report) => self.on_report(report),
                     None => return,
-                    Some(Message::Enqueue(event)) => {
-                        let key = (event.tenant.clone(), event.event.delivery_key());
-                        // Most orders hold one event at a time: room for exactly one (a default
-                        // VecDeque reserves four, ~1.5 KB per queued event under a backlog).
-                        let queue = queues.entry(key.clone()).or_insert_with(|| OrderQueue {
-                            events: VecDeque::with_capacity(1),
-                            ..OrderQueue::default()
-                        });
-                        queue.insert(*event);
-                        queued += 1;
-                        if queue.events.len() == 1 {
-                            schedule_head(&key, queue, &mut ready, &mut timers);
-                        }
-                    }
-                    Some(Message::Finished(key, next)) => {
-                        running -= 1;
-                        ready.finished(&key.0);
-                        let Some(queue) = queues.get_mut(&key) else { continue };
-                        queue.busy = false;
-                        match next {
-                            Next::Completed => {
-                                if queue.events.pop_front().is_some() {
-                                    queued -= 1;
-                                }
-                            }
-                            Next::Retry { at_ms, attempts } => {
-                                if let Some(head) = queue.events.front_mut() {
-                                    head.next_attempt_at_ms = at_ms;
-                                    head.attempts = attempts;
-                                }
-                            }
-                        }
-                        if queue.events.is_empty() {
-                            queues.remove(&key);
-                        } else {
-                            schedule_head(&key, queue, &mut ready, &mut timers);
-                        }
-                    }
                 },
-                _ = age_tick.tick() => {
-                    // Each order's head is its oldest event: O(orders) once a second.
-                    let mut oldest: HashMap<&str, u64> = HashMap::new();
-                    for ((tenant, _), queue) in &queues {
-                        if let Some(head) = queue.events.front() {
-                            let at = oldest.entry(tenant.as_str()).or_insert(u64::MAX);
-                            *at = (*at).min(head.received_at_ms);
-                        }
-                    }
-                    let now = now_ms();
-                    for tenant in &aged_tenants {
-                        if !oldest.contains_key(tenant.as_str()) {
-                            metrics::gauge!(crate::telemetry::OLDEST_PENDING_SECONDS, "tenant" => tenant.clone()).set(0.0);
-                        }
-                    }
-                    for (tenant, at) in &oldest {
-                        metrics::gauge!(crate::telemetry::OLDEST_PENDING_SECONDS, "tenant" => tenant.to_string())
-                            .set(now.saturating_sub(*at) as f64 / 1000.0);
-                    }
-                    aged_tenants = oldest.keys().map(|t| t.to_string()).collect();
-                }
-                _ = sleep => {
-                    let now = now_ms();
-                    while let Some(Reverse((at, _))) = timers.peek() {
-                        if *at > now {
-                            break;
-                        }
-                        let Reverse((_, key)) = timers.pop().expect("peeked");
-                        if let Some(queue) = queues.get_mut(&key) {
-                            queue.waiting = false;
-                            ready.push(key);
-                        }
+                _ = self.shared.notify.notified() => self.on_wake(),
+                _ = due => self.on_due(),
+                _ = poll.tick() => self.on_poll(),
+                changed = stop.changed(), if !self.stopping => {
+                    if changed.is_err() || *stop.borrow() {
+                        self.on_stop();
                     }
                 }
             }
         }
     }
-}
 
-/// Orders whose head event can run now, kept per tenant and served round-robin across tenants,
-/// each tenant within its concurrency cap: a tenant flooded with webhooks, or with a slow plugin,
-/// cannot take every worker from the others.
-#[derive(Default)]
-struct Ready {
-    by_tenant: HashMap<String, VecDeque<OrderKey>>,
-    /// Tenants with ready orders, in turn order (a tenant is here iff it has ready orders).
-    rotation: VecDeque<String>,
-    running: HashMap<String, usize>,
-}
-
-impl Ready {
-    fn push(&mut self, key: OrderKey) {
-        let queue = self.by_tenant.entry(key.0.clone()).or_default();
-        if queue.is_empty() {
-            self.rotation.push_back(key.0.clone());
-        }
-        queue.push_back(key);
+    fn cap(&self, tenant: &str) -> usize {
+        self.deps
+            .tenants
+            .get(tenant)
+            .map(|t| t.limits.max_concurrency)
+            .unwrap_or(self.settings.workers)
+            .clamp(1, self.settings.workers)
     }
 
-    /// The next order to run: the first order of the next tenant in turn that is under its cap.
-    fn next(&mut self, cap: impl Fn(&str) -> usize) -> Option<OrderKey> {
-        for _ in 0..self.rotation.len() {
-            let tenant = self.rotation.pop_front()?;
-            if self.running.get(&tenant).copied().unwrap_or(0) >= cap(&tenant) {
-                self.rotation.push_back(tenant);
+    /// Heads a tenant may hold claimed, waiting or running: enough to keep its workers busy
+    /// while the next claim commits (a claim waits for a group commit, up to two under load).
+    fn window(&self, tenant: &str) -> usize {
+        self.cap(tenant) * WINDOW_PER_WORKER
+    }
+
+    /// Hands claimed heads to free workers, round-robin across tenants (one attempt per tenant
+    /// per turn), each within its cap. A tenant is in the rotation while it has claims waiting.
+    fn start_attempts(&mut self) {
+        let workers = self.settings.workers;
+        loop {
+            let mut started = false;
+            for _ in 0..self.rotation.len() {
+                if self.running >= workers {
+                    return;
+                }
+                let Some(tenant) = self.rotation.pop_front() else {
+                    return;
+                };
+                let cap = self.cap(&tenant);
+                let Some(work) = self.work.get_mut(&tenant) else {
+                    continue;
+                };
+                if work.running >= cap {
+                    self.rotation.push_back(tenant);
+                    continue;
+                }
+                let Some(claim) = work.window.pop_front() else {
+                    continue;
+                };
+                work.window_bytes -= event_bytes(&claim);
+                work.running += 1;
+                self.running += 1;
+                if !work.window.is_empty() {
+                    self.rotation.push_back(tenant);
+                }
+                self.spawn_attempt(claim);
+                started = true;
+            }
+            if !started {
+                return;
+            }
+        }
+    }
+
+    fn spawn_attempt(&self, claimed: ClaimedEvent) {
+        let deps = self.deps.clone();
+        let reports = self.reports.clone();
+        let claim = &claimed.claim;
+        let span = tracing::info_span!("attempt", tenant = %claim.tenant, event = claim.lease.seq, attempt = claim.attempts + 1);
+        tokio::spawn(
+            async move {
+                let tenant = claimed.claim.tenant.clone();
+                let returned = {
+                    let reports = reports.clone();
+                    let tenant = tenant.clone();
+                    move || {
+                        let _ = reports.send(Report::Returned { tenant });
+                    }
+                };
+                let due_again_at_ms = attempt(&deps, claimed, returned).await;
+                let _ = reports.send(Report::Finished {
+                    tenant,
+                    due_again_at_ms,
+                });
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Asks the store for more heads for every tenant that may have some and has room.
+    fn request_claims(&mut self) {
+        let tenants: Vec<String> = self
+            .work
+            .iter()
+            .filter(|(_, w)| w.wanted && !w.claiming)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for tenant in tenants {
+            let window = self.window(&tenant);
+            if self.deps.registry.get(&tenant).is_none() {
+                // No plugin loaded (yet, or it failed to load): claim nothing; the poll looks
+                // again. A backlog behind a broken plugin stays in the journal.
                 continue;
             }
-            let queue = self.by_tenant.get_mut(&tenant)?;
-            let key = queue.pop_front()?;
-            if queue.is_empty() {
-                self.by_tenant.remove(&tenant);
-            } else {
-                self.rotation.push_back(tenant.clone());
+            let work = self.work.get_mut(&tenant).expect("listed above");
+            let room = window.saturating_sub(work.in_window());
+            // Claim in large batches (each costs a commit): once half the window is free.
+            if room < window.div_ceil(2) || work.window_bytes >= WINDOW_BYTES {
+                continue;
             }
-            *self.running.entry(tenant).or_default() += 1;
-            return Some(key);
+            work.wanted = false;
+            work.claiming = true;
+            let deps = self.deps.clone();
+            let reports = self.reports.clone();
+            let owner = self.owner.clone();
+            let lease_ms = self.settings.lease.as_millis() as u64;
+            tokio::spawn(async move {
+                let batch = deps
+                    .storage
+                    .claim(&tenant, &owner, room as u32, lease_ms)
+                    .await;
+                let _ = reports.send(Report::Claimed {
+                    tenant,
+                    asked: room,
+                    batch,
+                });
+            });
         }
-        None
     }
 
-    /// One of `tenant`'s attempts ended.
-    fn finished(&mut self, tenant: &str) {
-        if let Some(n) = self.running.get_mut(tenant) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.running.remove(tenant);
+    /// Publishes what the loop holds: attempts not yet recorded (for `drain`) and claims waiting.
+    fn publish(&self) {
+        let unrecorded: usize = self.work.values().map(|w| w.running + w.finishing).sum();
+        self.in_flight.send_replace(unrecorded);
+        let waiting: usize = self.work.values().map(|w| w.window.len()).sum();
+        metrics::gauge!(crate::telemetry::QUEUE_DEPTH).set(waiting as f64);
+    }
+
+    fn on_report(&mut self, report: Report) {
+        match report {
+            Report::Claimed {
+                tenant,
+                asked,
+                batch,
+            } => {
+                let stopping = self.stopping;
+                let work = self.work.entry(tenant.clone()).or_default();
+                work.claiming = false;
+                match batch {
+                    Ok(batch) => {
+                        let got = batch.claims.len();
+                        let now = now_ms();
+                        match batch.next_due_ms {
+                            Some(at) if at > now => {
+                                work.due_at_ms = Some(work.due_at_ms.map_or(at, |d| d.min(at)))
+                            }
+                            // More are due than were asked for (or became due meanwhile).
+                            Some(_) => work.wanted = true,
+                            None => {}
+                        }
+                        if got == asked {
+                            work.wanted = true;
+                        }
+                        if got > 0 && work.window.is_empty() && !self.rotation.contains(&tenant) {
+                            self.rotation.push_back(tenant.clone());
+                        }
+                        work.window_bytes += batch.claims.iter().map(event_bytes).sum::<usize>();
+                        work.window.extend(batch.claims);
+                        if stopping {
+                            self.release_window(&tenant);
+                        }
+                    }
+                    Err(e) => {
+                        // The poll asks again.
+                        tracing::error!(%tenant, "cannot claim events from the journal: {e:#}");
+                    }
+                }
+            }
+            Report::Returned { tenant } => {
+                self.running -= 1;
+                if let Some(work) = self.work.get_mut(&tenant) {
+                    work.running -= 1;
+                    work.finishing += 1;
+                    if !work.window.is_empty() && !self.rotation.contains(&tenant) {
+                        self.rotation.push_back(tenant);
+                    }
+                }
+            }
+            Report::Finished {
+                tenant,
+                due_again_at_ms,
+            } => {
+                if let Some(work) = self.work.get_mut(&tenant) {
+                    work.finishing -= 1;
+                    // The order's next event may be its head now.
+                    work.wanted = true;
+                    if let Some(at) = due_again_at_ms.filter(|at| *at > now_ms()) {
+                        work.due_at_ms = Some(work.due_at_ms.map_or(at, |d| d.min(at)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_wake(&mut self) {
+        let woken = std::mem::take(&mut *self.shared.woken.lock().expect("wake set"));
+        for tenant in woken {
+            self.work.entry(tenant).or_default().wanted = true;
+        }
+    }
+
+    fn on_due(&mut self) {
+        let now = now_ms();
+        for work in self.work.values_mut() {
+            if work.due_at_ms.is_some_and(|at| at <= now) {
+                work.due_at_ms = None;
+                work.wanted = true;
+            }
+        }
+    }
+
+    /// The safety net: every configured tenant is looked at; tenants gone from the config and
+    /// idle are forgotten.
+    fn on_poll(&mut self) {
+        let configured = self.deps.tenants.all();
+        for name in configured.keys() {
+            self.work.entry(name.clone()).or_default().wanted = true;
+        }
+        self.work
+            .retain(|name, w| configured.contains_key(name) || w.held() > 0 || w.claiming);
+    }
+
+    /// Shutdown: no new attempts; claims not started are given back at once, so that they do not
+    /// wait for their leases to expire.
+    fn on_stop(&mut self) {
+        self.stopping = true;
+        let tenants: Vec<String> = self.work.keys().cloned().collect();
+        for tenant in tenants {
+            self.release_window(&tenant);
+        }
+        self.rotation.clear();
+    }
+
+    fn release_window(&mut self, tenant: &str) {
+        let Some(work) = self.work.get_mut(tenant) else {
+            return;
+        };
+        work.window_bytes = 0;
+        for ClaimedEvent { claim, .. } in work.window.drain(..) {
+            work.finishing += 1;
+            let deps = self.deps.clone();
+            let reports = self.reports.clone();
+            tokio::spawn(async move {
+                if let Err(e) = deps.storage.release(claim.lease, now_ms()).await {
+                    tracing::warn!(
+                        seq = claim.lease.seq,
+                        "cannot give back a claim (its lease will expire): {e:#}"
+                    );
+                }
+                let _ = reports.send(Report::Finished {
+                    tenant: claim.tenant,
+                    due_again_at_ms: None,
+                });
+            });
+        }
+    }
+}
+
+/// What a claimed event weighs in a window (its body; the rest is small and bounded).
+fn event_bytes(claimed: &ClaimedEvent) -> usize {
+    claimed.event.body.len() + 256
+}
+
+/// Keeps this process's leases alive while it runs.
+async fn renew_forever(deps: Arc<DispatchDeps>, owner: String, settings: DispatchSettings) {
+    let mut tick = tokio::time::interval(settings.renew_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = deps
+            .storage
+            .renew_leases(&owner, settings.lease.as_millis() as u64)
+            .await
+        {
+            tracing::error!("cannot renew this process's leases: {e:#}");
+        }
+    }
+}
+
+/// Takes back expired leases: a started attempt counts as interrupted (and follows the retry
+/// policy), a claim never started is released as if it had not been made.
+async fn reap_forever(deps: Arc<DispatchDeps>, shared: Arc<Shared>, settings: DispatchSettings) {
+    let mut tick = tokio::time::interval(settings.reap_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        loop {
+            let expired = match deps.storage.expired_leases(REAP_BATCH).await {
+                Ok(expired) => expired,
+                Err(e) => {
+                    tracing::error!("cannot look for expired leases: {e:#}");
+                    break;
+                }
+            };
+            let full = expired.len() == REAP_BATCH as usize;
+            for lease in expired {
+                let tenant = lease.claim.tenant.clone();
+                if let Err(e) = reap(&deps, lease).await {
+                    tracing::error!(%tenant, "cannot take back an expired lease: {e:#}");
+                }
+                shared.wake(&tenant);
+            }
+            if !full {
+                break;
             }
         }
     }
 }
 
-fn schedule_head(
-    key: &OrderKey,
-    queue: &mut OrderQueue,
-    ready: &mut Ready,
-    timers: &mut BinaryHeap<Reverse<(u64, OrderKey)>>,
-) {
-    if queue.busy || queue.waiting {
-        return;
-    }
-    let Some(head) = queue.events.front() else {
-        return;
-    };
-    if head.next_attempt_at_ms <= now_ms() {
-        ready.push(key.clone());
-    } else {
-        queue.waiting = true;
-        timers.push(Reverse((head.next_attempt_at_ms, key.clone())));
+/// Once a second: the age of each tenant's oldest unfinished event (a gauge), from the journal.
+async fn gauge_backlog_forever(deps: Arc<DispatchDeps>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = now_ms();
+        for tenant in deps.tenants.all().keys() {
+            match deps.storage.oldest_unfinished(tenant).await {
+                Ok(oldest) => {
+                    let age = oldest.map_or(0.0, |at| now.saturating_sub(at) as f64 / 1000.0);
+                    metrics::gauge!(crate::telemetry::OLDEST_PENDING_SECONDS, "tenant" => tenant.clone())
+                        .set(age);
+                }
+                Err(e) => tracing::warn!(%tenant, "cannot read the backlog's age: {e:#}"),
+            }
+        }
     }
 }
 
-/// Runs one attempt of `event` and records it; returns what the order's queue should do next.
-async fn attempt(deps: &DispatchDeps, event: StoredEvent) -> Next {
-    let Some(tenant) = deps.tenants.get(&event.tenant) else {
-        tracing::warn!(tenant = %event.tenant, seq = event.seq, "event's tenant is not configured; it waits");
-        return Next::Retry {
-            at_ms: now_ms() + NO_PLUGIN_WAIT_MS * 10,
-            attempts: event.attempts,
-        };
+/// Runs one attempt of a claimed head (its event came with the claim) and records it under its
+/// lease; calls `returned` when the
+/// worker is free (the plugin returned, or nothing could run). Returns when the order's head is
+/// due again, if it is known to be (a retry, or a claim given back).
+async fn attempt(
+    deps: &DispatchDeps,
+    ClaimedEvent { claim, event }: ClaimedEvent,
+    returned: impl FnOnce(),
+) -> Option<u64> {
+    let lease = claim.lease;
+    let give_back = |wait_ms: u64| async move {
+        let at = now_ms() + wait_ms;
+        if let Err(e) = deps.storage.release(lease, at).await {
+            tracing::warn!(
+                seq = lease.seq,
+                "cannot give back a claim (its lease will expire): {e:#}"
+            );
+        }
+        Some(at)
     };
-    let Some(plugin) = deps.registry.get(&event.tenant) else {
-        return Next::Retry {
-            at_ms: now_ms() + NO_PLUGIN_WAIT_MS,
-            attempts: event.attempts,
-        };
+    let Some(tenant) = deps.tenants.get(&claim.tenant) else {
+        tracing::warn!(tenant = %claim.tenant, seq = lease.seq, "event's tenant is not configured; it waits");
+        returned();
+        return give_back(NO_PLUGIN_WAIT_MS * 10).await;
     };
-    let number = event.attempts + 1;
+    let Some(plugin) = deps.registry.get(&claim.tenant) else {
+        returned();
+        return give_back(NO_PLUGIN_WAIT_MS).await;
+    };
+    let number = claim.attempts + 1;
     let http = HttpCapability::new(
         match tenant.allow_private_networks {
             true => deps.http_client_private.clone(),
@@ -374,15 +645,16 @@ async fn attempt(deps: &DispatchDeps, event: StoredEvent) -> Next {
     );
     let cx = tenant.attempt_context(deps.storage.clone(), http, InstanceUse::AsConfigured);
     let started_at_ms = now_ms();
-    // Marked before running, so an attempt cut short by a crash still counts at the next start.
+    // Queued before the plugin runs, so that if this process stops, the attempt counts.
     if let Err(e) = deps
         .storage
-        .start_attempt(event.seq, number, started_at_ms, &plugin.version)
+        .mark_started(lease, started_at_ms, &plugin.version)
         .await
     {
-        tracing::error!(seq = event.seq, "cannot mark the attempt as started: {e:#}");
+        tracing::error!(seq = lease.seq, "cannot mark the attempt as started: {e:#}");
     }
     let report = deps.runtime.run(&plugin, &event, number, cx).await;
+    returned();
     let outcome = match report.result {
         Ok(PluginOutcome::Done) => AttemptOutcome::Done,
         Ok(PluginOutcome::Skipped(reason)) => AttemptOutcome::Skipped { reason },
@@ -392,7 +664,7 @@ async fn attempt(deps: &DispatchDeps, event: StoredEvent) -> Next {
     let decision = decide(
         &outcome,
         number,
-        event.attempt_base,
+        claim.attempt_base,
         &tenant.retry,
         now_ms(),
         random_jitter(),
@@ -400,33 +672,23 @@ async fn attempt(deps: &DispatchDeps, event: StoredEvent) -> Next {
     let (next_state, next_attempt_at_ms) = decision.next_state();
     match &outcome {
         AttemptOutcome::Error { message } => {
-            tracing::warn!(tenant = %event.tenant, seq = event.seq, attempt = number,
+            tracing::warn!(tenant = %claim.tenant, seq = lease.seq, attempt = number,
             version = %plugin.version, dead = next_state == EventState::Dead, "attempt failed: {message}")
         }
         _ => {
-            tracing::debug!(tenant = %event.tenant, seq = event.seq, attempt = number, version = %plugin.version,
+            tracing::debug!(tenant = %claim.tenant, seq = lease.seq, attempt = number, version = %plugin.version,
             us = report.duration.as_micros() as u64, "attempt finished: {outcome:?}")
         }
     }
-    {
-        use crate::telemetry as m;
-        let outcome = match &outcome {
-            AttemptOutcome::Done => "done",
-            AttemptOutcome::Skipped { .. } => "skipped",
-            AttemptOutcome::RetryAfter { .. } => "retry",
-            AttemptOutcome::Error { .. } => "error",
-        };
-        metrics::counter!(m::ATTEMPTS, "tenant" => event.tenant.clone(), "outcome" => outcome)
-            .increment(1);
-        metrics::histogram!(m::PLUGIN_SECONDS, "tenant" => event.tenant.clone())
-            .record(report.duration.as_secs_f64());
-        if next_state == EventState::Dead {
-            metrics::counter!(m::DEAD_LETTERS, "tenant" => event.tenant.clone()).increment(1);
-        }
-    }
+    let outcome_label = match &outcome {
+        AttemptOutcome::Done => "done",
+        AttemptOutcome::Skipped { .. } => "skipped",
+        AttemptOutcome::RetryAfter { .. } => "retry",
+        AttemptOutcome::Error { .. } => "error",
+    };
     let finished = FinishedAttempt {
-        seq: event.seq,
-        tenant: event.tenant.clone(),
+        lease,
+        tenant: claim.tenant.clone(),
         record: AttemptRecord {
             attempt: number,
             plugin_version: plugin.version.clone(),
@@ -441,66 +703,60 @@ async fn attempt(deps: &DispatchDeps, event: StoredEvent) -> Next {
         next_state,
         next_attempt_at_ms,
     };
-    let committed = deps.storage.finish_attempt(finished).await;
-    if let Some(conflict) = committed
-        .as_ref()
-        .err()
-        .and_then(|e| e.downcast_ref::<KvConflict>())
-    {
-        // Another attempt of this tenant changed what this one read, and committed first:
-        // nothing was written, and the attempt is not counted (it had no effect and it is not the
-        // plugin's fault). The event runs again at once on fresh data with the same attempt
-        // number, as if this run had not happened; every conflict means another attempt
-        // committed, so the tenant always makes progress.
-        tracing::debug!(tenant = %event.tenant, seq = event.seq, "{conflict}");
-        metrics::counter!(crate::telemetry::KV_CONFLICTS, "tenant" => event.tenant.clone())
-            .increment(1);
-        if let Err(e) = deps.storage.release_attempt(event.seq).await {
-            tracing::error!(
-                seq = event.seq,
-                "cannot take back the attempt's start mark: {e:#}"
-            );
+    use crate::telemetry as m;
+    match deps.storage.finish_attempt(finished).await {
+        Ok(FinishResult::Committed) => {
+            metrics::counter!(m::ATTEMPTS, "tenant" => claim.tenant.clone(), "outcome" => outcome_label)
+                .increment(1);
+            metrics::histogram!(m::PLUGIN_SECONDS, "tenant" => claim.tenant.clone())
+                .record(report.duration.as_secs_f64());
+            if next_state == EventState::Dead {
+                metrics::counter!(m::DEAD_LETTERS, "tenant" => claim.tenant.clone()).increment(1);
+            }
+            (next_state == EventState::Pending).then_some(next_attempt_at_ms)
         }
-        return Next::Retry {
-            at_ms: now_ms() + rand::rng().random_range(1..=20),
-            attempts: event.attempts,
-        };
-    }
-    if let Err(e) = committed {
-        // The attempt's effects were not recorded: run it again (at-least-once).
-        tracing::error!(tenant = %event.tenant, seq = event.seq, "cannot record the attempt; it will run again: {e:#}");
-        return Next::Retry {
-            at_ms: now_ms() + NO_PLUGIN_WAIT_MS,
-            attempts: event.attempts,
-        };
-    }
-    match next_state {
-        EventState::Pending => Next::Retry {
-            at_ms: next_attempt_at_ms,
-            attempts: number,
-        },
-        _ => Next::Completed,
+        Ok(FinishResult::KvConflict(conflict)) => {
+            // Another attempt of this tenant changed what this one read, and committed first:
+            // nothing was written, and the attempt is not counted (it had no effect and it is
+            // not the plugin's fault). The store gave the claim back, due at once: the event
+            // runs again on fresh data with the same attempt number. Every conflict means
+            // another attempt committed, so the tenant always makes progress.
+            tracing::debug!(tenant = %claim.tenant, seq = lease.seq, "{conflict}");
+            metrics::counter!(m::KV_CONFLICTS, "tenant" => claim.tenant.clone()).increment(1);
+            Some(now_ms())
+        }
+        Ok(FinishResult::LeaseLost) => {
+            // The lease expired and was reaped (this process stalled past its term): the event
+            // was or will be run again by its new holder; this attempt leaves nothing behind.
+            tracing::warn!(tenant = %claim.tenant, seq = lease.seq, attempt = number,
+                "the attempt's lease expired before it finished: its outcome and kv writes were discarded");
+            metrics::counter!(m::LEASES_LOST, "tenant" => claim.tenant.clone()).increment(1);
+            None
+        }
+        Err(e) => {
+            // The attempt's effects were not recorded: run it again (at-least-once).
+            tracing::error!(tenant = %claim.tenant, seq = lease.seq, "cannot record the attempt; it will run again: {e:#}");
+            give_back(NO_PLUGIN_WAIT_MS).await
+        }
     }
 }
 
-/// At start: an event whose attempt was running when hookhost stopped (crash, kill, or a shutdown
-/// that timed out) gets that attempt recorded as failed, then follows its retry policy like any
-/// failure. Returns the event to dispatch, or `None` if that was its last attempt (dead letter).
-pub async fn record_interrupted(
-    storage: &dyn Storage,
-    tenants: &Tenants,
-    mut event: StoredEvent,
-) -> anyhow::Result<Option<StoredEvent>> {
-    let Some((started_at_ms, version)) = event.interrupted.take() else {
-        return Ok(Some(event));
+/// Takes back one expired lease. A started attempt is recorded as failed ("interrupted") and
+/// follows its retry policy like any failure; a claim never started is released uncounted.
+async fn reap(deps: &DispatchDeps, expired: ExpiredLease) -> anyhow::Result<()> {
+    let claim = expired.claim;
+    let Some((started_at_ms, version)) = expired.started else {
+        deps.storage.release(claim.lease, now_ms()).await?;
+        return Ok(());
     };
-    let number = event.attempts + 1;
-    let policy = tenants
-        .get(&event.tenant)
+    let number = claim.attempts + 1;
+    let policy = deps
+        .tenants
+        .get(&claim.tenant)
         .map(|t| t.retry.clone())
         .unwrap_or_default();
     let outcome = AttemptOutcome::Error {
-        message: "interrupted: hookhost stopped while this attempt was running (crash, kill or shutdown timeout); \
+        message: "interrupted: the attempt's lease expired before it finished (hookhost stopped: crash, kill or shutdown timeout, or stalled); \
                   its kv writes were discarded"
             .into(),
     };
@@ -508,17 +764,17 @@ pub async fn record_interrupted(
     let decision = decide(
         &outcome,
         number,
-        event.attempt_base,
+        claim.attempt_base,
         &policy,
         now_ms(),
         random_jitter(),
     );
     let (next_state, next_attempt_at_ms) = decision.next_state();
-    let dead = decision == Decision::Dead;
-    storage
+    let result = deps
+        .storage
         .finish_attempt(FinishedAttempt {
-            seq: event.seq,
-            tenant: event.tenant.clone(),
+            lease: claim.lease,
+            tenant: claim.tenant.clone(),
             record: AttemptRecord {
                 attempt: number,
                 plugin_version: version,
@@ -534,88 +790,16 @@ pub async fn record_interrupted(
             next_attempt_at_ms,
         })
         .await?;
-    tracing::warn!(seq = event.seq, tenant = %event.tenant, attempt = number, dead, "attempt interrupted by the last stop recorded as failed");
-    if dead {
-        return Ok(None);
+    if result == FinishResult::Committed {
+        let dead = decision == Decision::Dead;
+        tracing::warn!(seq = claim.lease.seq, tenant = %claim.tenant, attempt = number, dead, "attempt whose lease expired recorded as interrupted");
+        if dead {
+            metrics::counter!(crate::telemetry::DEAD_LETTERS, "tenant" => claim.tenant.clone())
+                .increment(1);
+        }
     }
-    event.attempts = number;
-    event.next_attempt_at_ms = next_attempt_at_ms;
-    Ok(Some(event))
+    Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(tenant: &str, order: &str) -> OrderKey {
-        (tenant.to_string(), order.to_string())
-    }
-
-    fn stored(seq: i64) -> StoredEvent {
-        StoredEvent {
-            seq,
-            tenant: "acme".into(),
-            source: "fc".into(),
-            received_at_ms: 0,
-            attempts: 0,
-            next_attempt_at_ms: 0,
-            attempt_base: 0,
-            interrupted: None,
-            body: Vec::new(),
-            event: crate::event::NormalizedEvent::sample(&format!("e{seq}"), Some("o1")),
-        }
-    }
-
-    #[test]
-    fn an_order_runs_its_events_in_journal_order_whatever_order_they_arrive_in() {
-        let seqs = |q: &OrderQueue| q.events.iter().map(|e| e.seq).collect::<Vec<_>>();
-        let mut q = OrderQueue::default();
-        for seq in [3, 5, 4, 1] {
-            q.insert(stored(seq));
-        }
-        assert_eq!(seqs(&q), [1, 3, 4, 5]);
-        // A running head stays first; a late arrival goes right behind it.
-        q.busy = true;
-        q.insert(stored(0));
-        assert_eq!(seqs(&q), [1, 0, 3, 4, 5]);
-        // Likewise a head waiting for its retry, and an event not due yet (never ahead of a head).
-        let mut q = OrderQueue {
-            waiting: true,
-            ..OrderQueue::default()
-        };
-        q.insert(stored(7));
-        q.insert(stored(6));
-        assert_eq!(seqs(&q), [7, 6]);
-        let mut q = OrderQueue::default();
-        q.insert(stored(9));
-        q.insert(StoredEvent {
-            next_attempt_at_ms: u64::MAX,
-            ..stored(8)
-        });
-        assert_eq!(seqs(&q), [9, 8]);
-    }
-
-    #[test]
-    fn ready_orders_are_served_round_robin_within_caps() {
-        let mut ready = Ready::default();
-        for i in 0..4 {
-            ready.push(key("flood", &format!("f{i}")));
-        }
-        ready.push(key("quiet", "q0"));
-        ready.push(key("quiet", "q1"));
-        let cap = |t: &str| if t == "flood" { 2 } else { 10 };
-        let order: Vec<String> = std::iter::from_fn(|| ready.next(cap))
-            .map(|k| k.1)
-            .collect();
-        // flood is capped at 2 running; quiet gets its turns in between.
-        assert_eq!(order, ["f0", "q0", "f1", "q1"]);
-        assert_eq!(ready.next(cap), None, "flood is at its cap");
-        ready.finished("flood");
-        assert_eq!(ready.next(cap), Some(key("flood", "f2")));
-        assert_eq!(ready.next(cap), None);
-        ready.finished("flood");
-        ready.finished("flood");
-        assert_eq!(ready.next(cap), Some(key("flood", "f3")));
-        assert!(ready.rotation.is_empty() && ready.by_tenant.is_empty());
-    }
-}
+mod tests;

@@ -145,7 +145,8 @@ async fn kv(
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let entries = state
         .storage
-        .kv_entries(&tenant.name, &q.prefix, q.after.as_deref(), limit)?;
+        .kv_entries(&tenant.name, &q.prefix, q.after.as_deref(), limit)
+        .await?;
     let next_after = (entries.len() == limit as usize)
         .then(|| entries.last().map(|e| e.key.clone()))
         .flatten();
@@ -177,7 +178,7 @@ async fn counts(
     State(state): State<Arc<AppState>>,
     KnownTenant(tenant): KnownTenant,
 ) -> Result<Json<Value>, AppError> {
-    let counts = state.storage.event_counts(&tenant.name)?;
+    let counts = state.storage.event_counts(&tenant.name).await?;
     Ok(Json(json!({ "tenant": tenant.name, "counts": counts })))
 }
 
@@ -201,7 +202,7 @@ async fn events(
         since_ms: q.since_ms,
         until_ms: q.until_ms,
     };
-    list_events(&state, &tenant, q.limit, q.before, &filter)
+    list_events(&state, &tenant, q.limit, q.before, &filter).await
 }
 
 /// A tenant's dead letters, newest first.
@@ -211,10 +212,10 @@ async fn dead_letters(
     AdminQuery(q): AdminQuery<EventsQuery>,
 ) -> Result<Json<Value>, AppError> {
     let filter = EventFilter::state(EventState::Dead);
-    list_events(&state, &tenant, q.limit, q.before, &filter)
+    list_events(&state, &tenant, q.limit, q.before, &filter).await
 }
 
-fn list_events(
+async fn list_events(
     state: &AppState,
     tenant: &Tenant,
     limit: Option<u32>,
@@ -222,7 +223,10 @@ fn list_events(
     filter: &EventFilter,
 ) -> Result<Json<Value>, AppError> {
     let limit = limit.unwrap_or(50).clamp(1, 500);
-    let events = state.storage.events(&tenant.name, limit, before, filter)?;
+    let events = state
+        .storage
+        .events(&tenant.name, limit, before, filter)
+        .await?;
     let next = (events.len() == limit as usize)
         .then(|| events.last().map(|e| e.seq))
         .flatten();
@@ -249,15 +253,15 @@ async fn replay_one(
 ) -> Result<Response, AppError> {
     let replay = detached(async move {
         let replay = state.storage.replay(seq).await?;
-        if let Replay::Replayed(event) = &replay {
-            tracing::info!(seq, tenant = %event.tenant, "event replayed");
-            state.dispatcher.enqueue(event.as_ref().clone());
+        if let Replay::Replayed { tenant } = &replay {
+            tracing::info!(seq, %tenant, "event replayed");
+            state.dispatcher.wake(tenant);
         }
         Ok(replay)
     })
     .await?;
     match replay {
-        Replay::Replayed(_) => {
+        Replay::Replayed { .. } => {
             Ok((StatusCode::ACCEPTED, Json(json!({ "replayed": [seq] }))).into_response())
         }
         Replay::NotFound => Err(AppError::not_found(format!("no event {seq}"))),
@@ -284,11 +288,10 @@ async fn replay_dead(
     AdminQuery(q): AdminQuery<ReplayQuery>,
 ) -> Result<Response, AppError> {
     let seqs = detached(async move {
-        let events = state.storage.replay_dead(&tenant.name, q.since_ms).await?;
-        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        let seqs = state.storage.replay_dead(&tenant.name, q.since_ms).await?;
         tracing::info!(tenant = %tenant.name, count = seqs.len(), "dead letters replayed");
-        for event in events {
-            state.dispatcher.enqueue(event);
+        if !seqs.is_empty() {
+            state.dispatcher.wake(&tenant.name);
         }
         Ok(seqs)
     })
@@ -303,7 +306,8 @@ async fn event(
 ) -> Result<Json<crate::storage::EventDetail>, AppError> {
     state
         .storage
-        .event_detail(seq)?
+        .event_detail(seq)
+        .await?
         .map(Json)
         .ok_or_else(|| AppError::not_found(format!("no event {seq}")))
 }

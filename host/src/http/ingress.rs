@@ -28,7 +28,7 @@ use super::error::AppError;
 use super::state::AppState;
 use crate::event::NormalizedEvent;
 use crate::providers::{AuthFailure, Source, WebhookRequest};
-use crate::storage::{Appended, NewEvent, StoredEvent};
+use crate::storage::{Appended, NewEvent};
 use crate::telemetry as m;
 use crate::tenants::Tenant;
 
@@ -333,37 +333,18 @@ fn parse(source: &Source, parts: &WebhookParts) -> Result<NormalizedEvent, Rejec
         })
 }
 
-/// Journals the event and hands it to the dispatcher, in a task of its own: if the caller
-/// disconnects while the commit is under way, the request's future is dropped, but an event that
-/// gets committed must still reach the dispatcher (not wait for the next restart).
+/// Journals the event and wakes the dispatcher for its tenant, in a task of its own: if the
+/// caller disconnects while the commit is under way, the request's future is dropped, but an
+/// event that gets committed should still be claimed at once (not at the next poll).
 async fn journal(state: &Arc<AppState>, new: NewEvent) -> Result<Acknowledgement, Rejection> {
     let new = Arc::new(new);
     let task = {
         let state = state.clone();
         tokio::spawn(async move {
-            let appended = state.storage.append(new.clone()).await;
-            if let Ok(Appended::Accepted(seq)) = &appended {
-                // The writer has let go of its reference by now: no copy in the usual case.
-                let NewEvent {
-                    tenant,
-                    source,
-                    body,
-                    event,
-                    received_at_ms,
-                    ..
-                } = Arc::try_unwrap(new).unwrap_or_else(|shared| (*shared).clone());
-                state.dispatcher.enqueue(StoredEvent {
-                    seq: *seq,
-                    tenant,
-                    source,
-                    received_at_ms,
-                    attempts: 0,
-                    next_attempt_at_ms: received_at_ms,
-                    attempt_base: 0,
-                    interrupted: None,
-                    body,
-                    event,
-                });
+            let tenant = new.tenant.clone();
+            let appended = state.storage.append(new).await;
+            if let Ok(Appended::Accepted(_)) = &appended {
+                state.dispatcher.wake(&tenant);
             }
             appended
         })

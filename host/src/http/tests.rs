@@ -15,7 +15,7 @@ use tower::ServiceExt as _;
 use super::{app, AppState, Sink};
 use crate::capabilities::http::HttpCapability;
 use crate::config::{Config, Secret, Secrets};
-use crate::dispatcher::{DispatchDeps, Dispatcher};
+use crate::dispatcher::{DispatchDeps, DispatchSettings, Dispatcher};
 use crate::plugins::PluginRegistry;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::storage::memory::MemoryStorage;
@@ -85,7 +85,7 @@ impl TestApp {
                 http_client: HttpCapability::shared_client(true).unwrap(),
                 http_client_private: HttpCapability::shared_client(false).unwrap(),
             },
-            1,
+            DispatchSettings::new(1),
         );
         let mut state = AppState::new(
             tenants,
@@ -157,10 +157,11 @@ impl TestApp {
         .await
     }
 
-    fn journaled(&self) -> Vec<crate::storage::EventSummary> {
+    async fn journaled(&self) -> Vec<crate::storage::EventSummary> {
         self.state
             .storage
             .events("t", 100, None, &EventFilter::default())
+            .await
             .unwrap()
     }
 }
@@ -178,12 +179,12 @@ async fn a_webhook_is_journaled_once_and_a_redelivery_is_acknowledged_as_a_dupli
     assert_eq!(body, json!({ "status": "duplicate", "event": 1 }));
     assert_eq!(headers[super::DUPLICATE_HEADER], "true");
 
-    let journaled = app.journaled();
+    let journaled = app.journaled().await;
     assert_eq!(journaled.len(), 1);
     assert_eq!(journaled[0].duplicates, 1);
     assert_eq!(journaled[0].event.order_id.as_deref(), Some("o-1"));
     // The credential is never stored with the event.
-    let detail = app.state.storage.event_detail(1).unwrap().unwrap();
+    let detail = app.state.storage.event_detail(1).await.unwrap().unwrap();
     assert!(detail
         .headers
         .iter()
@@ -207,7 +208,7 @@ async fn a_token_in_the_path_reaches_the_same_handler() {
     );
     let (status, _, _) = app.webhook("/hooks/t/g", &[], body).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "no token at all");
-    assert_eq!(app.journaled().len(), 1);
+    assert_eq!(app.journaled().await.len(), 1);
 }
 
 #[tokio::test]
@@ -277,7 +278,7 @@ async fn each_bad_webhook_gets_its_status_and_a_message_and_nothing_is_journaled
         assert!(error.starts_with(message), "{error:?} for {status}");
         assert!(!error.contains("fc-token"), "the secret is never echoed");
     }
-    assert!(app.journaled().is_empty());
+    assert!(app.journaled().await.is_empty());
 }
 
 #[tokio::test]
@@ -287,7 +288,7 @@ async fn an_oversized_body_is_refused_before_it_is_read() {
     let (status, _, answer) = app.fincart(&body).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(answer["error"], "body is larger than the limit of 64 bytes");
-    assert!(app.journaled().is_empty());
+    assert!(app.journaled().await.is_empty());
 }
 
 #[tokio::test]

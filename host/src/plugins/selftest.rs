@@ -107,10 +107,6 @@ impl SelfTester {
                 tenant: tenant.to_string(),
                 source: case.source.clone(),
                 received_at_ms: crate::now_ms(),
-                attempts: 0,
-                next_attempt_at_ms: 0,
-                attempt_base: 0,
-                interrupted: None,
                 body: case.body.clone(),
                 event: case.event.clone(),
             };

@@ -1,12 +1,13 @@
 //! The behaviour every [`Storage`] implementation must have, written once and run against each
 //! (`conformance_tests!`), so that a new backend is held to what the pipeline relies on: atomic
-//! dedupe, optimistic kv validation, replay budgets, pruning.
+//! dedupe, order heads and claims, leases (fencing, renewal, reaping), optimistic kv validation,
+//! replay budgets, retention, pagination.
 
 use std::sync::Arc;
 
 use super::{
-    Appended, AttemptOutcome, AttemptRecord, EventFilter, EventState, FinishedAttempt, KvConflict,
-    KvWrite, LogLine, NewEvent, Replay, Storage,
+    Appended, AttemptOutcome, AttemptRecord, Claim, EventFilter, EventState, FinishResult,
+    FinishedAttempt, KvConflict, KvWrite, Lease, LogLine, NewEvent, Replay, Storage,
 };
 use crate::event::{CanonicalStatus, EventKind, NormalizedEvent};
 use crate::now_ms;
@@ -17,6 +18,12 @@ macro_rules! conformance_tests {
     ($make:expr) => {
         conformance_tests!(@cases $make;
             append_dedupes_atomically_even_when_concurrent,
+            only_an_orders_head_is_claimed_in_journal_order,
+            a_retrying_head_holds_back_its_order_not_others,
+            claims_stay_within_the_limit_and_the_tenant,
+            a_finish_is_fenced_by_its_lease,
+            expired_leases_are_reaped_and_renewed_ones_are_not,
+            pagination_of_events_and_kv,
             a_read_modify_write_on_stale_data_is_refused_not_lost,
             finish_commits_kv_with_the_outcome_and_counts_keys,
             replay_only_finished_events_with_a_fresh_budget,
@@ -59,18 +66,29 @@ mod memory {
     conformance_tests!((Arc::new(MemoryStorage::new()) as Arc<dyn Storage>, ()));
 }
 
+/// An event of order `o1`.
 pub fn event(id: &str) -> Arc<NewEvent> {
+    event_of(id, Some("o1"))
+}
+
+/// An event of tenant `acme` with this order id (`None`: an order of its own).
+pub fn event_of(id: &str, order: Option<&str>) -> Arc<NewEvent> {
+    event_for("acme", id, order)
+}
+
+/// An event of `tenant` with this order id.
+pub fn event_for(tenant: &str, id: &str, order: Option<&str>) -> Arc<NewEvent> {
     Arc::new(NewEvent {
-        tenant: "acme".into(),
+        tenant: tenant.into(),
         source: "fc".into(),
-        received_at_ms: 1000,
+        received_at_ms: now_ms(),
         headers: vec![("content-type".into(), "application/json".into())],
         body: br#"{"x":1}"#.to_vec(),
         event: NormalizedEvent {
             id: id.into(),
             provider: "fincart".into(),
             kind: EventKind::OrderStatusChanged,
-            order_id: Some("o1".into()),
+            order_id: order.map(str::to_string),
             merchant_ref: None,
             status: CanonicalStatus::Pending,
             raw_status: Some("pending".into()),
@@ -98,13 +116,13 @@ pub fn record(attempt: u32, outcome: AttemptOutcome) -> AttemptRecord {
 }
 
 pub fn finished(
-    seq: i64,
+    lease: Lease,
     attempt: u32,
     outcome: AttemptOutcome,
     next_state: EventState,
 ) -> FinishedAttempt {
     FinishedAttempt {
-        seq,
+        lease,
         tenant: "acme".into(),
         record: record(attempt, outcome),
         kv_writes: vec![],
@@ -112,6 +130,42 @@ pub fn finished(
         next_state,
         next_attempt_at_ms: 0,
     }
+}
+
+const LEASE_MS: u64 = 60_000;
+
+/// Appends, expecting a new event.
+async fn accepted(store: &Arc<dyn Storage>, event: Arc<NewEvent>) -> i64 {
+    match store.append(event).await.unwrap() {
+        Appended::Accepted(seq) => seq,
+        other => panic!("expected a new event, got {other:?}"),
+    }
+}
+
+/// Claims every due head of `acme` for owner `me`.
+async fn claim_all(store: &Arc<dyn Storage>) -> Vec<Claim> {
+    claims_of(store.claim("acme", "me", 100, LEASE_MS).await.unwrap())
+}
+
+fn claims_of(batch: super::ClaimBatch) -> Vec<Claim> {
+    batch.claims.into_iter().map(|c| c.claim).collect()
+}
+
+fn seqs(claims: &[Claim]) -> Vec<i64> {
+    claims.iter().map(|c| c.lease.seq).collect()
+}
+
+/// The lease of the claim for `seq`.
+fn lease_of(claims: &[Claim], seq: i64) -> Lease {
+    claims
+        .iter()
+        .find(|c| c.lease.seq == seq)
+        .unwrap_or_else(|| panic!("event {seq} not claimed"))
+        .lease
+}
+
+async fn summary_of(store: &Arc<dyn Storage>, seq: i64) -> super::EventSummary {
+    store.event_detail(seq).await.unwrap().unwrap().summary
 }
 
 pub async fn append_dedupes_atomically_even_when_concurrent(store: Arc<dyn Storage>) {
@@ -129,15 +183,251 @@ pub async fn append_dedupes_atomically_even_when_concurrent(store: Arc<dyn Stora
         }
     }
     assert_eq!(accepted, 1);
-    let pending = store.unfinished().unwrap();
-    assert_eq!(pending.len(), 1);
+    let listed = store
+        .events("acme", 10, None, &EventFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].duplicates, 19);
+    assert_eq!(claim_all(&store).await.len(), 1, "one event to run");
+}
+
+pub async fn only_an_orders_head_is_claimed_in_journal_order(store: Arc<dyn Storage>) {
+    let e1 = accepted(&store, event_of("e1", Some("o1"))).await;
+    let e2 = accepted(&store, event_of("e2", Some("o1"))).await;
+    let e3 = accepted(&store, event_of("e3", Some("o2"))).await;
+    let e4 = accepted(&store, event_of("e4", None)).await;
+    let batch = store.claim("acme", "me", 100, LEASE_MS).await.unwrap();
+    let events: Vec<(i64, String, Vec<u8>)> = batch
+        .claims
+        .iter()
+        .map(|c| (c.event.seq, c.event.event.id.clone(), c.event.body.clone()))
+        .collect();
+    let body = br#"{"x":1}"#.to_vec();
     assert_eq!(
-        store
-            .events("acme", 10, None, &EventFilter::default())
-            .unwrap()[0]
-            .duplicates,
-        19
+        events,
+        [
+            (e1, "e1".into(), body.clone()),
+            (e3, "e3".into(), body.clone()),
+            (e4, "e4".into(), body)
+        ],
+        "each claim comes with its event; e2 waits behind its order's head"
     );
+    let claims = claims_of(batch);
+    assert_eq!(summary_of(&store, e1).await.state, EventState::Running);
+    assert_eq!(summary_of(&store, e2).await.state, EventState::Pending);
+    let again = store.claim("acme", "me", 100, LEASE_MS).await.unwrap();
+    assert!(
+        again.claims.is_empty(),
+        "claimed heads are not claimed twice"
+    );
+    assert_eq!(again.next_due_ms, None, "no unclaimed head");
+    // The head ends: the order's next event becomes its head.
+    let done = finished(
+        lease_of(&claims, e1),
+        1,
+        AttemptOutcome::Done,
+        EventState::Done,
+    );
+    assert_eq!(
+        store.finish_attempt(done).await.unwrap(),
+        FinishResult::Committed
+    );
+    let next = claim_all(&store).await;
+    assert_eq!(seqs(&next), [e2]);
+    assert_eq!(next[0].attempts, 0);
+}
+
+pub async fn a_retrying_head_holds_back_its_order_not_others(store: Arc<dyn Storage>) {
+    let e1 = accepted(&store, event_of("e1", Some("o1"))).await;
+    let _e2 = accepted(&store, event_of("e2", Some("o1"))).await;
+    let e3 = accepted(&store, event_of("e3", Some("o2"))).await;
+    let e4 = accepted(&store, event_of("e4", Some("o2"))).await;
+    let claims = claim_all(&store).await;
+    let later = now_ms() + 60_000;
+    let mut retry = finished(
+        lease_of(&claims, e1),
+        1,
+        AttemptOutcome::Error {
+            message: "x".into(),
+        },
+        EventState::Pending,
+    );
+    retry.next_attempt_at_ms = later;
+    assert_eq!(
+        store.finish_attempt(retry).await.unwrap(),
+        FinishResult::Committed
+    );
+    let done = finished(
+        lease_of(&claims, e3),
+        1,
+        AttemptOutcome::Done,
+        EventState::Done,
+    );
+    store.finish_attempt(done).await.unwrap();
+    let batch = store.claim("acme", "me", 100, LEASE_MS).await.unwrap();
+    assert_eq!(
+        seqs(&claims_of(batch.clone())),
+        [e4],
+        "o2 moves on; o1 waits for its retry"
+    );
+    assert_eq!(batch.next_due_ms, Some(later), "when o1's head is due");
+    let summary = summary_of(&store, e1).await;
+    assert_eq!(
+        (summary.state, summary.attempts, summary.next_attempt_at_ms),
+        (EventState::Pending, 1, Some(later))
+    );
+}
+
+pub async fn claims_stay_within_the_limit_and_the_tenant(store: Arc<dyn Storage>) {
+    let mut all = Vec::new();
+    for i in 0..5 {
+        all.push(accepted(&store, event_of(&format!("a{i}"), None)).await);
+    }
+    let other = accepted(&store, event_for("other", "b0", None)).await;
+    let first = store.claim("acme", "me", 2, LEASE_MS).await.unwrap();
+    assert_eq!(
+        seqs(&claims_of(first.clone())),
+        all[..2],
+        "oldest first, at most the limit"
+    );
+    assert!(
+        first.next_due_ms.is_some_and(|t| t <= now_ms()),
+        "more are due now"
+    );
+    assert!(first
+        .claims
+        .iter()
+        .all(|c| c.claim.tenant == "acme" && c.event.tenant == "acme"));
+    let rest = store.claim("acme", "me", 10, LEASE_MS).await.unwrap();
+    assert_eq!(seqs(&claims_of(rest)), all[2..]);
+    let theirs = store.claim("other", "me", 10, LEASE_MS).await.unwrap();
+    assert_eq!(seqs(&claims_of(theirs)), [other]);
+    assert!(store
+        .claim("nobody", "me", 10, LEASE_MS)
+        .await
+        .unwrap()
+        .claims
+        .is_empty());
+}
+
+pub async fn a_finish_is_fenced_by_its_lease(store: Arc<dyn Storage>) {
+    let e1 = accepted(&store, event_of("e1", None)).await;
+    let claims = claim_all(&store).await;
+    let lease = lease_of(&claims, e1);
+    let stale = Lease {
+        seq: e1,
+        token: lease.token.wrapping_add(1),
+    };
+    let mut impostor = finished(stale, 1, AttemptOutcome::Done, EventState::Done);
+    impostor.kv_writes = vec![KvWrite::Set("k".into(), b"v".to_vec())];
+    assert_eq!(
+        store.finish_attempt(impostor).await.unwrap(),
+        FinishResult::LeaseLost
+    );
+    assert!(!store.release(stale, 0).await.unwrap());
+    assert_eq!(
+        store.kv_get("acme", "k").await.unwrap(),
+        None,
+        "nothing written"
+    );
+    let summary = summary_of(&store, e1).await;
+    assert_eq!((summary.state, summary.attempts), (EventState::Running, 0));
+    assert!(store
+        .event_detail(e1)
+        .await
+        .unwrap()
+        .unwrap()
+        .attempts_detail
+        .is_empty());
+    // Released, the head is claimable again (with a new lease: the old one is dead).
+    assert!(store.release(lease, 0).await.unwrap());
+    let again = claim_all(&store).await;
+    assert_eq!(seqs(&again), [e1]);
+    assert_ne!(again[0].lease.token, lease.token);
+    let late = finished(lease, 1, AttemptOutcome::Done, EventState::Done);
+    assert_eq!(
+        store.finish_attempt(late).await.unwrap(),
+        FinishResult::LeaseLost
+    );
+    let good = finished(again[0].lease, 1, AttemptOutcome::Done, EventState::Done);
+    assert_eq!(
+        store.finish_attempt(good).await.unwrap(),
+        FinishResult::Committed
+    );
+    assert_eq!(summary_of(&store, e1).await.state, EventState::Done);
+}
+
+pub async fn expired_leases_are_reaped_and_renewed_ones_are_not(store: Arc<dyn Storage>) {
+    let started = accepted(&store, event_of("started", None)).await;
+    let idle = accepted(&store, event_of("idle", None)).await;
+    let kept = accepted(&store, event_of("kept", None)).await;
+    let short = claims_of(store.claim("acme", "me", 2, 1).await.unwrap());
+    let long = claims_of(store.claim("acme", "me", 1, LEASE_MS).await.unwrap());
+    assert_eq!(
+        (seqs(&short), seqs(&long)),
+        (vec![started, idle], vec![kept])
+    );
+    store
+        .mark_started(lease_of(&short, started), 1234, "v7")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // Only the unexpired lease is renewed: an expired one may already be someone else's.
+    assert_eq!(store.renew_leases("me", LEASE_MS).await.unwrap(), 1);
+    assert_eq!(
+        store.renew_leases("someone-else", LEASE_MS).await.unwrap(),
+        0
+    );
+    let expired = store.expired_leases(10).await.unwrap();
+    assert_eq!(
+        expired
+            .iter()
+            .map(|e| (e.claim.lease, e.started.clone()))
+            .collect::<Vec<_>>(),
+        [
+            (lease_of(&short, started), Some((1234, "v7".to_string()))),
+            (lease_of(&short, idle), None),
+        ]
+    );
+    // The reaper records the started one as an interrupted attempt and releases the other.
+    let interrupted = finished(
+        expired[0].claim.lease,
+        1,
+        AttemptOutcome::Error {
+            message: "interrupted".into(),
+        },
+        EventState::Pending,
+    );
+    assert_eq!(
+        store.finish_attempt(interrupted).await.unwrap(),
+        FinishResult::Committed
+    );
+    assert!(store.release(expired[1].claim.lease, 0).await.unwrap());
+    assert!(store.expired_leases(10).await.unwrap().is_empty());
+    // The first holder finishes late: nothing of it is written.
+    let mut late = finished(
+        lease_of(&short, started),
+        1,
+        AttemptOutcome::Done,
+        EventState::Done,
+    );
+    late.kv_writes = vec![KvWrite::Set("late".into(), b"1".to_vec())];
+    assert_eq!(
+        store.finish_attempt(late).await.unwrap(),
+        FinishResult::LeaseLost
+    );
+    assert_eq!(store.kv_get("acme", "late").await.unwrap(), None);
+    let summary = summary_of(&store, started).await;
+    assert_eq!((summary.state, summary.attempts), (EventState::Pending, 1));
+    assert_eq!(
+        summary_of(&store, idle).await.attempts,
+        0,
+        "never started: not counted"
+    );
+    let rerun = claim_all(&store).await;
+    assert_eq!(seqs(&rerun), [started, idle]);
+    assert_eq!(rerun[0].attempts, 1);
 }
 
 pub async fn a_read_modify_write_on_stale_data_is_refused_not_lost(store: Arc<dyn Storage>) {
@@ -147,17 +437,15 @@ pub async fn a_read_modify_write_on_stale_data_is_refused_not_lost(store: Arc<dy
         max_keys: 100,
         max_write_bytes: 1 << 20,
     };
-    let mut seqs = Vec::new();
     for id in ["e1", "e2", "e3", "e4"] {
-        let Appended::Accepted(seq) = store.append(event(id)).await.unwrap() else {
-            panic!()
-        };
-        seqs.push(seq);
+        accepted(&store, event_of(id, None)).await;
     }
-    let finish = |seq: i64, txn: KvTxn| {
+    let claims = claim_all(&store).await;
+    assert_eq!(claims.len(), 4);
+    let finish = |claim: &Claim, txn: KvTxn| {
         let (kv_writes, kv_reads) = txn.into_parts();
         store.finish_attempt(FinishedAttempt {
-            seq,
+            lease: claim.lease,
             tenant: "acme".into(),
             record: record(1, AttemptOutcome::Done),
             kv_writes,
@@ -169,66 +457,66 @@ pub async fn a_read_modify_write_on_stale_data_is_refused_not_lost(store: Arc<dy
     // Two attempts read the counter (absent), both write 1: the second must not commit.
     let mut a = KvTxn::new("acme", store.clone(), limits);
     let mut b = KvTxn::new("acme", store.clone(), limits);
-    assert_eq!(a.get("counter").unwrap(), None);
-    assert_eq!(b.get("counter").unwrap(), None);
-    a.set("counter", b"1".to_vec()).unwrap();
-    b.set("counter", b"1".to_vec()).unwrap();
-    finish(seqs[0], a).await.unwrap();
-    let err = finish(seqs[1], b).await.unwrap_err();
+    assert_eq!(a.get("counter").await.unwrap(), None);
+    assert_eq!(b.get("counter").await.unwrap(), None);
+    a.set("counter", b"1".to_vec()).await.unwrap();
+    b.set("counter", b"1".to_vec()).await.unwrap();
     assert_eq!(
-        err.downcast_ref::<KvConflict>(),
-        Some(&KvConflict {
+        finish(&claims[0], a).await.unwrap(),
+        FinishResult::Committed
+    );
+    assert_eq!(
+        finish(&claims[1], b).await.unwrap(),
+        FinishResult::KvConflict(KvConflict {
             key: "counter".into()
         })
     );
-    // Nothing of the refused attempt was written: its event is still pending.
+    // Nothing of the refused attempt was written; its claim is given back, due now.
     assert_eq!(
-        store.kv_get("acme", "counter").unwrap(),
+        store.kv_get("acme", "counter").await.unwrap(),
         Some(b"1".to_vec())
     );
-    let pending: Vec<i64> = store.unfinished().unwrap().iter().map(|e| e.seq).collect();
-    assert!(pending.contains(&seqs[1]));
+    let refused = summary_of(&store, claims[1].lease.seq).await;
+    assert_eq!((refused.state, refused.attempts), (EventState::Pending, 0));
+    let rerun = claim_all(&store).await;
+    assert_eq!(seqs(&rerun), [claims[1].lease.seq]);
     // Run again on fresh data, it commits 2. Blind writes (no read) never conflict.
     let mut b = KvTxn::new("acme", store.clone(), limits);
-    assert_eq!(b.get("counter").unwrap(), Some(b"1".to_vec()));
-    b.set("counter", b"2".to_vec()).unwrap();
+    assert_eq!(b.get("counter").await.unwrap(), Some(b"1".to_vec()));
+    b.set("counter", b"2".to_vec()).await.unwrap();
     let mut c = KvTxn::new("acme", store.clone(), limits);
-    c.set("last", b"c".to_vec()).unwrap();
+    c.set("last", b"c".to_vec()).await.unwrap();
     let mut d = KvTxn::new("acme", store.clone(), limits);
-    d.set("last", b"d".to_vec()).unwrap();
-    finish(seqs[1], b).await.unwrap();
-    finish(seqs[2], c).await.unwrap();
-    finish(seqs[3], d).await.unwrap();
+    d.set("last", b"d".to_vec()).await.unwrap();
+    assert_eq!(finish(&rerun[0], b).await.unwrap(), FinishResult::Committed);
     assert_eq!(
-        store.kv_get("acme", "counter").unwrap(),
+        finish(&claims[2], c).await.unwrap(),
+        FinishResult::Committed
+    );
+    assert_eq!(
+        finish(&claims[3], d).await.unwrap(),
+        FinishResult::Committed
+    );
+    assert_eq!(
+        store.kv_get("acme", "counter").await.unwrap(),
         Some(b"2".to_vec())
     );
 }
 
 pub async fn finish_commits_kv_with_the_outcome_and_counts_keys(store: Arc<dyn Storage>) {
-    let Appended::Accepted(seq) = store.append(event("e1")).await.unwrap() else {
-        panic!()
-    };
-    store
-        .finish_attempt(FinishedAttempt {
-            seq,
-            tenant: "acme".into(),
-            record: record(
-                1,
-                AttemptOutcome::Error {
-                    message: "boom".into(),
-                },
-            ),
-            kv_writes: vec![],
-            kv_reads: Vec::new(),
-            next_state: EventState::Pending,
-            next_attempt_at_ms: 5000,
-        })
-        .await
-        .unwrap();
-    let summary = &store
-        .events("acme", 10, None, &EventFilter::default())
-        .unwrap()[0];
+    let seq = accepted(&store, event("e1")).await;
+    let lease = claim_all(&store).await[0].lease;
+    let mut retry = finished(
+        lease,
+        1,
+        AttemptOutcome::Error {
+            message: "boom".into(),
+        },
+        EventState::Pending,
+    );
+    retry.next_attempt_at_ms = 5000;
+    store.finish_attempt(retry).await.unwrap();
+    let summary = summary_of(&store, seq).await;
     assert_eq!(
         (
             summary.state,
@@ -238,56 +526,60 @@ pub async fn finish_commits_kv_with_the_outcome_and_counts_keys(store: Arc<dyn S
         (EventState::Pending, 1, Some("boom"))
     );
     assert_eq!(summary.next_attempt_at_ms, Some(5000));
-    store
-        .finish_attempt(FinishedAttempt {
-            seq,
-            tenant: "acme".into(),
-            record: record(2, AttemptOutcome::Done),
-            kv_writes: vec![
-                KvWrite::Set("a".into(), b"1".to_vec()),
-                KvWrite::Set("ab".into(), b"2".to_vec()),
-                KvWrite::Set("b".into(), b"3".to_vec()),
-                KvWrite::Delete("b".into()),
-            ],
-            kv_reads: Vec::new(),
-            next_state: EventState::Done,
-            next_attempt_at_ms: 0,
-        })
-        .await
-        .unwrap();
-    assert_eq!(store.kv_get("acme", "ab").unwrap(), Some(b"2".to_vec()));
-    assert_eq!(store.kv_get("other", "ab").unwrap(), None);
-    assert_eq!(store.kv_list("acme", "a", 10).unwrap(), vec!["a", "ab"]);
-    assert_eq!(store.kv_list("acme", "", 1).unwrap(), vec!["a"]);
-    assert_eq!(store.kv_count("acme").unwrap(), 2);
-    assert!(store.unfinished().unwrap().is_empty());
-    let detail = store.event_detail(seq).unwrap().unwrap();
+    let lease = claim_all(&store).await[0].lease;
+    let mut done = finished(lease, 2, AttemptOutcome::Done, EventState::Done);
+    done.kv_writes = vec![
+        KvWrite::Set("a".into(), b"1".to_vec()),
+        KvWrite::Set("ab".into(), b"2".to_vec()),
+        KvWrite::Set("b".into(), b"3".to_vec()),
+        KvWrite::Delete("b".into()),
+    ];
+    assert_eq!(
+        store.finish_attempt(done).await.unwrap(),
+        FinishResult::Committed
+    );
+    assert_eq!(
+        store.kv_get("acme", "ab").await.unwrap(),
+        Some(b"2".to_vec())
+    );
+    assert_eq!(store.kv_get("other", "ab").await.unwrap(), None);
+    assert_eq!(
+        store.kv_list("acme", "a", 10).await.unwrap(),
+        vec!["a", "ab"]
+    );
+    assert_eq!(store.kv_list("acme", "", 1).await.unwrap(), vec!["a"]);
+    assert_eq!(store.kv_count("acme").await.unwrap(), 2);
+    assert_eq!(store.oldest_unfinished("acme").await.unwrap(), None);
+    let detail = store.event_detail(seq).await.unwrap().unwrap();
     assert_eq!(detail.attempts_detail.len(), 2);
     assert_eq!(detail.summary.state, EventState::Done);
     assert_eq!(detail.body, r#"{"x":1}"#);
 }
 
 pub async fn replay_only_finished_events_with_a_fresh_budget(store: Arc<dyn Storage>) {
-    let Appended::Accepted(dead) = store.append(event("dead")).await.unwrap() else {
-        panic!()
-    };
-    let Appended::Accepted(pending) = store.append(event("pending")).await.unwrap() else {
-        panic!()
-    };
+    let dead = accepted(&store, event_of("dead", Some("o1"))).await;
+    let pending = accepted(&store, event_of("pending", Some("o2"))).await;
     let error = || AttemptOutcome::Error {
         message: "x".into(),
     };
+    let claims = claim_all(&store).await;
     store
-        .finish_attempt(finished(dead, 1, error(), EventState::Pending))
+        .finish_attempt(finished(
+            lease_of(&claims, dead),
+            1,
+            error(),
+            EventState::Pending,
+        ))
         .await
         .unwrap();
+    let lease = claim_all(&store).await[0].lease;
     store
-        .finish_attempt(finished(dead, 2, error(), EventState::Dead))
+        .finish_attempt(finished(lease, 2, error(), EventState::Dead))
         .await
         .unwrap();
     assert!(matches!(
         store.replay(pending).await.unwrap(),
-        Replay::NotFinished(EventState::Pending)
+        Replay::NotFinished(EventState::Running)
     ));
     assert!(matches!(store.replay(999).await.unwrap(), Replay::NotFound));
     assert!(
@@ -298,17 +590,8 @@ pub async fn replay_only_finished_events_with_a_fresh_budget(store: Arc<dyn Stor
             .is_empty(),
         "since filters"
     );
-    let replayed = store.replay_dead("acme", None).await.unwrap();
-    assert_eq!(
-        replayed
-            .iter()
-            .map(|e| (e.seq, e.attempts, e.attempt_base))
-            .collect::<Vec<_>>(),
-        vec![(dead, 2, 2)]
-    );
-    let summary = &store
-        .events("acme", 10, None, &EventFilter::default())
-        .unwrap()[1];
+    assert_eq!(store.replay_dead("acme", None).await.unwrap(), [dead]);
+    let summary = summary_of(&store, dead).await;
     assert_eq!(
         (
             summary.state,
@@ -321,17 +604,29 @@ pub async fn replay_only_finished_events_with_a_fresh_budget(store: Arc<dyn Stor
         store.replay_dead("acme", None).await.unwrap().is_empty(),
         "already replayed"
     );
+    // Replayed, it is its order's head again, with a fresh budget.
+    let claimed = claim_all(&store).await;
+    assert_eq!(seqs(&claimed), [dead]);
+    assert_eq!((claimed[0].attempts, claimed[0].attempt_base), (2, 2));
     store
-        .finish_attempt(finished(dead, 3, AttemptOutcome::Done, EventState::Done))
+        .finish_attempt(finished(
+            claimed[0].lease,
+            3,
+            AttemptOutcome::Done,
+            EventState::Done,
+        ))
         .await
         .unwrap();
-    let Replay::Replayed(again) = store.replay(dead).await.unwrap() else {
-        panic!()
-    };
-    assert_eq!((again.attempts, again.attempt_base), (3, 3));
+    assert!(matches!(
+        store.replay(dead).await.unwrap(),
+        Replay::Replayed { tenant } if tenant == "acme"
+    ));
+    let claimed = claim_all(&store).await;
+    assert_eq!((claimed[0].attempts, claimed[0].attempt_base), (3, 3));
     assert_eq!(
         store
             .event_detail(dead)
+            .await
             .unwrap()
             .unwrap()
             .attempts_detail
@@ -342,16 +637,19 @@ pub async fn replay_only_finished_events_with_a_fresh_budget(store: Arc<dyn Stor
 }
 
 pub async fn prune_deletes_only_old_finished_events_in_batches(store: Arc<dyn Storage>) {
-    let mut seqs = Vec::new();
+    let mut all = Vec::new();
     for i in 0..5 {
-        let Appended::Accepted(seq) = store.append(event(&format!("e{i}"))).await.unwrap() else {
-            panic!()
-        };
-        seqs.push(seq);
+        all.push(accepted(&store, event_of(&format!("e{i}"), None)).await);
     }
-    for seq in &seqs[..4] {
+    let claims = claim_all(&store).await;
+    for seq in &all[..4] {
         store
-            .finish_attempt(finished(*seq, 1, AttemptOutcome::Done, EventState::Done))
+            .finish_attempt(finished(
+                lease_of(&claims, *seq),
+                1,
+                AttemptOutcome::Done,
+                EventState::Done,
+            ))
             .await
             .unwrap();
     }
@@ -365,11 +663,64 @@ pub async fn prune_deletes_only_old_finished_events_in_batches(store: Arc<dyn St
     assert_eq!(store.prune(later, 3).await.unwrap(), 1);
     let left = store
         .events("acme", 10, None, &EventFilter::default())
+        .await
         .unwrap();
     assert_eq!(
         left.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        vec![seqs[4]],
-        "the pending event stays"
+        vec![all[4]],
+        "the unfinished event stays"
     );
-    assert!(store.event_detail(seqs[0]).unwrap().is_none());
+    assert!(store.event_detail(all[0]).await.unwrap().is_none());
+    assert!(store.oldest_unfinished("acme").await.unwrap().is_some());
+}
+
+pub async fn pagination_of_events_and_kv(store: Arc<dyn Storage>) {
+    let mut all = Vec::new();
+    for i in 0..5 {
+        all.push(accepted(&store, event_of(&format!("e{i}"), None)).await);
+    }
+    let page = |before| {
+        let store = store.clone();
+        async move {
+            store
+                .events("acme", 2, before, &EventFilter::default())
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(page(None).await, [all[4], all[3]]);
+    assert_eq!(page(Some(all[3])).await, [all[2], all[1]]);
+    assert_eq!(page(Some(all[1])).await, [all[0]]);
+    let lease = claim_all(&store).await[0].lease;
+    let mut done = finished(lease, 1, AttemptOutcome::Done, EventState::Done);
+    done.kv_writes = ["k1", "k2", "k3", "x"]
+        .iter()
+        .map(|k| KvWrite::Set(k.to_string(), b"v".to_vec()))
+        .collect();
+    store.finish_attempt(done).await.unwrap();
+    let keys = |after: Option<&'static str>| {
+        let store = store.clone();
+        async move {
+            store
+                .kv_entries("acme", "k", after, 2)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.key)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(keys(None).await, ["k1", "k2"]);
+    assert_eq!(keys(Some("k2")).await, ["k3"]);
+    let done_only = store
+        .events("acme", 10, None, &EventFilter::state(EventState::Done))
+        .await
+        .unwrap();
+    assert_eq!(
+        done_only.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [all[0]]
+    );
 }

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Result};
 
 use super::{
-    kv_digest, Appended, AttemptOutcome, AttemptRecord, BoxFuture, EventDetail, EventFilter,
-    EventState, EventSummary, FinishedAttempt, KvConflict, KvEntry, KvWrite, NewEvent, Replay,
-    Storage, StoredEvent,
+    kv_digest, Appended, AttemptOutcome, AttemptRecord, Claim, ClaimBatch, ClaimedEvent,
+    EventDetail, EventFilter, EventState, EventSummary, ExpiredLease, FinishResult,
+    FinishedAttempt, KvConflict, KvEntry, KvWrite, Lease, NewEvent, Replay, Storage, StoredEvent,
 };
 use crate::now_ms;
 
@@ -22,7 +22,10 @@ struct Row {
     state: EventState,
     attempts: u32,
     attempt_base: u32,
-    running: Option<(u64, String)>,
+    /// The lease, while the event is running.
+    lease: Option<Held>,
+    /// When the leased attempt started and its plugin version (the start mark).
+    started: Option<(u64, String)>,
     next_attempt_at_ms: u64,
     finished_at_ms: Option<u64>,
     last_error: Option<String>,
@@ -30,11 +33,30 @@ struct Row {
     history: Vec<AttemptRecord>,
 }
 
+/// A lease as the row keeps it.
+#[derive(Clone)]
+struct Held {
+    token: i64,
+    owner: String,
+    until_ms: u64,
+}
+
+/// An order's head.
+#[derive(Clone, Copy)]
+struct Head {
+    seq: i64,
+    due_at_ms: u64,
+    claimed: bool,
+}
+
 #[derive(Default)]
 struct Journal {
     last_seq: i64,
+    last_token: i64,
     events: BTreeMap<i64, Row>,
     dedupe: HashMap<(String, String, String), i64>,
+    /// (tenant, delivery key) → its head, for each order with unfinished events.
+    heads: BTreeMap<(String, String), Head>,
     /// (tenant, key) → (value, updated_at_ms); ordered, so prefix scans are range scans.
     kv: BTreeMap<(String, String), (Vec<u8>, u64)>,
 }
@@ -61,13 +83,25 @@ impl Row {
             tenant: self.new.tenant.clone(),
             source: self.new.source.clone(),
             received_at_ms: self.new.received_at_ms,
-            attempts: self.attempts,
-            next_attempt_at_ms: self.next_attempt_at_ms,
-            attempt_base: self.attempt_base,
-            interrupted: self.running.clone(),
             body: self.new.body.clone(),
             event: self.new.event.clone(),
         }
+    }
+
+    fn order(&self) -> (String, String) {
+        (self.new.tenant.clone(), self.new.event.delivery_key())
+    }
+
+    fn claim(&self, seq: i64) -> Option<Claim> {
+        self.lease.as_ref().map(|held| Claim {
+            lease: Lease {
+                seq,
+                token: held.token,
+            },
+            tenant: self.new.tenant.clone(),
+            attempts: self.attempts,
+            attempt_base: self.attempt_base,
+        })
     }
 
     fn summary(&self, seq: i64) -> EventSummary {
@@ -108,24 +142,48 @@ impl Row {
 }
 
 impl Journal {
-    fn finish(&mut self, fin: &FinishedAttempt) -> Result<()> {
+    /// The row whose lease is `lease`, if it still is.
+    fn leased(&mut self, lease: Lease) -> Option<&mut Row> {
+        self.events.get_mut(&lease.seq).filter(|row| {
+            row.state == EventState::Running
+                && row.lease.as_ref().is_some_and(|h| h.token == lease.token)
+        })
+    }
+
+    fn release(&mut self, lease: Lease, due_at_ms: u64) -> bool {
+        let Some(row) = self.leased(lease) else {
+            return false;
+        };
+        row.state = EventState::Pending;
+        row.lease = None;
+        row.started = None;
+        row.next_attempt_at_ms = due_at_ms;
+        let order = row.order();
+        if let Some(head) = self.heads.get_mut(&order) {
+            head.claimed = false;
+            head.due_at_ms = due_at_ms;
+        }
+        true
+    }
+
+    fn finish(&mut self, fin: &FinishedAttempt) -> FinishResult {
         if !fin.kv_writes.is_empty() {
             for read in &fin.kv_reads {
                 let current = self.kv.get(&(fin.tenant.clone(), read.key.clone()));
                 if current.map(|(v, _)| kv_digest(v)) != read.seen {
-                    return Err(KvConflict {
+                    let conflict = KvConflict {
                         key: read.key.clone(),
-                    }
-                    .into());
+                    };
+                    return match self.release(fin.lease, now_ms()) {
+                        true => FinishResult::KvConflict(conflict),
+                        false => FinishResult::LeaseLost,
+                    };
                 }
             }
         }
         let now = now_ms();
-        let Some(row) = self.events.get_mut(&fin.seq) else {
-            bail!(
-                "event {} is not in the journal; its attempt is not recorded",
-                fin.seq
-            );
+        let Some(row) = self.leased(fin.lease) else {
+            return FinishResult::LeaseLost;
         };
         row.state = fin.next_state;
         row.attempts = fin.record.attempt;
@@ -138,10 +196,13 @@ impl Journal {
             }
             _ => None,
         };
-        row.running = None;
+        row.lease = None;
+        row.started = None;
         row.history.retain(|r| r.attempt != fin.record.attempt);
         row.history.push(fin.record.clone());
         row.history.sort_by_key(|r| r.attempt);
+        let order = row.order();
+        self.advance_head(order, fin.next_state, fin.next_attempt_at_ms);
         for write in &fin.kv_writes {
             match write {
                 KvWrite::Set(key, value) => {
@@ -153,7 +214,46 @@ impl Journal {
                 }
             }
         }
-        Ok(())
+        FinishResult::Committed
+    }
+
+    /// As SQLite's `advance_head`: a retry keeps the head; an end moves it to the order's oldest
+    /// unfinished event or removes it.
+    fn advance_head(&mut self, order: (String, String), next_state: EventState, due_at_ms: u64) {
+        if next_state == EventState::Pending {
+            if let Some(head) = self.heads.get_mut(&order) {
+                head.claimed = false;
+                head.due_at_ms = due_at_ms;
+            }
+            return;
+        }
+        let next = self
+            .events
+            .iter()
+            .find(|(_, r)| {
+                matches!(r.state, EventState::Pending | EventState::Running) && r.order() == order
+            })
+            .map(|(seq, r)| Head {
+                seq: *seq,
+                due_at_ms: r.next_attempt_at_ms,
+                claimed: false,
+            });
+        match next {
+            Some(head) => self.heads.insert(order, head),
+            None => self.heads.remove(&order),
+        };
+    }
+
+    /// A replayed event becomes its order's head if the order has none.
+    fn head_for_replayed(&mut self, seq: i64) {
+        if let Some(row) = self.events.get(&seq) {
+            let head = Head {
+                seq,
+                due_at_ms: row.next_attempt_at_ms,
+                claimed: false,
+            };
+            self.heads.entry(row.order()).or_insert(head);
+        }
     }
 
     /// The tenant's kv entries starting with `prefix`, after `after`, in key order.
@@ -171,156 +271,220 @@ impl Journal {
     }
 }
 
+#[async_trait::async_trait]
 impl Storage for MemoryStorage {
-    fn append(&self, event: Arc<NewEvent>) -> BoxFuture<'_, Result<Appended>> {
-        Box::pin(async move {
-            let mut journal = self.journal();
-            let key = (
-                event.tenant.clone(),
-                event.source.clone(),
-                event.event.id.clone(),
-            );
-            if let Some(&seq) = journal.dedupe.get(&key) {
-                if let Some(row) = journal.events.get_mut(&seq) {
-                    row.duplicates += 1;
-                }
-                return Ok(Appended::Duplicate(seq));
+    async fn append(&self, event: Arc<NewEvent>) -> Result<Appended> {
+        let mut journal = self.journal();
+        let key = (
+            event.tenant.clone(),
+            event.source.clone(),
+            event.event.id.clone(),
+        );
+        if let Some(&seq) = journal.dedupe.get(&key) {
+            if let Some(row) = journal.events.get_mut(&seq) {
+                row.duplicates += 1;
             }
-            journal.last_seq += 1;
-            let seq = journal.last_seq;
-            journal.dedupe.insert(key, seq);
-            let received_at_ms = event.received_at_ms;
-            journal.events.insert(
-                seq,
-                Row {
-                    new: event,
-                    state: EventState::Pending,
-                    attempts: 0,
-                    attempt_base: 0,
-                    running: None,
-                    next_attempt_at_ms: received_at_ms,
-                    finished_at_ms: None,
-                    last_error: None,
-                    duplicates: 0,
-                    history: Vec::new(),
-                },
-            );
-            Ok(Appended::Accepted(seq))
-        })
+            return Ok(Appended::Duplicate(seq));
+        }
+        journal.last_seq += 1;
+        let seq = journal.last_seq;
+        journal.dedupe.insert(key, seq);
+        let received_at_ms = event.received_at_ms;
+        let row = Row {
+            new: event,
+            state: EventState::Pending,
+            attempts: 0,
+            attempt_base: 0,
+            lease: None,
+            started: None,
+            next_attempt_at_ms: received_at_ms,
+            finished_at_ms: None,
+            last_error: None,
+            duplicates: 0,
+            history: Vec::new(),
+        };
+        journal.heads.entry(row.order()).or_insert(Head {
+            seq,
+            due_at_ms: received_at_ms,
+            claimed: false,
+        });
+        journal.events.insert(seq, row);
+        Ok(Appended::Accepted(seq))
     }
 
-    fn finish_attempt(&self, finished: FinishedAttempt) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async move { self.journal().finish(&finished) })
-    }
-
-    fn ping(&self) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async { Ok(()) })
-    }
-
-    fn release_attempt(&self, seq: i64) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async move {
-            if let Some(row) = self.journal().events.get_mut(&seq) {
-                if row.state == EventState::Running {
-                    row.state = EventState::Pending;
-                    row.running = None;
-                }
-            }
-            Ok(())
-        })
-    }
-
-    fn start_attempt(
+    async fn claim(
         &self,
-        seq: i64,
-        attempt: u32,
+        tenant: &str,
+        owner: &str,
+        limit: u32,
+        lease_ms: u64,
+    ) -> Result<ClaimBatch> {
+        let now = now_ms();
+        let mut journal = self.journal();
+        let mut due: Vec<((String, String), Head)> = journal
+            .heads
+            .iter()
+            .filter(|((t, _), h)| t == tenant && !h.claimed)
+            .map(|(k, h)| (k.clone(), *h))
+            .collect();
+        due.sort_by_key(|(_, h)| (h.due_at_ms, h.seq));
+        let mut claims = Vec::new();
+        let mut next_due_ms = None;
+        for (order, head) in due {
+            if head.due_at_ms > now || claims.len() >= limit as usize {
+                next_due_ms = Some(head.due_at_ms);
+                break;
+            }
+            journal.last_token += 1;
+            let token = journal.last_token;
+            let Some(row) = journal.events.get_mut(&head.seq) else {
+                bail!("order head {} is not in the journal", head.seq);
+            };
+            row.state = EventState::Running;
+            row.started = None;
+            row.lease = Some(Held {
+                token,
+                owner: owner.to_string(),
+                until_ms: now + lease_ms,
+            });
+            let event = row.stored(head.seq);
+            claims.extend(
+                row.claim(head.seq)
+                    .map(|claim| ClaimedEvent { claim, event }),
+            );
+            if let Some(h) = journal.heads.get_mut(&order) {
+                h.claimed = true;
+            }
+        }
+        Ok(ClaimBatch {
+            claims,
+            next_due_ms,
+        })
+    }
+
+    async fn mark_started(
+        &self,
+        lease: Lease,
         started_at_ms: u64,
         plugin_version: &str,
-    ) -> BoxFuture<'_, Result<()>> {
-        let version = plugin_version.to_string();
-        Box::pin(async move {
-            if let Some(row) = self.journal().events.get_mut(&seq) {
-                // As in SQLite: a stale mark (another attempt number) changes nothing.
-                if row.attempts + 1 == attempt {
-                    row.state = EventState::Running;
-                    row.running = Some((started_at_ms, version));
-                }
-            }
-            Ok(())
-        })
+    ) -> Result<()> {
+        if let Some(row) = self.journal().leased(lease) {
+            row.started = Some((started_at_ms, plugin_version.to_string()));
+        }
+        Ok(())
     }
 
-    fn unfinished(&self) -> Result<Vec<StoredEvent>> {
+    async fn renew_leases(&self, owner: &str, lease_ms: u64) -> Result<u64> {
+        let now = now_ms();
+        let mut renewed = 0;
+        for row in self.journal().events.values_mut() {
+            if let Some(held) = row.lease.as_mut() {
+                if held.owner == owner && held.until_ms >= now {
+                    held.until_ms = now + lease_ms;
+                    renewed += 1;
+                }
+            }
+        }
+        Ok(renewed)
+    }
+
+    async fn expired_leases(&self, limit: u32) -> Result<Vec<ExpiredLease>> {
+        let now = now_ms();
         Ok(self
             .journal()
             .events
             .iter()
-            .filter(|(_, r)| matches!(r.state, EventState::Pending | EventState::Running))
-            .map(|(seq, r)| r.stored(*seq))
+            .filter(|(_, r)| r.lease.as_ref().is_some_and(|h| h.until_ms < now))
+            .filter_map(|(seq, r)| {
+                r.claim(*seq).map(|claim| ExpiredLease {
+                    claim,
+                    started: r.started.clone(),
+                })
+            })
+            .take(limit as usize)
             .collect())
     }
 
-    fn replay(&self, seq: i64) -> BoxFuture<'_, Result<Replay>> {
-        Box::pin(async move {
-            let mut journal = self.journal();
-            let Some(row) = journal.events.get_mut(&seq) else {
-                return Ok(Replay::NotFound);
-            };
-            if matches!(row.state, EventState::Pending | EventState::Running) {
-                return Ok(Replay::NotFinished(row.state));
-            }
-            row.replay();
-            Ok(Replay::Replayed(Box::new(row.stored(seq))))
-        })
+    async fn finish_attempt(&self, finished: FinishedAttempt) -> Result<FinishResult> {
+        Ok(self.journal().finish(&finished))
     }
 
-    fn replay_dead(
-        &self,
-        tenant: &str,
-        since_ms: Option<u64>,
-    ) -> BoxFuture<'_, Result<Vec<StoredEvent>>> {
-        let tenant = tenant.to_string();
-        Box::pin(async move {
-            let since = since_ms.unwrap_or(0);
-            let mut journal = self.journal();
-            let mut replayed = Vec::new();
-            for (seq, row) in journal.events.iter_mut() {
-                if row.new.tenant == tenant
-                    && row.state == EventState::Dead
-                    && row.finished_at_ms.is_some_and(|t| t >= since)
-                {
-                    row.replay();
-                    replayed.push(row.stored(*seq));
-                }
-            }
-            Ok(replayed)
-        })
+    async fn release(&self, lease: Lease, due_at_ms: u64) -> Result<bool> {
+        Ok(self.journal().release(lease, due_at_ms))
     }
 
-    fn prune(&self, before_ms: u64, limit: u32) -> BoxFuture<'_, Result<u64>> {
-        Box::pin(async move {
-            let mut journal = self.journal();
-            let old: Vec<i64> = journal
-                .events
-                .iter()
-                .filter(|(_, r)| r.finished_at_ms.is_some_and(|t| t < before_ms))
-                .map(|(seq, _)| *seq)
-                .take(limit as usize)
-                .collect();
-            for seq in &old {
-                if let Some(row) = journal.events.remove(seq) {
-                    let new = &row.new;
-                    journal.dedupe.remove(&(
-                        new.tenant.clone(),
-                        new.source.clone(),
-                        new.event.id.clone(),
-                    ));
-                }
-            }
-            Ok(old.len() as u64)
-        })
+    async fn ping(&self) -> Result<()> {
+        Ok(())
     }
 
-    fn kv_get(&self, tenant: &str, key: &str) -> Result<Option<Vec<u8>>> {
+    async fn replay(&self, seq: i64) -> Result<Replay> {
+        let mut journal = self.journal();
+        let Some(row) = journal.events.get_mut(&seq) else {
+            return Ok(Replay::NotFound);
+        };
+        if matches!(row.state, EventState::Pending | EventState::Running) {
+            return Ok(Replay::NotFinished(row.state));
+        }
+        row.replay();
+        let tenant = row.new.tenant.clone();
+        journal.head_for_replayed(seq);
+        Ok(Replay::Replayed { tenant })
+    }
+
+    async fn replay_dead(&self, tenant: &str, since_ms: Option<u64>) -> Result<Vec<i64>> {
+        let since = since_ms.unwrap_or(0);
+        let mut journal = self.journal();
+        let mut replayed = Vec::new();
+        for (seq, row) in journal.events.iter_mut() {
+            if row.new.tenant == tenant
+                && row.state == EventState::Dead
+                && row.finished_at_ms.is_some_and(|t| t >= since)
+            {
+                row.replay();
+                replayed.push(*seq);
+            }
+        }
+        for &seq in &replayed {
+            journal.head_for_replayed(seq);
+        }
+        Ok(replayed)
+    }
+
+    async fn prune(&self, before_ms: u64, limit: u32) -> Result<u64> {
+        let mut journal = self.journal();
+        let old: Vec<i64> = journal
+            .events
+            .iter()
+            .filter(|(_, r)| r.finished_at_ms.is_some_and(|t| t < before_ms))
+            .map(|(seq, _)| *seq)
+            .take(limit as usize)
+            .collect();
+        for seq in &old {
+            if let Some(row) = journal.events.remove(seq) {
+                let new = &row.new;
+                journal.dedupe.remove(&(
+                    new.tenant.clone(),
+                    new.source.clone(),
+                    new.event.id.clone(),
+                ));
+            }
+        }
+        Ok(old.len() as u64)
+    }
+
+    async fn oldest_unfinished(&self, tenant: &str) -> Result<Option<u64>> {
+        let journal = self.journal();
+        Ok(journal
+            .heads
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .map(|(_, h)| h.seq)
+            .min()
+            .and_then(|seq| journal.events.get(&seq))
+            .map(|r| r.new.received_at_ms))
+    }
+
+    async fn kv_get(&self, tenant: &str, key: &str) -> Result<Option<Vec<u8>>> {
         Ok(self
             .journal()
             .kv
@@ -328,7 +492,7 @@ impl Storage for MemoryStorage {
             .map(|(v, _)| v.clone()))
     }
 
-    fn kv_list(&self, tenant: &str, prefix: &str, limit: u32) -> Result<Vec<String>> {
+    async fn kv_list(&self, tenant: &str, prefix: &str, limit: u32) -> Result<Vec<String>> {
         let journal = self.journal();
         Ok(journal
             .kv_range(tenant, prefix, None)
@@ -337,11 +501,11 @@ impl Storage for MemoryStorage {
             .collect())
     }
 
-    fn kv_count(&self, tenant: &str) -> Result<u64> {
+    async fn kv_count(&self, tenant: &str) -> Result<u64> {
         Ok(self.journal().kv_range(tenant, "", None).count() as u64)
     }
 
-    fn kv_entries(
+    async fn kv_entries(
         &self,
         tenant: &str,
         prefix: &str,
@@ -360,7 +524,7 @@ impl Storage for MemoryStorage {
             .collect())
     }
 
-    fn events(
+    async fn events(
         &self,
         tenant: &str,
         limit: u32,
@@ -378,7 +542,7 @@ impl Storage for MemoryStorage {
             .collect())
     }
 
-    fn event_counts(&self, tenant: &str) -> Result<BTreeMap<String, u64>> {
+    async fn event_counts(&self, tenant: &str) -> Result<BTreeMap<String, u64>> {
         let mut counts: BTreeMap<String, u64> = EventState::ALL
             .iter()
             .map(|s| (s.as_str().to_string(), 0))
@@ -391,7 +555,7 @@ impl Storage for MemoryStorage {
         Ok(counts)
     }
 
-    fn event_detail(&self, seq: i64) -> Result<Option<EventDetail>> {
+    async fn event_detail(&self, seq: i64) -> Result<Option<EventDetail>> {
         Ok(self.journal().events.get(&seq).map(|row| EventDetail {
             summary: row.summary(seq),
             headers: row.new.headers.clone(),

@@ -1,9 +1,6 @@
 //! The journal and the tenants' kv, behind one trait so that a PostgreSQL backend (for several
 //! replicas) can be added without touching the pipeline. SQLite is the embedded default.
 
-use std::future::Future;
-use std::pin::Pin;
-
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
@@ -13,9 +10,6 @@ use crate::event::NormalizedEvent;
 mod conformance;
 pub mod memory;
 pub mod sqlite;
-
-/// A boxed future, so the trait stays object-safe (`Arc<dyn Storage>`).
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// An accepted webhook, to be journaled before it is acknowledged.
 #[derive(Debug, Clone)]
@@ -50,7 +44,8 @@ pub enum Appended {
 pub enum EventState {
     /// Waiting for (another) attempt.
     Pending,
-    /// An attempt is running (if hookhost stops now, that attempt counts as failed at restart).
+    /// Claimed: a dispatcher holds its lease and runs (or is about to run) an attempt. If that
+    /// dispatcher stops, the lease expires and the reaper counts a started attempt as failed.
     Running,
     /// The plugin returned `done`.
     Done,
@@ -110,7 +105,8 @@ impl std::str::FromStr for EventState {
     }
 }
 
-/// An event as the dispatcher needs it.
+/// An event as an attempt needs it, with its body: read by the claim that takes it for an
+/// attempt, never held while it waits in the backlog.
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
     /// Journal sequence number (global receive order).
@@ -121,19 +117,76 @@ pub struct StoredEvent {
     pub source: String,
     /// When it was accepted.
     pub received_at_ms: u64,
-    /// Attempts made so far.
-    pub attempts: u32,
-    /// Not before this time (ms since the epoch).
-    pub next_attempt_at_ms: u64,
-    /// Attempts made before the last replay: the retry budget counts from here.
-    pub attempt_base: u32,
-    /// Set when an attempt was running when hookhost stopped: when it started (ms) and the
-    /// plugin version it ran.
-    pub interrupted: Option<(u64, String)>,
     /// The raw body.
     pub body: Vec<u8>,
     /// The normalized event.
     pub event: NormalizedEvent,
+}
+
+/// The right to run one order's head event, until `until`: whoever holds the token may record
+/// the attempt; a finish with a token that is no longer the event's writes nothing (fencing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease {
+    /// The event.
+    pub seq: i64,
+    /// Unique per claim.
+    pub token: i64,
+}
+
+/// A claimed order head: the lease and what deciding its attempt's outcome needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The lease.
+    pub lease: Lease,
+    /// The event's tenant.
+    pub tenant: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Attempts made before the last replay: the retry budget counts from here.
+    pub attempt_base: u32,
+}
+
+/// A claimed head with its event, as the dispatcher holds it in its window until a worker is free.
+#[derive(Debug, Clone)]
+pub struct ClaimedEvent {
+    /// The claim.
+    pub claim: Claim,
+    /// The event with its body.
+    pub event: StoredEvent,
+}
+
+/// What a claim returned.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimBatch {
+    /// The heads claimed, earliest due first, with their events.
+    pub claims: Vec<ClaimedEvent>,
+    /// When the tenant's next unclaimed head is due (a time in the future, or now if more heads
+    /// are due than were asked for), or `None` if it has none.
+    pub next_due_ms: Option<u64>,
+}
+
+/// A lease that expired before its holder finished: the holder stopped (crash, kill, a stalled
+/// process) or lost contact with the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredLease {
+    /// The claim it was.
+    pub claim: Claim,
+    /// When the attempt started and the plugin version it ran; `None` if the holder claimed the
+    /// head but never started an attempt (nothing ran, so no attempt is counted).
+    pub started: Option<(u64, String)>,
+}
+
+/// What a finish did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinishResult {
+    /// The attempt, its kv writes and the event's next state are committed.
+    Committed,
+    /// A key the attempt read changed since: nothing of the attempt was written, the claim is
+    /// released and the event is due again at once (it runs again on fresh data).
+    KvConflict(KvConflict),
+    /// The lease was no longer the event's (it expired and was reaped, perhaps run again): this
+    /// attempt is not recorded and none of its kv writes are applied.
+    LeaseLost,
 }
 
 /// One line a plugin logged during an attempt.
@@ -262,8 +315,8 @@ impl std::error::Error for KvConflict {}
 /// transaction.
 #[derive(Debug, Clone)]
 pub struct FinishedAttempt {
-    /// The event.
-    pub seq: i64,
+    /// The event and the lease the attempt ran under.
+    pub lease: Lease,
     /// Its tenant (whose kv the writes go to).
     pub tenant: String,
     /// The attempt.
@@ -338,55 +391,80 @@ pub enum Replay {
     NotFound,
     /// The event is still pending or running; it is not replayed.
     NotFinished(EventState),
-    /// Back to pending with a fresh retry budget; hand it to the dispatcher.
-    Replayed(Box<StoredEvent>),
+    /// Back to pending with a fresh retry budget, for this tenant's dispatcher to claim.
+    Replayed {
+        /// The event's tenant.
+        tenant: String,
+    },
 }
 
-/// The storage behind the pipeline.
+/// The storage behind the pipeline, and the dispatcher's queue: the journal is the queue.
+///
+/// Every unfinished event belongs to an order (tenant, delivery key); each order with unfinished
+/// events has a *head*, its oldest unfinished event, and only a head can run. A dispatcher
+/// *claims* due heads (a lease with a token and an expiry), runs them and *finishes* them under
+/// the lease, which moves the order's head on; leases of a holder that stopped expire and are
+/// reaped. Every method is async and the store keeps its own clock for leases, so that one
+/// implementation can serve several processes (PostgreSQL) as well as one (SQLite).
+#[async_trait::async_trait]
 pub trait Storage: Send + Sync {
     /// Journals an accepted webhook durably (per the durability setting), deduplicating on
-    /// (tenant, source, event id) atomically with the insert. Concurrent calls share commits.
-    /// The event is shared so that the caller keeps it (for the dispatcher) without a copy.
-    fn append(&self, event: std::sync::Arc<NewEvent>) -> BoxFuture<'_, Result<Appended>>;
-    /// Records an attempt, applies its kv writes and moves the event on, atomically; or, when a
-    /// key the attempt read has changed since, writes nothing and fails with [`KvConflict`].
-    fn finish_attempt(&self, finished: FinishedAttempt) -> BoxFuture<'_, Result<()>>;
-    /// Proves the store can commit a write now (readiness): a no-op through the writer.
-    fn ping(&self) -> BoxFuture<'_, Result<()>>;
-    /// Takes back an attempt's start mark without recording an attempt (its commit was refused
-    /// with [`KvConflict`] and it runs again): the event is pending again, not running.
-    fn release_attempt(&self, seq: i64) -> BoxFuture<'_, Result<()>>;
-    /// Marks an attempt as started. The returned future resolves once the mark is queued, not
-    /// committed: writes commit in order, so it is committed no later than the attempt's end.
-    fn start_attempt(
-        &self,
-        seq: i64,
-        attempt: u32,
-        started_at_ms: u64,
-        plugin_version: &str,
-    ) -> BoxFuture<'_, Result<()>>;
-    /// Every event still pending or running, in receive order (for recovery at start).
-    fn unfinished(&self) -> Result<Vec<StoredEvent>>;
-    /// Sends a finished event (done, skipped or dead) back to pending, with a fresh retry budget.
-    fn replay(&self, seq: i64) -> BoxFuture<'_, Result<Replay>>;
-    /// Sends a tenant's dead letters (that died at or after `since_ms`) back to pending.
-    fn replay_dead(
+    /// (tenant, source, event id) atomically with the insert, and makes it its order's head if
+    /// the order had none. Concurrent calls share commits.
+    async fn append(&self, event: std::sync::Arc<NewEvent>) -> Result<Appended>;
+    /// Claims up to `limit` of `tenant`'s due, unclaimed heads for `owner`, earliest due first
+    /// (then oldest), each with a lease of `lease_ms`, and returns them with their events (read
+    /// where the claim writes, not in a read of its own per attempt). Committed before it
+    /// returns, so a claim is never lost while its attempt runs.
+    async fn claim(
         &self,
         tenant: &str,
-        since_ms: Option<u64>,
-    ) -> BoxFuture<'_, Result<Vec<StoredEvent>>>;
+        owner: &str,
+        limit: u32,
+        lease_ms: u64,
+    ) -> Result<ClaimBatch>;
+    /// Records that the lease's attempt starts now with this plugin version (so that if its
+    /// holder stops, the attempt counts as interrupted). Resolves once queued: writes commit in
+    /// order, so the mark is committed no later than the attempt's finish.
+    async fn mark_started(
+        &self,
+        lease: Lease,
+        started_at_ms: u64,
+        plugin_version: &str,
+    ) -> Result<()>;
+    /// Extends every unexpired lease `owner` holds to `lease_ms` from now; returns how many.
+    async fn renew_leases(&self, owner: &str, lease_ms: u64) -> Result<u64>;
+    /// Up to `limit` leases that expired, oldest event first, for the reaper to finish (an
+    /// interrupted attempt) or release (never started), fenced by their tokens.
+    async fn expired_leases(&self, limit: u32) -> Result<Vec<ExpiredLease>>;
+    /// Records an attempt, applies its kv writes and moves the event on (and its order's head),
+    /// atomically, if the lease is still the event's; see [`FinishResult`] for what else it
+    /// may do. The keys the attempt read are validated inside the same transaction.
+    async fn finish_attempt(&self, finished: FinishedAttempt) -> Result<FinishResult>;
+    /// Gives a claim back without recording an attempt (no plugin to run it, or it was never
+    /// started): the event is pending again, due at `due_at_ms`. False if the lease was lost.
+    async fn release(&self, lease: Lease, due_at_ms: u64) -> Result<bool>;
+    /// Proves the store can commit a write now (readiness): a no-op through the writer.
+    async fn ping(&self) -> Result<()>;
+    /// Sends a finished event (done, skipped or dead) back to pending, with a fresh retry budget.
+    async fn replay(&self, seq: i64) -> Result<Replay>;
+    /// Sends a tenant's dead letters (that died at or after `since_ms`) back to pending; returns
+    /// their sequence numbers, in journal order.
+    async fn replay_dead(&self, tenant: &str, since_ms: Option<u64>) -> Result<Vec<i64>>;
     /// Deletes up to `limit` events finished before `before_ms` (with their attempts); returns how
     /// many it deleted. Small batches keep the writer free for ingest.
-    fn prune(&self, before_ms: u64, limit: u32) -> BoxFuture<'_, Result<u64>>;
+    async fn prune(&self, before_ms: u64, limit: u32) -> Result<u64>;
+    /// When `tenant`'s oldest unfinished event was received, if it has one (the backlog's age).
+    async fn oldest_unfinished(&self, tenant: &str) -> Result<Option<u64>>;
     /// A kv value of a tenant.
-    fn kv_get(&self, tenant: &str, key: &str) -> Result<Option<Vec<u8>>>;
+    async fn kv_get(&self, tenant: &str, key: &str) -> Result<Option<Vec<u8>>>;
     /// Up to `limit` kv keys of a tenant starting with `prefix`, ascending.
-    fn kv_list(&self, tenant: &str, prefix: &str, limit: u32) -> Result<Vec<String>>;
+    async fn kv_list(&self, tenant: &str, prefix: &str, limit: u32) -> Result<Vec<String>>;
     /// How many kv keys a tenant has.
-    fn kv_count(&self, tenant: &str) -> Result<u64>;
+    async fn kv_count(&self, tenant: &str) -> Result<u64>;
     /// Up to `limit` kv entries of a tenant starting with `prefix`, in key order, after the key
     /// `after` when given (admin, paginated).
-    fn kv_entries(
+    async fn kv_entries(
         &self,
         tenant: &str,
         prefix: &str,
@@ -395,7 +473,7 @@ pub trait Storage: Send + Sync {
     ) -> Result<Vec<KvEntry>>;
     /// A tenant's events, newest first, before `before_seq` when given, matching `filter`
     /// (admin, paginated).
-    fn events(
+    async fn events(
         &self,
         tenant: &str,
         limit: u32,
@@ -403,7 +481,7 @@ pub trait Storage: Send + Sync {
         filter: &EventFilter,
     ) -> Result<Vec<EventSummary>>;
     /// How many of a tenant's events are in each state (admin counters).
-    fn event_counts(&self, tenant: &str) -> Result<std::collections::BTreeMap<String, u64>>;
+    async fn event_counts(&self, tenant: &str) -> Result<std::collections::BTreeMap<String, u64>>;
     /// One event with its attempts (admin).
-    fn event_detail(&self, seq: i64) -> Result<Option<EventDetail>>;
+    async fn event_detail(&self, seq: i64) -> Result<Option<EventDetail>>;
 }

@@ -6,7 +6,7 @@
 //! a small pool of read-only connections, which WAL lets run beside the writer.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use anyhow::{anyhow, Context, Result};
@@ -14,11 +14,15 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Appended, AttemptRecord, BoxFuture, EventDetail, EventFilter, EventState, EventSummary,
-    FinishedAttempt, KvEntry, KvWrite, NewEvent, Replay, Storage, StoredEvent,
+    Appended, AttemptRecord, Claim, ClaimBatch, ClaimedEvent, EventDetail, EventFilter, EventState,
+    EventSummary, ExpiredLease, FinishResult, FinishedAttempt, KvConflict, KvEntry, KvWrite, Lease,
+    NewEvent, Replay, Storage, StoredEvent,
 };
 use crate::config::Durability;
 use crate::now_ms;
+
+/// Prepared statements kept per connection: more than any connection uses.
+const STATEMENT_CACHE: usize = 64;
 
 /// Most commands folded into one transaction.
 const MAX_BATCH: usize = 512;
@@ -80,6 +84,35 @@ CREATE INDEX IF NOT EXISTS events_unfinished_by_order
     ON events (tenant, delivery_key, seq) WHERE state IN ('pending', 'running');
 "#;
 
+/// The order heads (one row per order with unfinished events: the dispatcher's queue) and the
+/// leases on running events. Existing unfinished events get their heads; events an older hookhost
+/// left running get an expired lease, so the reaper counts their attempts as interrupted.
+const HEADS_AND_LEASES: &str = r#"
+CREATE TABLE order_heads (
+    tenant          TEXT NOT NULL,
+    delivery_key    TEXT NOT NULL,
+    head_seq        INTEGER NOT NULL,
+    due_at_ms       INTEGER NOT NULL,
+    claimed         INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant, delivery_key)
+) WITHOUT ROWID;
+CREATE INDEX order_heads_due ON order_heads (tenant, due_at_ms, head_seq) WHERE claimed = 0;
+-- What only the old in-memory queue's recovery read: every index costs each append and finish.
+DROP INDEX IF EXISTS events_unfinished;
+ALTER TABLE events ADD COLUMN lease_owner TEXT;
+ALTER TABLE events ADD COLUMN lease_token INTEGER;
+ALTER TABLE events ADD COLUMN lease_until_ms INTEGER;
+UPDATE events SET lease_owner = '', lease_token = 0, lease_until_ms = 0 WHERE state = 'running';
+CREATE INDEX events_leased ON events (lease_until_ms) WHERE state = 'running';
+INSERT INTO order_heads (tenant, delivery_key, head_seq, due_at_ms, claimed)
+    SELECT e.tenant, e.delivery_key, e.seq, e.next_attempt_at_ms, e.state = 'running'
+    FROM events e
+    WHERE e.state IN ('pending', 'running')
+      AND e.seq = (SELECT MIN(x.seq) FROM events x
+                   WHERE x.tenant = e.tenant AND x.delivery_key = e.delivery_key
+                     AND x.state IN ('pending', 'running'));
+"#;
+
 /// The schema's versions, in order. A database records how many it has had (`PRAGMA
 /// user_version`); at open the missing ones run, each in one transaction with its version bump,
 /// so a journal written by an older hookhost is brought up to date and a crash mid-way leaves it
@@ -90,6 +123,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "events.delivery_key, stored for the order heads",
         DELIVERY_KEY,
+    ),
+    (
+        "order heads and leases: the journal is the queue",
+        HEADS_AND_LEASES,
     ),
 ];
 
@@ -133,15 +170,36 @@ type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
 pub struct SqliteStorage {
     path: PathBuf,
     writer: mpsc::Sender<Job>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    /// Each tenant's kv key count as committed, once read: one process owns the file and every
+    /// change goes through `finish`, which keeps it exact, so an attempt that sets a key (and so
+    /// needs the count for the tenant's limit) does not pay a read transaction for it.
+    kv_counts: Arc<Mutex<std::collections::HashMap<String, u64>>>,
+    /// Held while the store is open: one process per database file, so that at open every
+    /// lease still in it belongs to a process that has stopped.
+    _lock: std::fs::File,
 }
 
 impl SqliteStorage {
-    /// Opens (creating if needed) the database file and starts the writer thread.
+    /// Opens (creating if needed) the database file and starts the writer thread. Refuses a
+    /// database another process has open.
     pub fn open(path: &Path, durability: Durability) -> Result<SqliteStorage> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the database folder {}", dir.display()))?;
+        }
+        let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("cannot open the lock file {}", lock_path.display()))?;
+        if let Err(e) = lock.try_lock() {
+            anyhow::bail!(
+                "the database {} is in use by another hookhost process ({e}): the embedded store serves one process; for several, use PostgreSQL",
+                path.display()
+            );
         }
         let mut conn = Connection::open(path).with_context(|| {
             format!(
@@ -159,8 +217,30 @@ impl SqliteStorage {
             },
         )?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // The writer touches every index of every event it journals, claims and finishes: with
+        // SQLite's default 2 MiB of cache it re-reads pages from the OS on most statements (more
+        // than 8 MiB makes each commit's cache truncation slower than what it saves).
+        conn.pragma_update(None, "cache_size", -8_192)?;
+        // Every statement the writer runs stays prepared (rusqlite keeps 16 by default, fewer
+        // than the writer uses: past that, statements are parsed and planned again and again).
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // Each job runs in a savepoint, whose undo journal (the pages it changes) is kept in
+        // memory rather than in a temporary file.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&mut conn, path)?;
+        // This process holds the file lock, so whoever held these leases has stopped: expire
+        // them now rather than wait out their term (the reaper then deals with them at once).
+        let expired = conn.execute(
+            "UPDATE events SET lease_until_ms = 0 WHERE state = 'running' AND lease_until_ms > 0",
+            [],
+        )?;
+        if expired > 0 {
+            tracing::info!(
+                expired,
+                "leases left by the last process expired: the reaper takes them back"
+            );
+        }
         let (tx, rx) = mpsc::channel(4096);
         thread::Builder::new()
             .name("hookhost-sqlite-writer".into())
@@ -169,30 +249,44 @@ impl SqliteStorage {
         Ok(SqliteStorage {
             path: path.to_path_buf(),
             writer: tx,
-            readers: Mutex::new(Vec::new()),
+            readers: Arc::new(Mutex::new(Vec::new())),
+            kv_counts: Arc::new(Mutex::new(std::collections::HashMap::new())),
+            _lock: lock,
         })
     }
 
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let conn = self.readers.lock().expect("reader pool poisoned").pop();
-        let conn = match conn {
-            Some(c) => c,
-            None => {
-                let c = Connection::open_with_flags(
-                    &self.path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )
-                .with_context(|| format!("cannot open {} for reading", self.path.display()))?;
-                c.busy_timeout(std::time::Duration::from_secs(5))?;
-                c
+    /// Runs `f` on a pooled read-only connection, on a blocking thread (WAL lets reads run beside
+    /// the writer; no tokio worker waits on the disk).
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers.lock().expect("reader pool poisoned").pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => {
+                    let c = Connection::open_with_flags(
+                        &path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )
+                    .with_context(|| format!("cannot open {} for reading", path.display()))?;
+                    c.busy_timeout(std::time::Duration::from_secs(5))?;
+                    c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+                    c
+                }
+            };
+            let result = f(&conn);
+            let mut pool = readers.lock().expect("reader pool poisoned");
+            if pool.len() < 16 {
+                pool.push(conn);
             }
-        };
-        let result = f(&conn);
-        let mut pool = self.readers.lock().expect("reader pool poisoned");
-        if pool.len() < 16 {
-            pool.push(conn);
-        }
-        result.context("database read failed")
+            result.context("database read failed")
+        })
+        .await
+        .context("database read task failed")?
     }
 
     /// Runs `f` in the writer's next transaction (in a savepoint of its own) and waits for the
@@ -201,23 +295,23 @@ impl SqliteStorage {
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        self.write_as(Undo::Savepoint, f).await
-    }
-
-    /// Like [`Self::write`], with the given way to undo a failed job.
-    async fn write_as<T: Send + 'static>(
-        &self,
-        undo: Undo,
-        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
         let (tx, rx) = oneshot::channel();
-        self.enqueue(undo, f, tx).await?;
+        self.enqueue(f, tx).await?;
         rx.await
             .map_err(|_| anyhow!("the database writer has stopped"))?
     }
 
     /// Queues `f` for the writer's next transaction and reports to `reply` after the commit.
     async fn enqueue<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+        reply: oneshot::Sender<Result<T>>,
+    ) -> Result<()> {
+        self.enqueue_as(Undo::Savepoint, f, reply).await
+    }
+
+    /// Like [`Self::enqueue`], with the given way to undo a failed job.
+    async fn enqueue_as<T: Send + 'static>(
         &self,
         undo: Undo,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -248,7 +342,7 @@ enum Undo {
     /// The job runs in a savepoint of its own, rolled back if it fails part-way.
     Savepoint,
     /// The job makes at most one change, with one statement, which SQLite undoes by itself if it
-    /// fails: no savepoint (two statements fewer on the hottest jobs, append and start mark).
+    /// fails: no savepoint (for the start mark, once per attempt).
     Statement,
 }
 
@@ -307,6 +401,7 @@ fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) 
 }
 
 fn append(conn: &Connection, ev: &NewEvent) -> Result<Appended> {
+    let delivery_key = ev.event.delivery_key();
     let inserted = conn
         .prepare_cached(
             "INSERT INTO events (tenant, source, dedupe_key, state, next_attempt_at_ms, received_at_ms, headers, body, event, delivery_key)
@@ -323,12 +418,19 @@ fn append(conn: &Connection, ev: &NewEvent) -> Result<Appended> {
                 serde_json::to_string(&ev.headers)?,
                 ev.body,
                 serde_json::to_string(&ev.event)?,
-                ev.event.delivery_key(),
+                delivery_key,
             ],
             |r| r.get::<_, i64>(0),
         )
         .optional()?;
     if let Some(seq) = inserted {
+        // One writer assigns sequence numbers in commit order, so an order that already has a
+        // head keeps it: the head is older.
+        conn.prepare_cached(
+            "INSERT INTO order_heads (tenant, delivery_key, head_seq, due_at_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (tenant, delivery_key) DO NOTHING",
+        )?
+        .execute(params![ev.tenant, delivery_key, seq, ev.received_at_ms as i64])?;
         return Ok(Appended::Accepted(seq));
     }
     let seq = conn
@@ -340,20 +442,113 @@ fn append(conn: &Connection, ev: &NewEvent) -> Result<Appended> {
     Ok(Appended::Duplicate(seq))
 }
 
-fn finish(conn: &Connection, fin: &FinishedAttempt) -> Result<()> {
-    if !fin.kv_writes.is_empty() {
-        for read in &fin.kv_reads {
-            let current: Option<Vec<u8>> = conn
-                .prepare_cached("SELECT value FROM kv WHERE tenant = ?1 AND key = ?2")?
-                .query_row(params![fin.tenant, read.key], |r| r.get(0))
-                .optional()?;
-            if current.as_deref().map(super::kv_digest) != read.seen {
-                return Err(super::KvConflict {
-                    key: read.key.clone(),
-                }
-                .into());
-            }
+fn claim(
+    conn: &Connection,
+    tenant: &str,
+    owner: &str,
+    limit: u32,
+    lease_ms: u64,
+) -> Result<ClaimBatch> {
+    let now = now_ms() as i64;
+    let heads: Vec<(String, i64)> = conn
+        .prepare_cached(
+            "SELECT delivery_key, head_seq FROM order_heads
+             WHERE tenant = ?1 AND claimed = 0 AND due_at_ms <= ?2
+             ORDER BY due_at_ms, head_seq LIMIT ?3",
+        )?
+        .query_map(params![tenant, now, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut claims = Vec::with_capacity(heads.len());
+    for (delivery_key, seq) in heads {
+        conn.prepare_cached(
+            "UPDATE order_heads SET claimed = 1 WHERE tenant = ?1 AND delivery_key = ?2",
+        )?
+        .execute(params![tenant, delivery_key])?;
+        let token = lease_token();
+        let claimed = conn
+            .prepare_cached(
+                "UPDATE events SET state = 'running', lease_owner = ?2, lease_token = ?3, lease_until_ms = ?4,
+                     running_since_ms = NULL, running_version = NULL
+                 WHERE seq = ?1 RETURNING seq, tenant, source, received_at_ms, body, event, attempts, attempt_base",
+            )?
+            .query_row(params![seq, owner, token, now + lease_ms as i64], |r| {
+                Ok(ClaimedEvent {
+                    claim: Claim {
+                        lease: Lease { seq, token },
+                        tenant: tenant.to_string(),
+                        attempts: r.get(6)?,
+                        attempt_base: r.get(7)?,
+                    },
+                    event: stored(r)?,
+                })
+            })?;
+        claims.push(claimed);
+    }
+    let next_due_ms = conn
+        .prepare_cached("SELECT MIN(due_at_ms) FROM order_heads WHERE tenant = ?1 AND claimed = 0")?
+        .query_row(params![tenant], |r| r.get::<_, Option<i64>>(0))?
+        .map(|v| v.max(0) as u64);
+    Ok(ClaimBatch {
+        claims,
+        next_due_ms,
+    })
+}
+
+/// A fresh lease token: random, so that tokens of different processes never need coordinating.
+fn lease_token() -> i64 {
+    (rand::random::<u64>() >> 1) as i64
+}
+
+/// Marks the lease's event pending again (due at `due_at_ms`) and unclaims its order's head;
+/// false if the lease is no longer the event's.
+fn release(conn: &Connection, lease: Lease, due_at_ms: u64) -> Result<bool> {
+    let order: Option<(String, String)> = conn
+        .prepare_cached(
+            "UPDATE events SET state = 'pending', next_attempt_at_ms = ?3, lease_owner = NULL, lease_token = NULL,
+                 lease_until_ms = NULL, running_since_ms = NULL, running_version = NULL
+             WHERE seq = ?1 AND lease_token = ?2 AND state = 'running' RETURNING tenant, delivery_key",
+        )?
+        .query_row(params![lease.seq, lease.token, due_at_ms as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let Some((tenant, delivery_key)) = order else {
+        return Ok(false);
+    };
+    conn.prepare_cached(
+        "UPDATE order_heads SET claimed = 0, due_at_ms = ?3 WHERE tenant = ?1 AND delivery_key = ?2",
+    )?
+    .execute(params![tenant, delivery_key, due_at_ms as i64])?;
+    Ok(true)
+}
+
+/// Checks every key the attempt read against the committed store. With one writer nothing can
+/// change between this check and the commit; a backend with concurrent writers locks the keys
+/// (read and written, in key order) before it checks.
+fn first_stale_read(conn: &Connection, fin: &FinishedAttempt) -> Result<Option<KvConflict>> {
+    if fin.kv_writes.is_empty() {
+        return Ok(None);
+    }
+    for read in &fin.kv_reads {
+        let current: Option<Vec<u8>> = conn
+            .prepare_cached("SELECT value FROM kv WHERE tenant = ?1 AND key = ?2")?
+            .query_row(params![fin.tenant, read.key], |r| r.get(0))
+            .optional()?;
+        if current.as_deref().map(super::kv_digest) != read.seen {
+            return Ok(Some(KvConflict {
+                key: read.key.clone(),
+            }));
         }
+    }
+    Ok(None)
+}
+
+fn finish(conn: &Connection, fin: &FinishedAttempt) -> Result<FinishResult> {
+    if let Some(conflict) = first_stale_read(conn, fin)? {
+        return Ok(match release(conn, fin.lease, now_ms())? {
+            true => FinishResult::KvConflict(conflict),
+            false => FinishResult::LeaseLost,
+        });
     }
     let now = now_ms() as i64;
     let last_error = match &fin.record.outcome {
@@ -364,30 +559,41 @@ fn finish(conn: &Connection, fin: &FinishedAttempt) -> Result<()> {
         _ => None,
     };
     let finished_at = (fin.next_state != EventState::Pending).then_some(now);
-    let updated = conn.prepare_cached(
-        "UPDATE events SET state = ?2, attempts = ?3, next_attempt_at_ms = ?4, finished_at_ms = ?5, last_error = ?6,
-             running_since_ms = NULL, running_version = NULL
-         WHERE seq = ?1",
-    )?
-    .execute(params![
-        fin.seq,
-        fin.next_state.as_str(),
-        fin.record.attempt,
-        fin.next_attempt_at_ms as i64,
-        finished_at,
-        last_error,
-    ])?;
-    if updated != 1 {
-        anyhow::bail!(
-            "event {} is not in the journal; its attempt is not recorded",
-            fin.seq
-        );
-    }
+    // Fenced: only the lease's holder moves the event on.
+    let delivery_key: Option<String> = conn
+        .prepare_cached(
+            "UPDATE events SET state = ?3, attempts = ?4, next_attempt_at_ms = ?5, finished_at_ms = ?6, last_error = ?7,
+                 running_since_ms = NULL, running_version = NULL, lease_owner = NULL, lease_token = NULL, lease_until_ms = NULL
+             WHERE seq = ?1 AND lease_token = ?2 AND state = 'running' RETURNING delivery_key",
+        )?
+        .query_row(
+            params![
+                fin.lease.seq,
+                fin.lease.token,
+                fin.next_state.as_str(),
+                fin.record.attempt,
+                fin.next_attempt_at_ms as i64,
+                finished_at,
+                last_error,
+            ],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(delivery_key) = delivery_key else {
+        return Ok(FinishResult::LeaseLost);
+    };
+    advance_head(
+        conn,
+        &fin.tenant,
+        &delivery_key,
+        fin.next_state,
+        fin.next_attempt_at_ms,
+    )?;
     conn.prepare_cached(
         "INSERT OR REPLACE INTO attempts (event_seq, attempt, record) VALUES (?1, ?2, ?3)",
     )?
     .execute(params![
-        fin.seq,
+        fin.lease.seq,
         fin.record.attempt,
         serde_json::to_string(&fin.record)?
     ])?;
@@ -422,6 +628,58 @@ fn finish(conn: &Connection, fin: &FinishedAttempt) -> Result<()> {
         )?
         .execute(params![fin.tenant, added])?;
     }
+    Ok(FinishResult::Committed)
+}
+
+/// After an order's head ran: a retry keeps it the head, unclaimed and due later; an end makes
+/// the order's oldest unfinished event its head, or removes the order from the heads.
+fn advance_head(
+    conn: &Connection,
+    tenant: &str,
+    delivery_key: &str,
+    next_state: EventState,
+    next_attempt_at_ms: u64,
+) -> Result<()> {
+    if next_state == EventState::Pending {
+        conn.prepare_cached(
+            "UPDATE order_heads SET claimed = 0, due_at_ms = ?3 WHERE tenant = ?1 AND delivery_key = ?2",
+        )?
+        .execute(params![tenant, delivery_key, next_attempt_at_ms as i64])?;
+        return Ok(());
+    }
+    let next: Option<(i64, i64)> = conn
+        .prepare_cached(
+            "SELECT seq, next_attempt_at_ms FROM events
+             WHERE tenant = ?1 AND delivery_key = ?2 AND state IN ('pending', 'running')
+             ORDER BY seq LIMIT 1",
+        )?
+        .query_row(params![tenant, delivery_key], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    match next {
+        Some((seq, due)) => conn
+            .prepare_cached(
+                "UPDATE order_heads SET head_seq = ?3, due_at_ms = ?4, claimed = 0
+                 WHERE tenant = ?1 AND delivery_key = ?2",
+            )?
+            .execute(params![tenant, delivery_key, seq, due])?,
+        None => conn
+            .prepare_cached("DELETE FROM order_heads WHERE tenant = ?1 AND delivery_key = ?2")?
+            .execute(params![tenant, delivery_key])?,
+    };
+    Ok(())
+}
+
+/// Makes a replayed event its order's head if the order has none (otherwise it runs when its
+/// turn comes: the head search takes the oldest unfinished event).
+fn head_for_replayed(conn: &Connection, seq: i64, due_at_ms: i64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO order_heads (tenant, delivery_key, head_seq, due_at_ms)
+             SELECT tenant, delivery_key, seq, ?2 FROM events WHERE seq = ?1
+         ON CONFLICT (tenant, delivery_key) DO NOTHING",
+    )?
+    .execute(params![seq, due_at_ms])?;
     Ok(())
 }
 
@@ -433,31 +691,17 @@ fn state_column(row: &Row<'_>, index: usize) -> rusqlite::Result<EventState> {
     })
 }
 
-const STORED_COLUMNS: &str =
-    "seq, tenant, source, received_at_ms, attempts, next_attempt_at_ms, body, event, attempt_base, state, running_since_ms, running_version";
-
 fn stored(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
-    let event: String = r.get(7)?;
-    let running = state_column(r, 9)? == EventState::Running;
+    let event: String = r.get(5)?;
     Ok(StoredEvent {
         seq: r.get(0)?,
         tenant: r.get(1)?,
         source: r.get(2)?,
         received_at_ms: r.get::<_, i64>(3)? as u64,
-        attempts: r.get(4)?,
-        next_attempt_at_ms: r.get::<_, i64>(5)? as u64,
-        body: r.get(6)?,
+        body: r.get(4)?,
         event: serde_json::from_str(&event).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, Box::new(e))
+            rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e))
         })?,
-        attempt_base: r.get(8)?,
-        interrupted: match running {
-            true => Some((
-                r.get::<_, Option<i64>>(10)?.unwrap_or(0) as u64,
-                r.get::<_, Option<String>>(11)?.unwrap_or_default(),
-            )),
-            false => None,
-        },
     })
 }
 
@@ -486,114 +730,183 @@ fn summary(row: &Row<'_>) -> rusqlite::Result<EventSummary> {
     })
 }
 
+#[async_trait::async_trait]
 impl Storage for SqliteStorage {
-    fn append(&self, event: std::sync::Arc<NewEvent>) -> BoxFuture<'_, Result<Appended>> {
-        // One change: the insert, or (a duplicate) the duplicate count's update.
-        Box::pin(self.write_as(Undo::Statement, move |c| append(c, &event)))
+    async fn append(&self, event: Arc<NewEvent>) -> Result<Appended> {
+        self.write(move |c| append(c, &event)).await
     }
 
-    fn finish_attempt(&self, finished: FinishedAttempt) -> BoxFuture<'_, Result<()>> {
-        Box::pin(self.write(move |c| finish(c, &finished)))
-    }
-
-    fn ping(&self) -> BoxFuture<'_, Result<()>> {
-        Box::pin(self.write(|c| {
-            c.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?;
-            Ok(())
-        }))
-    }
-
-    fn release_attempt(&self, seq: i64) -> BoxFuture<'_, Result<()>> {
-        Box::pin(self.write(move |c| {
-            c.prepare_cached(
-                "UPDATE events SET state = 'pending', running_since_ms = NULL, running_version = NULL
-                 WHERE seq = ?1 AND state = 'running'",
-            )?
-            .execute(params![seq])?;
-            Ok(())
-        }))
-    }
-
-    fn start_attempt(
+    async fn claim(
         &self,
-        seq: i64,
-        attempt: u32,
+        tenant: &str,
+        owner: &str,
+        limit: u32,
+        lease_ms: u64,
+    ) -> Result<ClaimBatch> {
+        let (tenant, owner) = (tenant.to_string(), owner.to_string());
+        self.write(move |c| claim(c, &tenant, &owner, limit, lease_ms))
+            .await
+    }
+
+    async fn mark_started(
+        &self,
+        lease: Lease,
         started_at_ms: u64,
         plugin_version: &str,
-    ) -> BoxFuture<'_, Result<()>> {
+    ) -> Result<()> {
         let version = plugin_version.to_string();
-        Box::pin(async move {
-            let (reply, _ignored) = oneshot::channel();
-            self.enqueue(
-                Undo::Statement,
-                move |c| {
-                    c.prepare_cached(
-                        "UPDATE events SET state = 'running', running_since_ms = ?3, running_version = ?4
-                         WHERE seq = ?1 AND attempts = ?2 - 1",
-                    )?
-                    .execute(params![seq, attempt, started_at_ms as i64, version])?;
-                    Ok(())
-                },
-                reply,
-            )
-            .await
-        })
+        let (reply, _ignored) = oneshot::channel();
+        self.enqueue_as(
+            Undo::Statement,
+            move |c| {
+                c.prepare_cached(
+                    "UPDATE events SET running_since_ms = ?3, running_version = ?4
+                     WHERE seq = ?1 AND lease_token = ?2 AND state = 'running'",
+                )?
+                .execute(params![
+                    lease.seq,
+                    lease.token,
+                    started_at_ms as i64,
+                    version
+                ])?;
+                Ok(())
+            },
+            reply,
+        )
+        .await
     }
 
-    fn unfinished(&self) -> Result<Vec<StoredEvent>> {
-        self.read(|c| {
-            let mut stmt = c.prepare(&format!(
-                "SELECT {STORED_COLUMNS} FROM events WHERE state IN ('pending', 'running') ORDER BY seq"
-            ))?;
-            let rows = stmt.query_map([], stored)?;
+    async fn renew_leases(&self, owner: &str, lease_ms: u64) -> Result<u64> {
+        let owner = owner.to_string();
+        self.write(move |c| {
+            let now = now_ms() as i64;
+            let n = c
+                .prepare_cached(
+                    "UPDATE events SET lease_until_ms = ?2
+                     WHERE state = 'running' AND lease_until_ms >= ?3 AND lease_owner = ?1",
+                )?
+                .execute(params![owner, now + lease_ms as i64, now])?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn expired_leases(&self, limit: u32) -> Result<Vec<ExpiredLease>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, lease_token, tenant, attempts, attempt_base, running_since_ms, running_version
+                 FROM events WHERE state = 'running' AND lease_until_ms < ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![now_ms() as i64, limit], |r| {
+                let since: Option<i64> = r.get(5)?;
+                Ok(ExpiredLease {
+                    claim: Claim {
+                        lease: Lease {
+                            seq: r.get(0)?,
+                            token: r.get(1)?,
+                        },
+                        tenant: r.get(2)?,
+                        attempts: r.get(3)?,
+                        attempt_base: r.get(4)?,
+                    },
+                    started: match since {
+                        Some(at) => Some((at.max(0) as u64, r.get::<_, Option<String>>(6)?.unwrap_or_default())),
+                        None => None,
+                    },
+                })
+            })?;
             rows.collect()
         })
+        .await
     }
 
-    fn replay(&self, seq: i64) -> BoxFuture<'_, Result<Replay>> {
-        Box::pin(self.write(move |c| {
-            let state: Option<String> = c
-                .prepare_cached("SELECT state FROM events WHERE seq = ?1")?
-                .query_row(params![seq], |r| r.get(0))
+    async fn finish_attempt(&self, finished: FinishedAttempt) -> Result<FinishResult> {
+        let counts = self.kv_counts.clone();
+        self.write(move |c| {
+            let result = finish(c, &finished)?;
+            if result == FinishResult::Committed && !finished.kv_writes.is_empty() {
+                // Read back in the writer's transaction (exact whatever the writes did); the
+                // cache may run ahead of a commit that then fails, never behind one: a failed
+                // commit drops the whole cache below.
+                let keys: Option<i64> = c
+                    .prepare_cached("SELECT keys FROM kv_counts WHERE tenant = ?1")?
+                    .query_row(params![finished.tenant], |r| r.get(0))
+                    .optional()?;
+                counts
+                    .lock()
+                    .expect("kv count cache")
+                    .insert(finished.tenant.clone(), keys.unwrap_or(0).max(0) as u64);
+            }
+            Ok(result)
+        })
+        .await
+        .inspect_err(|_| self.kv_counts.lock().expect("kv count cache").clear())
+    }
+
+    async fn release(&self, lease: Lease, due_at_ms: u64) -> Result<bool> {
+        self.write(move |c| release(c, lease, due_at_ms)).await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.write(|c| {
+            c.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn replay(&self, seq: i64) -> Result<Replay> {
+        self.write(move |c| {
+            let found: Option<(String, String)> = c
+                .prepare_cached("SELECT state, tenant FROM events WHERE seq = ?1")?
+                .query_row(params![seq], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
-            let Some(state) = state else { return Ok(Replay::NotFound) };
+            let Some((state, tenant)) = found else {
+                return Ok(Replay::NotFound);
+            };
             let state: EventState = state.parse()?;
             if matches!(state, EventState::Pending | EventState::Running) {
                 return Ok(Replay::NotFinished(state));
             }
-            let event = c
-                .prepare_cached(&format!(
-                    "UPDATE events SET state = 'pending', attempt_base = attempts, next_attempt_at_ms = ?2,
-                         finished_at_ms = NULL, last_error = NULL
-                     WHERE seq = ?1 RETURNING {STORED_COLUMNS}"
-                ))?
-                .query_row(params![seq, now_ms() as i64], stored)?;
-            Ok(Replay::Replayed(Box::new(event)))
-        }))
+            let now = now_ms() as i64;
+            c.prepare_cached(
+                "UPDATE events SET state = 'pending', attempt_base = attempts, next_attempt_at_ms = ?2,
+                     finished_at_ms = NULL, last_error = NULL
+                 WHERE seq = ?1",
+            )?
+            .execute(params![seq, now])?;
+            head_for_replayed(c, seq, now)?;
+            Ok(Replay::Replayed { tenant })
+        })
+        .await
     }
 
-    fn replay_dead(
-        &self,
-        tenant: &str,
-        since_ms: Option<u64>,
-    ) -> BoxFuture<'_, Result<Vec<StoredEvent>>> {
+    async fn replay_dead(&self, tenant: &str, since_ms: Option<u64>) -> Result<Vec<i64>> {
         let tenant = tenant.to_string();
-        Box::pin(self.write(move |c| {
-            let mut stmt = c.prepare_cached(&format!(
+        self.write(move |c| {
+            let now = now_ms() as i64;
+            let mut stmt = c.prepare_cached(
                 "UPDATE events SET state = 'pending', attempt_base = attempts, next_attempt_at_ms = ?3,
                      finished_at_ms = NULL, last_error = NULL
-                 WHERE tenant = ?1 AND state = 'dead' AND finished_at_ms >= ?2 RETURNING {STORED_COLUMNS}"
-            ))?;
-            let mut events = stmt
-                .query_map(params![tenant, since_ms.unwrap_or(0) as i64, now_ms() as i64], stored)?
+                 WHERE tenant = ?1 AND state = 'dead' AND finished_at_ms >= ?2 RETURNING seq",
+            )?;
+            let mut seqs = stmt
+                .query_map(params![tenant, since_ms.unwrap_or(0) as i64, now], |r| {
+                    r.get::<_, i64>(0)
+                })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            events.sort_by_key(|e| e.seq);
-            Ok(events)
-        }))
+            seqs.sort_unstable();
+            // Oldest first: the first of each order becomes its head.
+            for &seq in &seqs {
+                head_for_replayed(c, seq, now)?;
+            }
+            Ok(seqs)
+        })
+        .await
     }
 
-    fn prune(&self, before_ms: u64, limit: u32) -> BoxFuture<'_, Result<u64>> {
-        Box::pin(self.write(move |c| {
+    async fn prune(&self, before_ms: u64, limit: u32) -> Result<u64> {
+        self.write(move |c| {
             let n = c
                 .prepare_cached(
                     "DELETE FROM events WHERE seq IN (
@@ -601,20 +914,41 @@ impl Storage for SqliteStorage {
                 )?
                 .execute(params![before_ms as i64, limit])?;
             Ok(n as u64)
-        }))
+        })
+        .await
     }
 
-    fn kv_get(&self, tenant: &str, key: &str) -> Result<Option<Vec<u8>>> {
-        self.read(|c| {
+    async fn oldest_unfinished(&self, tenant: &str) -> Result<Option<u64>> {
+        let tenant = tenant.to_string();
+        self.read(move |c| {
+            // Sequence numbers follow receipt: the first pending or running one, through the
+            // (tenant, state, seq) index, two lookups.
+            c.prepare_cached(
+                "SELECT MIN(received_at_ms) FROM events WHERE seq IN (
+                     SELECT MIN(seq) FROM events WHERE tenant = ?1 AND state = 'pending'
+                     UNION ALL
+                     SELECT MIN(seq) FROM events WHERE tenant = ?1 AND state = 'running')",
+            )?
+            .query_row(params![tenant], |r| r.get::<_, Option<i64>>(0))
+            .map(|at| at.map(|v| v.max(0) as u64))
+        })
+        .await
+    }
+
+    async fn kv_get(&self, tenant: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        let (tenant, key) = (tenant.to_string(), key.to_string());
+        self.read(move |c| {
             c.prepare_cached("SELECT value FROM kv WHERE tenant = ?1 AND key = ?2")?
                 .query_row(params![tenant, key], |r| r.get(0))
                 .optional()
         })
+        .await
     }
 
-    fn kv_list(&self, tenant: &str, prefix: &str, limit: u32) -> Result<Vec<String>> {
+    async fn kv_list(&self, tenant: &str, prefix: &str, limit: u32) -> Result<Vec<String>> {
+        let (tenant, prefix) = (tenant.to_string(), prefix.to_string());
         // Keys only: a plugin listing keys must not make the host read every value.
-        self.read(|c| {
+        self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT key FROM kv
                  WHERE tenant = ?1 AND key >= ?2 AND key < ?2 || char(1114111)
@@ -623,25 +957,40 @@ impl Storage for SqliteStorage {
             let rows = stmt.query_map(params![tenant, prefix, limit], |r| r.get(0))?;
             rows.collect()
         })
+        .await
     }
 
-    fn kv_count(&self, tenant: &str) -> Result<u64> {
-        self.read(|c| {
-            c.prepare_cached("SELECT keys FROM kv_counts WHERE tenant = ?1")?
-                .query_row(params![tenant], |r| r.get::<_, i64>(0))
-                .optional()
-                .map(|n| n.unwrap_or(0).max(0) as u64)
-        })
+    async fn kv_count(&self, tenant: &str) -> Result<u64> {
+        if let Some(n) = self.kv_counts.lock().expect("kv count cache").get(tenant) {
+            return Ok(*n);
+        }
+        let name = tenant.to_string();
+        let n = self
+            .read(move |c| {
+                c.prepare_cached("SELECT keys FROM kv_counts WHERE tenant = ?1")?
+                    .query_row(params![name], |r| r.get::<_, i64>(0))
+                    .optional()
+                    .map(|n| n.unwrap_or(0).max(0) as u64)
+            })
+            .await?;
+        self.kv_counts
+            .lock()
+            .expect("kv count cache")
+            .entry(tenant.to_string())
+            .or_insert(n);
+        Ok(n)
     }
 
-    fn kv_entries(
+    async fn kv_entries(
         &self,
         tenant: &str,
         prefix: &str,
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<KvEntry>> {
-        self.read(|c| {
+        let (tenant, prefix) = (tenant.to_string(), prefix.to_string());
+        let after = after.map(str::to_string);
+        self.read(move |c| {
             // A range scan on the primary key (BINARY collation is byte order); char(1114111) is
             // the largest code point, so the range covers every key that starts with the prefix.
             let mut stmt = c.prepare_cached(
@@ -659,16 +1008,19 @@ impl Storage for SqliteStorage {
             })?;
             rows.collect()
         })
+        .await
     }
 
-    fn events(
+    async fn events(
         &self,
         tenant: &str,
         limit: u32,
         before_seq: Option<i64>,
         filter: &EventFilter,
     ) -> Result<Vec<EventSummary>> {
-        self.read(|c| {
+        let tenant = tenant.to_string();
+        let filter = filter.clone();
+        self.read(move |c| {
             // One statement for every filter combination: an absent filter is NULL and matches
             // all. The state filter uses the (tenant, state, seq) index, the others scan the
             // tenant's events newest first and stop at `limit`.
@@ -696,10 +1048,12 @@ impl Storage for SqliteStorage {
             )?;
             rows.collect()
         })
+        .await
     }
 
-    fn event_counts(&self, tenant: &str) -> Result<std::collections::BTreeMap<String, u64>> {
-        self.read(|c| {
+    async fn event_counts(&self, tenant: &str) -> Result<std::collections::BTreeMap<String, u64>> {
+        let tenant = tenant.to_string();
+        self.read(move |c| {
             let mut counts: std::collections::BTreeMap<String, u64> = EventState::ALL
                 .iter()
                 .map(|s| (s.as_str().to_string(), 0))
@@ -716,10 +1070,11 @@ impl Storage for SqliteStorage {
             }
             Ok(counts)
         })
+        .await
     }
 
-    fn event_detail(&self, seq: i64) -> Result<Option<EventDetail>> {
-        self.read(|c| {
+    async fn event_detail(&self, seq: i64) -> Result<Option<EventDetail>> {
+        self.read(move |c| {
             let Some((summary, headers, body)) = c
                 .prepare_cached(&format!(
                     "SELECT {SUMMARY_COLUMNS}, headers, body FROM events WHERE seq = ?1"
@@ -757,13 +1112,14 @@ impl Storage for SqliteStorage {
                 attempts_detail: attempts,
             }))
         })
+        .await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::conformance::event;
+    use crate::storage::conformance::{event, event_of};
 
     /// A journal written before schema versions existed (version 0, the first step's tables,
     /// events without a delivery key) is brought up to date at open: the key is computed for
@@ -792,9 +1148,23 @@ mod tests {
                     .execute(params![event.id, serde_json::to_string(&event).unwrap()])
                     .unwrap();
             }
+            let running = crate::event::NormalizedEvent::sample("run", Some("o-2"));
+            conn.execute(
+                "INSERT INTO events (tenant, source, dedupe_key, state, running_since_ms, running_version, next_attempt_at_ms, received_at_ms, headers, body, event)
+                 VALUES ('acme', 'fc', 'run', 'running', 77, 'v1', 1, 1, '[]', x'7b7d', ?1)",
+                params![serde_json::to_string(&running).unwrap()],
+            )
+            .unwrap();
         }
         let store = SqliteStorage::open(&path, Durability::Durable).unwrap();
         store.append(event("new")).await.unwrap();
+        // Every order got its head (the new event's order o1 is one of its own); the event the
+        // old hookhost left running has an expired lease, for the reaper.
+        let claims = store.claim("acme", "me", 10, 1000).await.unwrap().claims;
+        assert_eq!(claims.len(), 4);
+        let expired = store.expired_leases(10).await.unwrap();
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].started, Some((77, "v1".to_string())));
         drop(store);
         let conn = Connection::open(&path).unwrap();
         let version: i64 = conn
@@ -814,6 +1184,7 @@ mod tests {
                 ("o".to_string(), "order:o-1".to_string()),
                 ("r".to_string(), "ref:#7".to_string()),
                 ("alone".to_string(), "event:alone".to_string()),
+                ("run".to_string(), "order:o-2".to_string()),
                 ("new".to_string(), "order:o1".to_string()),
             ]
         );
@@ -837,38 +1208,53 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_started_attempt_is_seen_as_interrupted_after_a_crash() {
+    async fn leases_left_by_a_stopped_process_expire_when_the_store_opens() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h.db");
-        let seq = {
+        let (started, idle) = {
             let store = SqliteStorage::open(&path, Durability::Durable).unwrap();
-            let Appended::Accepted(seq) = store.append(event("e1")).await.unwrap() else {
-                panic!()
-            };
-            store.start_attempt(seq, 1, 1234, "v9").await.unwrap();
+            store.append(event_of("e1", None)).await.unwrap();
+            store.append(event_of("e2", None)).await.unwrap();
+            store.append(event_of("e3", Some("o3"))).await.unwrap();
+            let claims = store.claim("acme", "old", 2, 60_000).await.unwrap().claims;
+            store
+                .mark_started(claims[0].claim.lease, 1234, "v9")
+                .await
+                .unwrap();
             // A later write commits after the start mark (the writer is FIFO).
-            store.append(event("e2")).await.unwrap();
-            seq
+            store.ping().await.unwrap();
+            assert!(store.expired_leases(10).await.unwrap().is_empty());
+            (claims[0].claim.lease, claims[1].claim.lease)
         };
         let store = SqliteStorage::open(&path, Durability::Durable).unwrap();
-        let unfinished = store.unfinished().unwrap();
-        assert_eq!(unfinished[0].seq, seq);
-        assert_eq!(unfinished[0].interrupted, Some((1234, "v9".to_string())));
-        assert_eq!(unfinished[1].interrupted, None);
+        let expired = store.expired_leases(10).await.unwrap();
+        assert_eq!(
+            expired
+                .iter()
+                .map(|e| (e.claim.lease, e.started.clone()))
+                .collect::<Vec<_>>(),
+            [(started, Some((1234, "v9".to_string()))), (idle, None)]
+        );
         assert_eq!(
             store
                 .events("acme", 10, None, &EventFilter::state(EventState::Running))
+                .await
                 .unwrap()
                 .len(),
-            1
+            2
         );
-        // A stale start mark (wrong attempt number) changes nothing.
-        store
-            .start_attempt(unfinished[1].seq, 5, 1, "v9")
-            .await
-            .unwrap();
-        store.append(event("e3")).await.unwrap();
-        assert_eq!(store.unfinished().unwrap()[1].interrupted, None);
+    }
+
+    #[test]
+    fn a_second_process_cannot_open_a_database_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let _first = SqliteStorage::open(&path, Durability::Durable).unwrap();
+        let err = SqliteStorage::open(&path, Durability::Durable)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("in use by another hookhost"), "{err}");
     }
 
     #[tokio::test]
@@ -877,19 +1263,15 @@ mod tests {
         let path = dir.path().join("h.db");
         {
             let store = SqliteStorage::open(&path, Durability::Durable).unwrap();
-            store.append(event("e1")).await.unwrap();
-            store.append(event("e2")).await.unwrap();
+            store.append(event_of("e1", None)).await.unwrap();
+            store.append(event_of("e2", None)).await.unwrap();
         }
         let store = SqliteStorage::open(&path, Durability::Durable).unwrap();
-        let ids: Vec<_> = store
-            .unfinished()
-            .unwrap()
-            .into_iter()
-            .map(|e| e.event.id)
-            .collect();
+        let claims = store.claim("acme", "me", 10, 1000).await.unwrap().claims;
+        let ids: Vec<String> = claims.into_iter().map(|c| c.event.event.id).collect();
         assert_eq!(ids, vec!["e1", "e2"]);
         assert!(matches!(
-            store.append(event("e1")).await.unwrap(),
+            store.append(event_of("e1", None)).await.unwrap(),
             Appended::Duplicate(_)
         ));
     }

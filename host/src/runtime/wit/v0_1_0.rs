@@ -21,6 +21,7 @@ mod bindings {
         world: "merchant-plugin",
         imports: {
             "hookhost:plugin/http.send": async | trappable,
+            "hookhost:plugin/kv": async | trappable,
             default: trappable,
         },
         exports: { default: async },
@@ -175,20 +176,28 @@ impl From<wit_log::Level> for Level {
     }
 }
 
+/// Async: every kv call may read the store, and no plugin call blocks a tokio worker on it.
 impl wit_kv::Host for PluginState {
-    fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, wit_kv::Error>> {
-        Ok(self.caps()?.kv.get(&key).map_err(Into::into))
+    async fn get(
+        &mut self,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, wit_kv::Error>> {
+        Ok(self.caps()?.kv.get(&key).await.map_err(Into::into))
     }
 
-    fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), wit_kv::Error>> {
-        Ok(self.caps()?.kv.set(&key, value).map_err(Into::into))
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), wit_kv::Error>> {
+        Ok(self.caps()?.kv.set(&key, value).await.map_err(Into::into))
     }
 
-    fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, wit_kv::Error>> {
-        Ok(self.caps()?.kv.delete(&key).map_err(Into::into))
+    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, wit_kv::Error>> {
+        Ok(self.caps()?.kv.delete(&key).await.map_err(Into::into))
     }
 
-    fn list_keys(
+    async fn list_keys(
         &mut self,
         prefix: String,
         limit: u32,
@@ -197,10 +206,11 @@ impl wit_kv::Host for PluginState {
             .caps()?
             .kv
             .list_keys(&prefix, limit)
+            .await
             .map_err(Into::into))
     }
 
-    fn set_if_absent(
+    async fn set_if_absent(
         &mut self,
         key: String,
         value: Vec<u8>,
@@ -209,6 +219,7 @@ impl wit_kv::Host for PluginState {
             .caps()?
             .kv
             .set_if_absent(&key, value)
+            .await
             .map_err(Into::into))
     }
 }

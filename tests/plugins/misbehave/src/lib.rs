@@ -2,7 +2,8 @@
 //! `misbehave` field says how: `trap` (panic), `loop` (never returns), `alloc` (allocates without
 //! bound), `recurse` (overflows the stack), `error` (returns an error), `retry` (asks to retry),
 //! `fail-then-ok` (fails on the first attempt after writing kv, succeeds later), `spin` (busy for
-//! `spin_ms` milliseconds, then succeeds), `huge` (a 10 MiB error), `fetch` (GETs the payload's
+//! `spin_ms` milliseconds, then succeeds; `spin-first` only on the first attempt), `huge` (a
+//! 10 MiB error), `fetch` (GETs the payload's
 //! `url`, reporting the outcome as its skip reason), `kvflood` (sets keys without end), `kvhoard`
 //! (sets 256 KiB values until the host refuses one, reporting how many it stored), `logspam`
 //! (logs 100,000 lines), `env` / `file`
@@ -76,7 +77,7 @@ impl Plugin for Misbehave {
                     info!("spam line {i} {}", "y".repeat(100));
                 }
             }
-            "spin" => {
+            "spin" | "spin-first" if mode == "spin" || event.attempt == 1 => {
                 let ms = payload["spin_ms"].as_u64().unwrap_or(1000);
                 let start = std::time::Instant::now();
                 while start.elapsed().as_millis() < u128::from(ms) {
