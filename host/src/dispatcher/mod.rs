@@ -654,7 +654,6 @@ async fn attempt(
         tracing::error!(seq = lease.seq, "cannot mark the attempt as started: {e:#}");
     }
     let report = deps.runtime.run(&plugin, &event, number, cx).await;
-    returned();
     let outcome = match report.result {
         Ok(PluginOutcome::Done) => AttemptOutcome::Done,
         Ok(PluginOutcome::Skipped(reason)) => AttemptOutcome::Skipped { reason },
@@ -704,7 +703,21 @@ async fn attempt(
         next_attempt_at_ms,
     };
     use crate::telemetry as m;
-    match deps.storage.finish_attempt(finished).await {
+    // The worker goes to the next attempt now, without waiting for this commit (commit
+    // pipelining); but only once the finish is queued to the store (its first poll), so that the
+    // next attempt's start mark never commits before this attempt's end.
+    let mut finish = std::pin::pin!(deps.storage.finish_attempt(finished));
+    let finished_at_once = tokio::select! {
+        biased;
+        result = &mut finish => Some(result),
+        () = std::future::ready(()) => None,
+    };
+    returned();
+    let result = match finished_at_once {
+        Some(result) => result,
+        None => finish.await,
+    };
+    match result {
         Ok(FinishResult::Committed) => {
             metrics::counter!(m::ATTEMPTS, "tenant" => claim.tenant.clone(), "outcome" => outcome_label)
                 .increment(1);

@@ -214,6 +214,12 @@ pub async fn only_an_orders_head_is_claimed_in_journal_order(store: Arc<dyn Stor
         "each claim comes with its event; e2 waits behind its order's head"
     );
     let claims = claims_of(batch);
+    // Claimed is not running: running means an attempt started.
+    assert_eq!(summary_of(&store, e1).await.state, EventState::Pending);
+    store
+        .mark_started(lease_of(&claims, e1), now_ms(), "v1")
+        .await
+        .unwrap();
     assert_eq!(summary_of(&store, e1).await.state, EventState::Running);
     assert_eq!(summary_of(&store, e2).await.state, EventState::Pending);
     let again = store.claim("acme", "me", 100, LEASE_MS).await.unwrap();
@@ -332,7 +338,7 @@ pub async fn a_finish_is_fenced_by_its_lease(store: Arc<dyn Storage>) {
         "nothing written"
     );
     let summary = summary_of(&store, e1).await;
-    assert_eq!((summary.state, summary.attempts), (EventState::Running, 0));
+    assert_eq!((summary.state, summary.attempts), (EventState::Pending, 0));
     assert!(store
         .event_detail(e1)
         .await
@@ -579,7 +585,7 @@ pub async fn replay_only_finished_events_with_a_fresh_budget(store: Arc<dyn Stor
         .unwrap();
     assert!(matches!(
         store.replay(pending).await.unwrap(),
-        Replay::NotFinished(EventState::Running)
+        Replay::NotFinished(EventState::Pending)
     ));
     assert!(matches!(store.replay(999).await.unwrap(), Replay::NotFound));
     assert!(

@@ -144,10 +144,9 @@ impl Row {
 impl Journal {
     /// The row whose lease is `lease`, if it still is.
     fn leased(&mut self, lease: Lease) -> Option<&mut Row> {
-        self.events.get_mut(&lease.seq).filter(|row| {
-            row.state == EventState::Running
-                && row.lease.as_ref().is_some_and(|h| h.token == lease.token)
-        })
+        self.events
+            .get_mut(&lease.seq)
+            .filter(|row| row.lease.as_ref().is_some_and(|h| h.token == lease.token))
     }
 
     fn release(&mut self, lease: Lease, due_at_ms: u64) -> bool {
@@ -340,7 +339,6 @@ impl Storage for MemoryStorage {
             let Some(row) = journal.events.get_mut(&head.seq) else {
                 bail!("order head {} is not in the journal", head.seq);
             };
-            row.state = EventState::Running;
             row.started = None;
             row.lease = Some(Held {
                 token,
@@ -369,6 +367,7 @@ impl Storage for MemoryStorage {
         plugin_version: &str,
     ) -> Result<()> {
         if let Some(row) = self.journal().leased(lease) {
+            row.state = EventState::Running;
             row.started = Some((started_at_ms, plugin_version.to_string()));
         }
         Ok(())

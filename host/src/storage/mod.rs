@@ -42,10 +42,11 @@ pub enum Appended {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EventState {
-    /// Waiting for (another) attempt.
+    /// Waiting for (another) attempt, claimed or not.
     Pending,
-    /// Claimed: a dispatcher holds its lease and runs (or is about to run) an attempt. If that
-    /// dispatcher stops, the lease expires and the reaper counts a started attempt as failed.
+    /// An attempt started under a lease (a claimed event waiting for a worker is still
+    /// pending). If its dispatcher stops, the lease expires and the reaper counts the attempt as
+    /// failed ("interrupted").
     Running,
     /// The plugin returned `done`.
     Done,

@@ -103,7 +103,7 @@ ALTER TABLE events ADD COLUMN lease_owner TEXT;
 ALTER TABLE events ADD COLUMN lease_token INTEGER;
 ALTER TABLE events ADD COLUMN lease_until_ms INTEGER;
 UPDATE events SET lease_owner = '', lease_token = 0, lease_until_ms = 0 WHERE state = 'running';
-CREATE INDEX events_leased ON events (lease_until_ms) WHERE state = 'running';
+CREATE INDEX events_leased ON events (lease_until_ms) WHERE lease_token IS NOT NULL;
 INSERT INTO order_heads (tenant, delivery_key, head_seq, due_at_ms, claimed)
     SELECT e.tenant, e.delivery_key, e.seq, e.next_attempt_at_ms, e.state = 'running'
     FROM events e
@@ -232,7 +232,7 @@ impl SqliteStorage {
         // This process holds the file lock, so whoever held these leases has stopped: expire
         // them now rather than wait out their term (the reaper then deals with them at once).
         let expired = conn.execute(
-            "UPDATE events SET lease_until_ms = 0 WHERE state = 'running' AND lease_until_ms > 0",
+            "UPDATE events SET lease_until_ms = 0 WHERE lease_token IS NOT NULL AND lease_until_ms > 0",
             [],
         )?;
         if expired > 0 {
@@ -467,7 +467,7 @@ fn claim(
         let token = lease_token();
         let claimed = conn
             .prepare_cached(
-                "UPDATE events SET state = 'running', lease_owner = ?2, lease_token = ?3, lease_until_ms = ?4,
+                "UPDATE events SET lease_owner = ?2, lease_token = ?3, lease_until_ms = ?4,
                      running_since_ms = NULL, running_version = NULL
                  WHERE seq = ?1 RETURNING seq, tenant, source, received_at_ms, body, event, attempts, attempt_base",
             )?
@@ -506,7 +506,7 @@ fn release(conn: &Connection, lease: Lease, due_at_ms: u64) -> Result<bool> {
         .prepare_cached(
             "UPDATE events SET state = 'pending', next_attempt_at_ms = ?3, lease_owner = NULL, lease_token = NULL,
                  lease_until_ms = NULL, running_since_ms = NULL, running_version = NULL
-             WHERE seq = ?1 AND lease_token = ?2 AND state = 'running' RETURNING tenant, delivery_key",
+             WHERE seq = ?1 AND lease_token = ?2 RETURNING tenant, delivery_key",
         )?
         .query_row(params![lease.seq, lease.token, due_at_ms as i64], |r| {
             Ok((r.get(0)?, r.get(1)?))
@@ -564,7 +564,7 @@ fn finish(conn: &Connection, fin: &FinishedAttempt) -> Result<FinishResult> {
         .prepare_cached(
             "UPDATE events SET state = ?3, attempts = ?4, next_attempt_at_ms = ?5, finished_at_ms = ?6, last_error = ?7,
                  running_since_ms = NULL, running_version = NULL, lease_owner = NULL, lease_token = NULL, lease_until_ms = NULL
-             WHERE seq = ?1 AND lease_token = ?2 AND state = 'running' RETURNING delivery_key",
+             WHERE seq = ?1 AND lease_token = ?2 RETURNING delivery_key",
         )?
         .query_row(
             params![
@@ -760,8 +760,8 @@ impl Storage for SqliteStorage {
             Undo::Statement,
             move |c| {
                 c.prepare_cached(
-                    "UPDATE events SET running_since_ms = ?3, running_version = ?4
-                     WHERE seq = ?1 AND lease_token = ?2 AND state = 'running'",
+                    "UPDATE events SET state = 'running', running_since_ms = ?3, running_version = ?4
+                     WHERE seq = ?1 AND lease_token = ?2",
                 )?
                 .execute(params![
                     lease.seq,
@@ -783,7 +783,7 @@ impl Storage for SqliteStorage {
             let n = c
                 .prepare_cached(
                     "UPDATE events SET lease_until_ms = ?2
-                     WHERE state = 'running' AND lease_until_ms >= ?3 AND lease_owner = ?1",
+                     WHERE lease_token IS NOT NULL AND lease_until_ms >= ?3 AND lease_owner = ?1",
                 )?
                 .execute(params![owner, now + lease_ms as i64, now])?;
             Ok(n as u64)
@@ -795,7 +795,7 @@ impl Storage for SqliteStorage {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT seq, lease_token, tenant, attempts, attempt_base, running_since_ms, running_version
-                 FROM events WHERE state = 'running' AND lease_until_ms < ?1 ORDER BY seq LIMIT ?2",
+                 FROM events WHERE lease_token IS NOT NULL AND lease_until_ms < ?1 ORDER BY seq LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![now_ms() as i64, limit], |r| {
                 let since: Option<i64> = r.get(5)?;
@@ -1235,13 +1235,14 @@ mod tests {
                 .collect::<Vec<_>>(),
             [(started, Some((1234, "v9".to_string()))), (idle, None)]
         );
+        // Running means started: the claim that never started is still pending.
         assert_eq!(
             store
                 .events("acme", 10, None, &EventFilter::state(EventState::Running))
                 .await
                 .unwrap()
                 .len(),
-            2
+            1
         );
     }
 
