@@ -494,6 +494,30 @@ mod tests {
     }
 
     #[test]
+    fn a_lease_too_short_to_renew_is_refused() {
+        let parse = |lease: u64| {
+            let mut cfg: Config = toml::from_str(&format!(
+                "database = 'x'\n[dispatch]\nlease_seconds = {lease}\n[tenants.a]\nplugin = 'p.wasm'\n"
+            ))
+            .unwrap();
+            cfg.resolve_paths(Path::new("/etc"));
+            cfg
+        };
+        let err = parse(2).validate().unwrap_err().to_string();
+        assert!(
+            err.contains("dispatch.lease_seconds must be at least 3"),
+            "{err}"
+        );
+        let ok = parse(9);
+        ok.validate().unwrap();
+        let settings = ok.dispatch.settings();
+        assert_eq!(
+            (settings.lease.as_secs(), settings.renew_every.as_secs()),
+            (9, 3)
+        );
+    }
+
+    #[test]
     fn unknown_keys_and_bad_names_are_rejected() {
         assert!(toml::from_str::<Config>("database = 'x'\nlisten_addr = '1'").is_err());
         let mut cfg: Config =

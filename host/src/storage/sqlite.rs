@@ -543,12 +543,15 @@ fn first_stale_read(conn: &Connection, fin: &FinishedAttempt) -> Result<Option<K
     Ok(None)
 }
 
-fn finish(conn: &Connection, fin: &FinishedAttempt) -> Result<FinishResult> {
+/// Records the attempt (see [`Storage::finish_attempt`]); with the tenant's new kv key count when
+/// the attempt changed it (for the count cache).
+fn finish(conn: &Connection, fin: &FinishedAttempt) -> Result<(FinishResult, Option<u64>)> {
     if let Some(conflict) = first_stale_read(conn, fin)? {
-        return Ok(match release(conn, fin.lease, now_ms())? {
+        let result = match release(conn, fin.lease, now_ms())? {
             true => FinishResult::KvConflict(conflict),
             false => FinishResult::LeaseLost,
-        });
+        };
+        return Ok((result, None));
     }
     let now = now_ms() as i64;
     let last_error = match &fin.record.outcome {
@@ -580,7 +583,7 @@ fn finish(conn: &Connection, fin: &FinishedAttempt) -> Result<FinishResult> {
         )
         .optional()?;
     let Some(delivery_key) = delivery_key else {
-        return Ok(FinishResult::LeaseLost);
+        return Ok((FinishResult::LeaseLost, None));
     };
     advance_head(
         conn,
@@ -621,14 +624,16 @@ fn finish(conn: &Connection, fin: &FinishedAttempt) -> Result<FinishResult> {
             }
         }
     }
-    if added != 0 {
-        conn.prepare_cached(
-            "INSERT INTO kv_counts (tenant, keys) VALUES (?1, ?2)
-             ON CONFLICT (tenant) DO UPDATE SET keys = keys + excluded.keys",
-        )?
-        .execute(params![fin.tenant, added])?;
+    if added == 0 {
+        return Ok((FinishResult::Committed, None));
     }
-    Ok(FinishResult::Committed)
+    let keys: i64 = conn
+        .prepare_cached(
+            "INSERT INTO kv_counts (tenant, keys) VALUES (?1, ?2)
+             ON CONFLICT (tenant) DO UPDATE SET keys = keys + excluded.keys RETURNING keys",
+        )?
+        .query_row(params![fin.tenant, added], |r| r.get(0))?;
+    Ok((FinishResult::Committed, Some(keys.max(0) as u64)))
 }
 
 /// After an order's head ran: a retry keeps it the head, unclaimed and due later; an end makes
@@ -823,19 +828,14 @@ impl Storage for SqliteStorage {
     async fn finish_attempt(&self, finished: FinishedAttempt) -> Result<FinishResult> {
         let counts = self.kv_counts.clone();
         self.write(move |c| {
-            let result = finish(c, &finished)?;
-            if result == FinishResult::Committed && !finished.kv_writes.is_empty() {
-                // Read back in the writer's transaction (exact whatever the writes did); the
-                // cache may run ahead of a commit that then fails, never behind one: a failed
-                // commit drops the whole cache below.
-                let keys: Option<i64> = c
-                    .prepare_cached("SELECT keys FROM kv_counts WHERE tenant = ?1")?
-                    .query_row(params![finished.tenant], |r| r.get(0))
-                    .optional()?;
+            let (result, keys) = finish(c, &finished)?;
+            // The count as this transaction leaves it. The cache may run ahead of a commit that
+            // then fails, never behind one: a failed commit drops the whole cache below.
+            if let Some(keys) = keys {
                 counts
                     .lock()
                     .expect("kv count cache")
-                    .insert(finished.tenant.clone(), keys.unwrap_or(0).max(0) as u64);
+                    .insert(finished.tenant.clone(), keys);
             }
             Ok(result)
         })
