@@ -1,9 +1,10 @@
 //! The embedded default store: one SQLite file in WAL mode.
 //!
 //! All writes go through one writer thread that takes whatever commands have queued up and runs
-//! them in a single transaction, so concurrent webhooks share one fsync (group commit). Each
-//! command runs inside its own savepoint: one failing command does not undo the others. Reads use
-//! a small pool of read-only connections, which WAL lets run beside the writer.
+//! them in a single transaction, so concurrent webhooks share one fsync (group commit). One
+//! failing command does not undo the others: the batch is then rolled back and its commands run
+//! again one transaction each (see `run_batch`). Reads use a small pool of read-only connections,
+//! which WAL lets run beside the writer.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -161,10 +162,66 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A write run inside the writer's transaction (in its own savepoint); it returns what to do once
-/// the transaction is committed (or failed to commit): reply to its caller.
-type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
-type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
+/// Plans that do not depend on bound values. Without this, SQLite marks a statement to be
+/// planned again whenever some parameters are rebound (an equality it estimates with the value,
+/// a `LIMIT ?`), and rusqlite's statement cache rebinds on every use: the writer spent an eighth
+/// of its time parsing the order-head lookup again after each finish. Every partial index the
+/// queries use is matched by literal terms, so the plans are the same.
+fn stable_plans(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
+    Ok(())
+}
+
+/// One caller's write: run inside the writer's next transaction, then completed (its caller told
+/// the outcome) once that transaction has committed or failed to.
+trait WriteJob: Send {
+    /// Runs the job's statements and keeps its result; false if the job failed (part of its
+    /// changes may then be in the transaction). A job may run twice: see [`run_batch`].
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Tells the caller the kept result, or `commit_error` if its changes were not committed.
+    fn complete(self: Box<Self>, commit_error: Option<&str>);
+}
+
+type Job = Box<dyn WriteJob>;
+
+/// Each tenant's committed kv key count (see [`SqliteStorage::kv_counts`]).
+type KvCountCache = Arc<Mutex<std::collections::HashMap<String, u64>>>;
+
+/// A [`WriteJob`] returning `T` to the caller waiting on `reply`.
+struct Write<T, F> {
+    work: F,
+    result: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> WriteJob for Write<T, F>
+where
+    T: Send,
+    F: FnMut(&Connection) -> Result<T> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let result = (self.work)(conn);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn complete(self: Box<Self>, commit_error: Option<&str>) {
+        let _ = self.reply.send(match (self.result, commit_error) {
+            // The job's own failure is the caller's answer, committed or not.
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(_)), Some(e)) => Err(anyhow!("database commit failed: {e}")),
+            (Some(Ok(v)), None) => Ok(v),
+            (None, _) => Err(anyhow!(
+                "the database writer could not start a transaction: {}",
+                commit_error.unwrap_or("unknown error")
+            )),
+        });
+    }
+}
 
 /// The SQLite store.
 pub struct SqliteStorage {
@@ -174,7 +231,7 @@ pub struct SqliteStorage {
     /// Each tenant's kv key count as committed, once read: one process owns the file and every
     /// change goes through `finish`, which keeps it exact, so an attempt that sets a key (and so
     /// needs the count for the tenant's limit) does not pay a read transaction for it.
-    kv_counts: Arc<Mutex<std::collections::HashMap<String, u64>>>,
+    kv_counts: KvCountCache,
     /// Held while the store is open: one process per database file, so that at open every
     /// lease still in it belongs to a process that has stopped.
     _lock: std::fs::File,
@@ -224,9 +281,9 @@ impl SqliteStorage {
         // Every statement the writer runs stays prepared (rusqlite keeps 16 by default, fewer
         // than the writer uses: past that, statements are parsed and planned again and again).
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        // Each job runs in a savepoint, whose undo journal (the pages it changes) is kept in
-        // memory rather than in a temporary file.
+        // Statement journals (a multi-row statement's undo) in memory, not in temporary files.
         conn.pragma_update(None, "temp_store", "MEMORY")?;
+        stable_plans(&conn)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&mut conn, path)?;
         // This process holds the file lock, so whoever held these leases has stopped: expire
@@ -242,15 +299,17 @@ impl SqliteStorage {
             );
         }
         let (tx, rx) = mpsc::channel(4096);
+        let kv_counts = KvCountCache::default();
+        let writer_counts = kv_counts.clone();
         thread::Builder::new()
             .name("hookhost-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, writer_counts))
             .context("cannot start the database writer thread")?;
         Ok(SqliteStorage {
             path: path.to_path_buf(),
             writer: tx,
             readers: Arc::new(Mutex::new(Vec::new())),
-            kv_counts: Arc::new(Mutex::new(std::collections::HashMap::new())),
+            kv_counts,
             _lock: lock,
         })
     }
@@ -275,6 +334,7 @@ impl SqliteStorage {
                     .with_context(|| format!("cannot open {} for reading", path.display()))?;
                     c.busy_timeout(std::time::Duration::from_secs(5))?;
                     c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+                    stable_plans(&c)?;
                     c
                 }
             };
@@ -289,11 +349,12 @@ impl SqliteStorage {
         .context("database read task failed")?
     }
 
-    /// Runs `f` in the writer's next transaction (in a savepoint of its own) and waits for the
-    /// commit.
+    /// Runs `f` in the writer's next transaction and waits for the commit. `f` may run twice (a
+    /// batch with a failed job is rolled back and run again one job at a time), so it must only
+    /// read its inputs.
     async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+        f: impl FnMut(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (tx, rx) = oneshot::channel();
         self.enqueue(f, tx).await?;
@@ -304,30 +365,13 @@ impl SqliteStorage {
     /// Queues `f` for the writer's next transaction and reports to `reply` after the commit.
     async fn enqueue<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+        f: impl FnMut(&Connection) -> Result<T> + Send + 'static,
         reply: oneshot::Sender<Result<T>>,
     ) -> Result<()> {
-        self.enqueue_as(Undo::Savepoint, f, reply).await
-    }
-
-    /// Like [`Self::enqueue`], with the given way to undo a failed job.
-    async fn enqueue_as<T: Send + 'static>(
-        &self,
-        undo: Undo,
-        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
-        reply: oneshot::Sender<Result<T>>,
-    ) -> Result<()> {
-        let job: Job = Box::new(move |conn| {
-            let result = match undo {
-                Undo::Savepoint => in_savepoint(conn, f),
-                Undo::Statement => f(conn),
-            };
-            Box::new(move |commit_error: Option<&str>| {
-                let _ = reply.send(match commit_error {
-                    Some(e) => Err(anyhow!("database commit failed: {e}")),
-                    None => result,
-                });
-            })
+        let job: Job = Box::new(Write {
+            work: f,
+            result: None,
+            reply,
         });
         self.writer
             .send(job)
@@ -336,17 +380,7 @@ impl SqliteStorage {
     }
 }
 
-/// How a failed job's changes are undone without undoing the rest of its batch.
-#[derive(Clone, Copy)]
-enum Undo {
-    /// The job runs in a savepoint of its own, rolled back if it fails part-way.
-    Savepoint,
-    /// The job makes at most one change, with one statement, which SQLite undoes by itself if it
-    /// fails: no savepoint (for the start mark, once per attempt).
-    Statement,
-}
-
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, kv_counts: KvCountCache) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -356,73 +390,99 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        run_batch(&mut conn, &mut batch);
+        if !run_batch(&mut conn, &mut batch) {
+            // Something the cache was told did not commit as told.
+            kv_counts.lock().expect("kv count cache").clear();
+        }
     }
 }
 
 /// Runs every queued job in one transaction (one fsync for all of them), then completes them.
-fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
-    let tx = match conn.transaction() {
-        Ok(tx) => tx,
-        Err(e) => {
-            let message = format!("cannot start a database transaction: {e}");
-            tracing::error!("{message}");
-            // Run nothing; every caller gets the error.
-            for job in batch.drain(..) {
-                drop(job);
+///
+/// Jobs run without savepoints: a savepoint copies every page a job touches to its undo journal,
+/// a tenth of the writer's time when each job is a few rows. When a job fails (rare: a full
+/// disk, a bug), the whole transaction is rolled back and the jobs run again one transaction
+/// each, so the failed one's partial changes are undone without undoing the others. False if
+/// anything run was rolled back or failed to commit.
+fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>) -> bool {
+    let together = match conn.transaction() {
+        Ok(tx) => {
+            if batch.iter_mut().all(|job| job.run(&tx)) {
+                Some(tx.commit().map_err(|e| e.to_string()))
+            } else {
+                if let Err(e) = tx.rollback() {
+                    tracing::error!("database rollback failed: {e}");
+                }
+                None
             }
-            return;
         }
+        Err(e) => Some(Err(format!("cannot start a database transaction: {e}"))),
     };
-    let completions: Vec<Completion> = batch.drain(..).map(|job| job(&tx)).collect();
-    let commit_error = tx.commit().err().map(|e| e.to_string());
-    if let Some(e) = &commit_error {
-        tracing::error!("database commit failed: {e}");
-    }
-    for complete in completions {
-        complete(commit_error.as_deref());
+    match together {
+        Some(result) => {
+            let commit_error = result.err();
+            if let Some(e) = &commit_error {
+                tracing::error!("database commit failed: {e}");
+            }
+            for job in batch.drain(..) {
+                job.complete(commit_error.as_deref());
+            }
+            commit_error.is_none()
+        }
+        None => {
+            for job in batch.drain(..) {
+                run_alone(conn, job);
+            }
+            false
+        }
     }
 }
 
-fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    // Cached statements: the writer runs these for every job, so they are parsed once.
-    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
-    match f(conn) {
-        Ok(v) => {
-            conn.prepare_cached("RELEASE job")?.execute([])?;
-            Ok(v)
-        }
+/// Runs one job in a transaction of its own: committed if it succeeds, rolled back if it fails.
+fn run_alone(conn: &mut Connection, mut job: Job) {
+    let tx = match conn.transaction() {
+        Ok(tx) => tx,
         Err(e) => {
-            conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
-            conn.prepare_cached("RELEASE job")?.execute([])?;
-            Err(e)
+            job.complete(Some(&format!("cannot start a database transaction: {e}")));
+            return;
         }
+    };
+    if job.run(&tx) {
+        let commit_error = tx.commit().err().map(|e| e.to_string());
+        if let Some(e) = &commit_error {
+            tracing::error!("database commit failed: {e}");
+        }
+        job.complete(commit_error.as_deref());
+    } else {
+        if let Err(e) = tx.rollback() {
+            tracing::error!("database rollback failed: {e}");
+        }
+        job.complete(None);
     }
 }
 
 fn append(conn: &Connection, ev: &NewEvent) -> Result<Appended> {
     let delivery_key = ev.event.delivery_key();
-    let inserted = conn
+    // No `RETURNING seq`: SQLite runs an INSERT with RETURNING like one with a trigger, keeping a
+    // statement journal (a copy of each of the ~7 pages an append touches); the rowid and the
+    // change count say the same.
+    let changed = conn
         .prepare_cached(
             "INSERT INTO events (tenant, source, dedupe_key, state, next_attempt_at_ms, received_at_ms, headers, body, event, delivery_key)
              VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT (tenant, source, dedupe_key) DO NOTHING
-             RETURNING seq",
+             ON CONFLICT (tenant, source, dedupe_key) DO NOTHING",
         )?
-        .query_row(
-            params![
-                ev.tenant,
-                ev.source,
-                ev.event.id,
-                ev.received_at_ms as i64,
-                serde_json::to_string(&ev.headers)?,
-                ev.body,
-                serde_json::to_string(&ev.event)?,
-                delivery_key,
-            ],
-            |r| r.get::<_, i64>(0),
-        )
-        .optional()?;
+        .execute(params![
+            ev.tenant,
+            ev.source,
+            ev.event.id,
+            ev.received_at_ms as i64,
+            serde_json::to_string(&ev.headers)?,
+            ev.body,
+            serde_json::to_string(&ev.event)?,
+            delivery_key,
+        ])?;
+    let inserted = (changed == 1).then(|| conn.last_insert_rowid());
     if let Some(seq) = inserted {
         // One writer assigns sequence numbers in commit order, so an order that already has a
         // head keeps it: the head is older.
@@ -593,7 +653,10 @@ fn finish(conn: &Connection, fin: &FinishedAttempt) -> Result<(FinishResult, Opt
         fin.next_attempt_at_ms,
     )?;
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO attempts (event_seq, attempt, record) VALUES (?1, ?2, ?3)",
+        // An upsert, not `OR REPLACE`: a replacing insert makes SQLite keep a statement journal
+        // (a copy of every page it touches) in case it fails half-way.
+        "INSERT INTO attempts (event_seq, attempt, record) VALUES (?1, ?2, ?3)
+         ON CONFLICT (event_seq, attempt) DO UPDATE SET record = excluded.record",
     )?
     .execute(params![
         fin.lease.seq,
@@ -627,12 +690,15 @@ fn finish(conn: &Connection, fin: &FinishedAttempt) -> Result<(FinishResult, Opt
     if added == 0 {
         return Ok((FinishResult::Committed, None));
     }
+    // Read back rather than `RETURNING`, which would cost a statement journal.
+    conn.prepare_cached(
+        "INSERT INTO kv_counts (tenant, keys) VALUES (?1, ?2)
+         ON CONFLICT (tenant) DO UPDATE SET keys = keys + excluded.keys",
+    )?
+    .execute(params![fin.tenant, added])?;
     let keys: i64 = conn
-        .prepare_cached(
-            "INSERT INTO kv_counts (tenant, keys) VALUES (?1, ?2)
-             ON CONFLICT (tenant) DO UPDATE SET keys = keys + excluded.keys RETURNING keys",
-        )?
-        .query_row(params![fin.tenant, added], |r| r.get(0))?;
+        .prepare_cached("SELECT keys FROM kv_counts WHERE tenant = ?1")?
+        .query_row(params![fin.tenant], |r| r.get(0))?;
     Ok((FinishResult::Committed, Some(keys.max(0) as u64)))
 }
 
@@ -761,8 +827,7 @@ impl Storage for SqliteStorage {
     ) -> Result<()> {
         let version = plugin_version.to_string();
         let (reply, _ignored) = oneshot::channel();
-        self.enqueue_as(
-            Undo::Statement,
+        self.enqueue(
             move |c| {
                 c.prepare_cached(
                     "UPDATE events SET state = 'running', running_since_ms = ?3, running_version = ?4
@@ -1275,5 +1340,77 @@ mod tests {
             store.append(event_of("e1", None)).await.unwrap(),
             Appended::Duplicate(_)
         ));
+    }
+
+    /// Writes share a transaction without savepoints; when one fails part-way, its changes are
+    /// undone and the others in its batch still commit, each caller getting its own result.
+    #[tokio::test]
+    async fn a_failing_write_is_undone_alone_and_the_rest_of_its_batch_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStorage::open(&dir.path().join("h.db"), Durability::Fast).unwrap();
+        let set = |key: &'static str| {
+            move |c: &Connection| -> Result<()> {
+                c.execute(
+                    "INSERT INTO kv (tenant, key, value, updated_at_ms) VALUES ('acme', ?1, x'01', 0)",
+                    params![key],
+                )?;
+                Ok(())
+            }
+        };
+        // Hold the writer so that the next writes queue up and run as one batch (a job may run
+        // twice, so two releases).
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (hold_done, _hold) = oneshot::channel();
+        store
+            .enqueue(
+                move |_: &Connection| {
+                    let _ = held.recv();
+                    Ok(())
+                },
+                hold_done,
+            )
+            .await
+            .unwrap();
+        let (a_tx, a) = oneshot::channel();
+        store.enqueue(set("a"), a_tx).await.unwrap();
+        let (b_tx, b) = oneshot::channel();
+        let set_b = set("b");
+        store
+            .enqueue(
+                move |c: &Connection| -> Result<()> {
+                    set_b(c)?;
+                    anyhow::bail!("the job failed after its first change")
+                },
+                b_tx,
+            )
+            .await
+            .unwrap();
+        let (c_tx, c) = oneshot::channel();
+        store.enqueue(set("c"), c_tx).await.unwrap();
+        release.send(()).unwrap();
+        release.send(()).unwrap();
+
+        a.await.unwrap().unwrap();
+        let failed = b.await.unwrap().unwrap_err().to_string();
+        assert!(failed.contains("failed after its first change"), "{failed}");
+        c.await.unwrap().unwrap();
+        assert!(store.kv_get("acme", "a").await.unwrap().is_some());
+        assert_eq!(
+            store.kv_get("acme", "b").await.unwrap(),
+            None,
+            "the failed job's change is undone"
+        );
+        assert!(store.kv_get("acme", "c").await.unwrap().is_some());
+        // The writer goes on as before.
+        store.append(event_of("e1", None)).await.unwrap();
+        assert_eq!(
+            store
+                .claim("acme", "me", 10, 1000)
+                .await
+                .unwrap()
+                .claims
+                .len(),
+            1
+        );
     }
 }
