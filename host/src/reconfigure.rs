@@ -180,7 +180,24 @@ impl Reconfigurer {
 fn process_settings(config: &Config) -> Vec<(&'static str, String)> {
     vec![
         ("listen", config.listen.to_string()),
-        ("database", config.database.display().to_string()),
+        (
+            "database",
+            match &config.database {
+                crate::config::Database::Sqlite(file) => file.display().to_string(),
+                // Compared by a digest: the URL may hold the password.
+                crate::config::Database::Postgres(url) => {
+                    hex::encode(sha2::Sha256::digest(url.expose().as_bytes()))
+                }
+            },
+        ),
+        (
+            "database_password",
+            config
+                .database_password
+                .as_ref()
+                .map(|p| hex::encode(sha2::Sha256::digest(p.expose().as_bytes())))
+                .unwrap_or_default(),
+        ),
         ("durability", format!("{:?}", config.durability)),
         ("cache_dir", format!("{:?}", config.cache_dir)),
         ("max_body_bytes", config.max_body_bytes.to_string()),

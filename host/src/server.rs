@@ -8,12 +8,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::capabilities::http::HttpCapability;
-use crate::config::{Config, Secrets};
+use crate::config::{Config, Database, Secrets};
 use crate::dispatcher::{DispatchDeps, Dispatcher};
 use crate::http::{AppState, Sink};
 use crate::plugins::{PluginLoader, PluginRegistry};
 use crate::reconfigure::Reconfigurer;
 use crate::runtime::{Runtime, RuntimeConfig};
+use crate::storage::postgres::PostgresStorage;
 use crate::storage::sqlite::SqliteStorage;
 use crate::storage::Storage;
 use crate::tenants::Tenants;
@@ -22,6 +23,24 @@ use crate::tenants::Tenants;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs hookhost until SIGINT/SIGTERM.
+/// The configured journal: the embedded SQLite file, or PostgreSQL.
+async fn open_storage(config: &Config) -> Result<Arc<dyn Storage>> {
+    Ok(match &config.database {
+        Database::Sqlite(file) => Arc::new(SqliteStorage::open(file, config.durability)?),
+        Database::Postgres(url) => {
+            let mut settings: tokio_postgres::Config = url
+                .expose()
+                .parse()
+                // The parser's message does not echo the URL (which may hold the password).
+                .map_err(|e| anyhow::anyhow!("database: not a valid PostgreSQL URL: {e}"))?;
+            if let Some(password) = &config.database_password {
+                settings.password(password.expose());
+            }
+            Arc::new(PostgresStorage::connect_with(settings).await?)
+        }
+    })
+}
+
 pub async fn serve(config: Config) -> Result<()> {
     serve_with(config, None).await
 }
@@ -34,8 +53,7 @@ pub async fn serve_with(
 ) -> Result<()> {
     // First: the tenants' metrics register with it as they are built.
     let metrics = crate::telemetry::install()?;
-    let storage: Arc<dyn Storage> =
-        Arc::new(SqliteStorage::open(&config.database, config.durability)?);
+    let storage = open_storage(&config).await?;
     let max_memory_mib = config.max_memory_mib();
     let runtime = Arc::new(Runtime::new(&RuntimeConfig {
         cache_dir: config

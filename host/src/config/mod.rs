@@ -18,6 +18,38 @@ mod tenant;
 
 use parse_error::describe_parse_error;
 pub use secret::{Secret, Secrets};
+
+/// Where the journal lives.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// The embedded store: one process per file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL server shared by any number of replicas. The URL is kept as a secret: it may
+    /// hold the password.
+    Postgres(Secret),
+}
+
+impl<'de> Deserialize<'de> for Database {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let spec = String::deserialize(d)?;
+        let value = if spec.starts_with("env:") || spec.starts_with("file:") {
+            Secret::resolve(&spec)
+                .map_err(|e| serde::de::Error::custom(format!("database: {e:#}")))?
+        } else {
+            Secret::new(spec)
+        };
+        let text = value.expose();
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            Ok(Database::Postgres(value))
+        } else if text.contains("://") {
+            Err(serde::de::Error::custom(
+                "database: only postgres:// URLs (or a SQLite file path) are supported",
+            ))
+        } else {
+            Ok(Database::Sqlite(PathBuf::from(text)))
+        }
+    }
+}
 pub use source::{
     AuthConfig, HmacAlgorithm, HmacEncoding, MappingConfig, ProviderConfig, SecretScheme,
     SourceConfig, TimestampedScheme, TokenIn,
@@ -34,8 +66,12 @@ pub struct Config {
     /// Address the HTTP server listens on (webhooks, admin API, health).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// The embedded SQLite database file (relative paths are relative to the config file).
-    pub database: PathBuf,
+    /// Where the journal lives: the embedded SQLite database file (relative paths are relative to
+    /// the config file), or a `postgres://` URL for several replicas over one PostgreSQL (the URL
+    /// may also be given as `env:VAR` or `file:PATH`, like every secret).
+    pub database: Database,
+    /// The PostgreSQL password, when it is not in the URL (`env:VAR`, `file:PATH` or the value).
+    pub database_password: Option<Secret>,
     /// Whether each acknowledged webhook is fsynced before the 2xx (`durable`, the default) or
     /// only written to the OS (`fast`: survives a process crash, not a power loss).
     #[serde(default)]
@@ -284,14 +320,13 @@ impl Config {
                 base.join(p)
             }
         };
-        self.database = abs(&self.database);
-        self.cache_dir = Some(match &self.cache_dir {
-            Some(dir) => abs(dir),
-            None => self
-                .database
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join("cache"),
+        if let Database::Sqlite(file) = &self.database {
+            self.database = Database::Sqlite(abs(file));
+        }
+        self.cache_dir = Some(match (&self.cache_dir, &self.database) {
+            (Some(dir), _) => abs(dir),
+            (None, Database::Sqlite(file)) => file.parent().unwrap_or(Path::new(".")).join("cache"),
+            (None, Database::Postgres(_)) => base.join("cache"),
         });
         for tenant in self.tenants.values_mut() {
             tenant.plugin = abs(&tenant.plugin);
@@ -584,7 +619,9 @@ mod tests {
         let mut cfg: Config =
             toml::from_str("database = 'data/h.db'\n[tenants.a]\nplugin = 'p.wasm'").unwrap();
         cfg.resolve_paths(Path::new("/srv/hh"));
-        assert_eq!(cfg.database, Path::new("/srv/hh/data/h.db"));
+        assert!(
+            matches!(&cfg.database, Database::Sqlite(file) if file == Path::new("/srv/hh/data/h.db"))
+        );
         assert_eq!(
             cfg.cache_dir.as_deref(),
             Some(Path::new("/srv/hh/data/cache"))

@@ -21,7 +21,8 @@ impl Secret {
         Secret(value.into())
     }
 
-    fn resolve(spec: &str) -> Result<Secret> {
+    /// Resolves a spec as written in the config: `env:VAR`, `file:PATH` or the value itself.
+    pub(crate) fn resolve(spec: &str) -> Result<Secret> {
         let value = if let Some(var) = spec.strip_prefix("env:") {
             std::env::var(var).with_context(|| {
                 format!("secret refers to environment variable {var}, which is not set: export it or write the value in the config")

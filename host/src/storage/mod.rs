@@ -9,6 +9,9 @@ use crate::event::NormalizedEvent;
 #[cfg(test)]
 mod conformance;
 pub mod memory;
+#[cfg(test)]
+pub mod pg_test;
+pub mod postgres;
 pub mod sqlite;
 
 /// An accepted webhook, to be journaled before it is acknowledged.

@@ -1,0 +1,1041 @@
+//! The PostgreSQL store: the same queue seam as the embedded SQLite store, for several hookhost
+//! replicas over one database.
+//!
+//! What SQLite's single writer gave for free is made explicit here, because any number of
+//! connections (of any number of replicas) write at once:
+//! - an order's appends, head moves and replays take the order's advisory lock (transaction
+//!   scoped), so its events get sequence numbers in commit order and a finish that advances the
+//!   head sees every append committed before it;
+//! - claims take due heads with `FOR UPDATE SKIP LOCKED`, so two replicas never claim the same
+//!   head and neither waits for the other;
+//! - a finish locks every kv key its attempt read or wrote (advisory locks, in one fixed order)
+//!   before it validates the reads, so two attempts that each read what the other writes cannot
+//!   both commit (write skew under read committed);
+//! - lease times come from the database's clock, the one clock every replica shares.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::{NoTls, Row};
+
+use super::{
+    Appended, AttemptRecord, Claim, ClaimBatch, ClaimedEvent, EventDetail, EventFilter, EventState,
+    EventSummary, ExpiredLease, FinishResult, FinishedAttempt, KvConflict, KvEntry, KvWrite, Lease,
+    NewEvent, Replay, Storage, StoredEvent,
+};
+
+/// The schema's versions, in order; each runs once, in a transaction with its version's row, under
+/// the migration lock (replicas starting together apply them one at a time).
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "the journal, order heads, leases, attempts and kv",
+    r#"
+CREATE FUNCTION hookhost_now_ms() RETURNS bigint
+    LANGUAGE sql VOLATILE AS $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint $$;
+CREATE SEQUENCE lease_tokens;
+CREATE TABLE events (
+    seq                 bigserial PRIMARY KEY,
+    tenant              text NOT NULL,
+    source              text NOT NULL,
+    dedupe_key          text NOT NULL,
+    delivery_key        text NOT NULL,
+    state               text NOT NULL,
+    attempts            integer NOT NULL DEFAULT 0,
+    attempt_base        integer NOT NULL DEFAULT 0,
+    running_since_ms    bigint,
+    running_version     text,
+    next_attempt_at_ms  bigint NOT NULL,
+    received_at_ms      bigint NOT NULL,
+    finished_at_ms      bigint,
+    last_error          text,
+    duplicates          bigint NOT NULL DEFAULT 0,
+    headers             text NOT NULL,
+    body                bytea NOT NULL,
+    event               text NOT NULL,
+    lease_owner         text,
+    lease_token         bigint,
+    lease_until_ms      bigint,
+    UNIQUE (tenant, source, dedupe_key)
+);
+CREATE INDEX events_by_tenant ON events (tenant, seq);
+CREATE INDEX events_by_tenant_state ON events (tenant, state, seq);
+CREATE INDEX events_finished ON events (finished_at_ms) WHERE finished_at_ms IS NOT NULL;
+CREATE INDEX events_unfinished_by_order
+    ON events (tenant, delivery_key, seq) WHERE state IN ('pending', 'running');
+CREATE INDEX events_leased ON events (lease_until_ms) WHERE lease_token IS NOT NULL;
+CREATE TABLE order_heads (
+    tenant          text NOT NULL,
+    delivery_key    text NOT NULL,
+    head_seq        bigint NOT NULL,
+    due_at_ms       bigint NOT NULL,
+    claimed         boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (tenant, delivery_key)
+);
+CREATE INDEX order_heads_due ON order_heads (tenant, due_at_ms, head_seq) WHERE NOT claimed;
+CREATE TABLE attempts (
+    event_seq       bigint NOT NULL REFERENCES events (seq) ON DELETE CASCADE,
+    attempt         integer NOT NULL,
+    record          text NOT NULL,
+    PRIMARY KEY (event_seq, attempt)
+);
+-- Keys compare byte by byte (as in SQLite), whatever the database's locale: prefix ranges and
+-- pagination depend on it.
+CREATE TABLE kv (
+    tenant          text NOT NULL,
+    key             text COLLATE "C" NOT NULL,
+    value           bytea NOT NULL,
+    updated_at_ms   bigint NOT NULL,
+    PRIMARY KEY (tenant, key)
+);
+"#,
+)];
+
+/// The lock every replica takes to apply migrations (an arbitrary constant, "hookhost" in ASCII).
+const MIGRATION_LOCK: i64 = 0x686f_6f6b_686f_7374;
+
+/// The PostgreSQL store.
+pub struct PostgresStorage {
+    pool: Pool,
+}
+
+impl PostgresStorage {
+    /// Connects to `url` (a `postgres://` URL or key=value string), applies missing migrations
+    /// (one replica at a time) and returns the store. The URL's password is never logged.
+    pub async fn connect(url: &str) -> Result<PostgresStorage> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| anyhow!("the database URL is not valid: {e}"))?;
+        PostgresStorage::connect_with(config).await
+    }
+
+    /// Like [`Self::connect`], with the connection settings already parsed.
+    pub async fn connect_with(mut config: tokio_postgres::Config) -> Result<PostgresStorage> {
+        config.application_name("hookhost");
+        // A generic plan for the claim's `FOR UPDATE SKIP LOCKED LIMIT $n` can lock far more rows
+        // than asked for; plan every statement with its values.
+        config.options("-c plan_cache_mode=force_custom_plan");
+        config.connect_timeout(std::time::Duration::from_secs(5));
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(16)
+            .build()
+            .context("cannot create the database connection pool")?;
+        let store = PostgresStorage { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| anyhow!("cannot reach the database: {e}"))
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut client = self.client().await?;
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS hookhost_schema (
+                     version integer PRIMARY KEY,
+                     what text NOT NULL,
+                     applied_at timestamptz NOT NULL DEFAULT now())",
+            )
+            .await
+            .context("cannot create the schema version table")?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        let result = async {
+            let current: i32 = client
+                .query_one(
+                    "SELECT coalesce(max(version), 0) FROM hookhost_schema",
+                    &[],
+                )
+                .await?
+                .get(0);
+            if current as usize > MIGRATIONS.len() {
+                anyhow::bail!(
+                    "the database's schema (version {current}) is newer than this hookhost knows ({}): upgrade hookhost",
+                    MIGRATIONS.len()
+                );
+            }
+            for (index, (what, sql)) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+                let version = index as i32 + 1;
+                let tx = client.transaction().await?;
+                tx.batch_execute(sql)
+                    .await
+                    .with_context(|| format!("database migration {version} ({what}) failed"))?;
+                tx.execute(
+                    "INSERT INTO hookhost_schema (version, what) VALUES ($1, $2)",
+                    &[&version, what],
+                )
+                .await?;
+                tx.commit().await?;
+                tracing::info!(version, "database schema step applied: {what}");
+            }
+            Ok(())
+        }
+        .await;
+        client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        result
+    }
+}
+
+/// An order's advisory lock key: appends, head moves and replays of one order serialize on it.
+const ORDER_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))";
+
+fn stored(r: &Row) -> Result<StoredEvent> {
+    Ok(StoredEvent {
+        seq: r.try_get("seq")?,
+        tenant: r.try_get("tenant")?,
+        source: r.try_get("source")?,
+        received_at_ms: r.try_get::<_, i64>("received_at_ms")?.max(0) as u64,
+        body: r.try_get("body")?,
+        event: serde_json::from_str(r.try_get("event")?)
+            .context("a stored event is not valid JSON")?,
+    })
+}
+
+fn state_of(r: &Row, column: &str) -> Result<EventState> {
+    Ok(r.try_get::<_, &str>(column)?.parse()?)
+}
+
+const SUMMARY_COLUMNS: &str = "seq, tenant, source, state, attempts, received_at_ms, finished_at_ms, next_attempt_at_ms, last_error, duplicates, event";
+
+fn summary(r: &Row) -> Result<EventSummary> {
+    let state = state_of(r, "state")?;
+    Ok(EventSummary {
+        seq: r.try_get("seq")?,
+        tenant: r.try_get("tenant")?,
+        source: r.try_get("source")?,
+        state,
+        attempts: r.try_get::<_, i32>("attempts")?.max(0) as u32,
+        received_at_ms: r.try_get::<_, i64>("received_at_ms")?.max(0) as u64,
+        finished_at_ms: r
+            .try_get::<_, Option<i64>>("finished_at_ms")?
+            .map(|v| v.max(0) as u64),
+        next_attempt_at_ms: match state {
+            EventState::Pending => Some(r.try_get::<_, i64>("next_attempt_at_ms")?.max(0) as u64),
+            _ => None,
+        },
+        last_error: r.try_get("last_error")?,
+        duplicates: r.try_get::<_, i64>("duplicates")?.max(0) as u64,
+        event: serde_json::from_str(r.try_get("event")?)
+            .context("a stored event is not valid JSON")?,
+    })
+}
+
+/// Makes a replayed event its order's head if the order has none (otherwise it runs when its turn
+/// comes: the head search takes the oldest unfinished event). The caller holds the order's lock.
+async fn head_for_replayed(
+    tx: &deadpool_postgres::Transaction<'_>,
+    seq: i64,
+    due_at_ms: i64,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO order_heads (tenant, delivery_key, head_seq, due_at_ms)
+             SELECT tenant, delivery_key, seq, $2 FROM events WHERE seq = $1
+         ON CONFLICT (tenant, delivery_key) DO NOTHING",
+        &[&seq, &due_at_ms],
+    )
+    .await?;
+    Ok(())
+}
+
+/// After an order's head ran: a retry keeps it the head, unclaimed and due later; an end makes
+/// the order's oldest unfinished event its head, or removes the order from the heads. Takes the
+/// order's lock first, so that every append committed before it is seen.
+async fn advance_head(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tenant: &str,
+    delivery_key: &str,
+    next_state: EventState,
+    next_attempt_at_ms: i64,
+) -> Result<()> {
+    tx.execute(ORDER_LOCK, &[&tenant, &delivery_key]).await?;
+    if next_state == EventState::Pending {
+        tx.execute(
+            "UPDATE order_heads SET claimed = false, due_at_ms = $3
+             WHERE tenant = $1 AND delivery_key = $2",
+            &[&tenant, &delivery_key, &next_attempt_at_ms],
+        )
+        .await?;
+        return Ok(());
+    }
+    let next = tx
+        .query_opt(
+            "SELECT seq, next_attempt_at_ms FROM events
+             WHERE tenant = $1 AND delivery_key = $2 AND state IN ('pending', 'running')
+             ORDER BY seq LIMIT 1",
+            &[&tenant, &delivery_key],
+        )
+        .await?;
+    match next {
+        Some(row) => {
+            let (seq, due): (i64, i64) = (row.get(0), row.get(1));
+            tx.execute(
+                "UPDATE order_heads SET head_seq = $3, due_at_ms = $4, claimed = false
+                 WHERE tenant = $1 AND delivery_key = $2",
+                &[&tenant, &delivery_key, &seq, &due],
+            )
+            .await?
+        }
+        None => {
+            tx.execute(
+                "DELETE FROM order_heads WHERE tenant = $1 AND delivery_key = $2",
+                &[&tenant, &delivery_key],
+            )
+            .await?
+        }
+    };
+    Ok(())
+}
+
+/// Marks the lease's event pending again (due at `due_at_ms`) and unclaims its order's head;
+/// false if the lease is no longer the event's.
+async fn release_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    lease: Lease,
+    due_at_ms: i64,
+) -> Result<bool> {
+    let Some(row) = tx
+        .query_opt(
+            "UPDATE events SET state = 'pending', next_attempt_at_ms = $3, lease_owner = NULL,
+                 lease_token = NULL, lease_until_ms = NULL, running_since_ms = NULL, running_version = NULL
+             WHERE seq = $1 AND lease_token = $2 RETURNING tenant, delivery_key",
+            &[&lease.seq, &lease.token, &due_at_ms],
+        )
+        .await?
+    else {
+        return Ok(false);
+    };
+    let (tenant, delivery_key): (String, String) = (row.get(0), row.get(1));
+    tx.execute(
+        "UPDATE order_heads SET claimed = false, due_at_ms = $3
+         WHERE tenant = $1 AND delivery_key = $2",
+        &[&tenant, &delivery_key, &due_at_ms],
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Locks every kv key the attempt read or wrote, in one order (the lock keys sorted), then checks
+/// each read against the committed value. Holding the locks to the commit is what makes the check
+/// valid: no other finish can change a checked key before this one commits.
+async fn first_stale_read(
+    tx: &deadpool_postgres::Transaction<'_>,
+    fin: &FinishedAttempt,
+) -> Result<Option<KvConflict>> {
+    if fin.kv_writes.is_empty() {
+        return Ok(None);
+    }
+    let mut keys: Vec<&str> = fin.kv_reads.iter().map(|r| r.key.as_str()).collect();
+    keys.extend(fin.kv_writes.iter().map(|w| match w {
+        KvWrite::Set(key, _) | KvWrite::Delete(key) => key.as_str(),
+    }));
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(k) FROM (
+             SELECT DISTINCT hashtextextended('kv/' || $1 || '/' || key, 0) AS k
+             FROM unnest($2::text[]) AS key ORDER BY k) AS locks",
+        &[&fin.tenant, &keys],
+    )
+    .await?;
+    for read in &fin.kv_reads {
+        let current: Option<Vec<u8>> = tx
+            .query_opt(
+                "SELECT value FROM kv WHERE tenant = $1 AND key = $2",
+                &[&fin.tenant, &read.key],
+            )
+            .await?
+            .map(|row| row.get(0));
+        if current.as_deref().map(super::kv_digest) != read.seen {
+            return Ok(Some(KvConflict {
+                key: read.key.clone(),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+#[async_trait::async_trait]
+impl Storage for PostgresStorage {
+    async fn append(&self, event: Arc<NewEvent>) -> Result<Appended> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let delivery_key = event.event.delivery_key();
+        tx.execute(ORDER_LOCK, &[&event.tenant, &delivery_key])
+            .await?;
+        let received = event.received_at_ms as i64;
+        let inserted = tx
+            .query_opt(
+                "INSERT INTO events (tenant, source, dedupe_key, delivery_key, state, next_attempt_at_ms,
+                     received_at_ms, headers, body, event)
+                 VALUES ($1, $2, $3, $4, 'pending', $5, $5, $6, $7, $8)
+                 ON CONFLICT (tenant, source, dedupe_key) DO NOTHING RETURNING seq",
+                &[
+                    &event.tenant,
+                    &event.source,
+                    &event.event.id,
+                    &delivery_key,
+                    &received,
+                    &serde_json::to_string(&event.headers)?,
+                    &event.body,
+                    &serde_json::to_string(&event.event)?,
+                ],
+            )
+            .await?;
+        let appended = match inserted {
+            Some(row) => {
+                let seq: i64 = row.get(0);
+                // Under the order's lock, an order that already has a head keeps it: it is older.
+                tx.execute(
+                    "INSERT INTO order_heads (tenant, delivery_key, head_seq, due_at_ms)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (tenant, delivery_key) DO NOTHING",
+                    &[&event.tenant, &delivery_key, &seq, &received],
+                )
+                .await?;
+                Appended::Accepted(seq)
+            }
+            None => {
+                let row = tx
+                    .query_one(
+                        "UPDATE events SET duplicates = duplicates + 1
+                         WHERE tenant = $1 AND source = $2 AND dedupe_key = $3 RETURNING seq",
+                        &[&event.tenant, &event.source, &event.event.id],
+                    )
+                    .await?;
+                Appended::Duplicate(row.get(0))
+            }
+        };
+        tx.commit().await.context("database commit failed")?;
+        Ok(appended)
+    }
+
+    async fn claim(
+        &self,
+        tenant: &str,
+        owner: &str,
+        limit: u32,
+        lease_ms: u64,
+    ) -> Result<ClaimBatch> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // A claim lost with the server only runs again: no need to wait for its flush.
+        tx.batch_execute("SET LOCAL synchronous_commit = off")
+            .await?;
+        let (limit, lease_ms) = (i64::from(limit), lease_ms as i64);
+        let rows = tx
+            .query(
+                "WITH due AS (
+                     SELECT tenant, delivery_key FROM order_heads
+                     WHERE tenant = $1 AND NOT claimed AND due_at_ms <= hookhost_now_ms()
+                     ORDER BY due_at_ms, head_seq LIMIT $3
+                     FOR UPDATE SKIP LOCKED),
+                 heads AS (
+                     UPDATE order_heads o SET claimed = true FROM due
+                     WHERE o.tenant = due.tenant AND o.delivery_key = due.delivery_key
+                     RETURNING o.head_seq, o.due_at_ms)
+                 UPDATE events e SET lease_owner = $2, lease_token = nextval('lease_tokens'),
+                     lease_until_ms = hookhost_now_ms() + $4, running_since_ms = NULL, running_version = NULL
+                 FROM heads WHERE e.seq = heads.head_seq
+                 RETURNING e.seq, e.tenant, e.source, e.received_at_ms, e.body, e.event,
+                     e.attempts, e.attempt_base, e.lease_token, heads.due_at_ms",
+                &[&tenant, &owner, &limit, &lease_ms],
+            )
+            .await?;
+        let next_due_ms: Option<i64> = tx
+            .query_one(
+                "SELECT min(due_at_ms) FROM order_heads WHERE tenant = $1 AND NOT claimed",
+                &[&tenant],
+            )
+            .await?
+            .get(0);
+        tx.commit().await.context("database commit failed")?;
+        let mut claims = rows
+            .iter()
+            .map(|r| {
+                let due: i64 = r.try_get("due_at_ms")?;
+                Ok((
+                    due,
+                    ClaimedEvent {
+                        claim: Claim {
+                            lease: Lease {
+                                seq: r.try_get("seq")?,
+                                token: r.try_get("lease_token")?,
+                            },
+                            tenant: tenant.to_string(),
+                            attempts: r.try_get::<_, i32>("attempts")?.max(0) as u32,
+                            attempt_base: r.try_get::<_, i32>("attempt_base")?.max(0) as u32,
+                        },
+                        event: stored(r)?,
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Earliest due first, then journal order, as the heads were chosen.
+        claims.sort_by_key(|(due, c)| (*due, c.event.seq));
+        Ok(ClaimBatch {
+            claims: claims.into_iter().map(|(_, c)| c).collect(),
+            next_due_ms: next_due_ms.map(|v| v.max(0) as u64),
+        })
+    }
+
+    async fn mark_started(
+        &self,
+        lease: Lease,
+        started_at_ms: u64,
+        plugin_version: &str,
+    ) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE events SET state = 'running', running_since_ms = $3, running_version = $4
+                 WHERE seq = $1 AND lease_token = $2",
+                &[
+                    &lease.seq,
+                    &lease.token,
+                    &(started_at_ms as i64),
+                    &plugin_version,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn renew_leases(&self, owner: &str, lease_ms: u64) -> Result<u64> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE events SET lease_until_ms = hookhost_now_ms() + $2
+                 WHERE lease_token IS NOT NULL AND lease_until_ms >= hookhost_now_ms()
+                   AND lease_owner = $1",
+                &[&owner, &(lease_ms as i64)],
+            )
+            .await?;
+        Ok(n)
+    }
+
+    async fn expired_leases(&self, limit: u32) -> Result<Vec<ExpiredLease>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT seq, lease_token, tenant, attempts, attempt_base, running_since_ms, running_version
+                 FROM events WHERE lease_token IS NOT NULL AND lease_until_ms < hookhost_now_ms()
+                 ORDER BY seq LIMIT $1",
+                &[&i64::from(limit)],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let since: Option<i64> = r.try_get(5)?;
+                Ok(ExpiredLease {
+                    claim: Claim {
+                        lease: Lease {
+                            seq: r.try_get(0)?,
+                            token: r.try_get(1)?,
+                        },
+                        tenant: r.try_get(2)?,
+                        attempts: r.try_get::<_, i32>(3)?.max(0) as u32,
+                        attempt_base: r.try_get::<_, i32>(4)?.max(0) as u32,
+                    },
+                    started: match since {
+                        Some(at) => Some((
+                            at.max(0) as u64,
+                            r.try_get::<_, Option<String>>(6)?.unwrap_or_default(),
+                        )),
+                        None => None,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn finish_attempt(&self, fin: FinishedAttempt) -> Result<FinishResult> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        if let Some(conflict) = first_stale_read(&tx, &fin).await? {
+            let now: i64 = tx.query_one("SELECT hookhost_now_ms()", &[]).await?.get(0);
+            let result = match release_in(&tx, fin.lease, now).await? {
+                true => FinishResult::KvConflict(conflict),
+                false => FinishResult::LeaseLost,
+            };
+            tx.commit().await.context("database commit failed")?;
+            return Ok(result);
+        }
+        let last_error = match &fin.record.outcome {
+            super::AttemptOutcome::Error { message } => Some(message.clone()),
+            super::AttemptOutcome::RetryAfter { seconds } => {
+                Some(format!("plugin asked to retry after {seconds} s"))
+            }
+            _ => None,
+        };
+        let finished = fin.next_state != EventState::Pending;
+        let attempt = fin.record.attempt as i32;
+        let next_attempt_at_ms = fin.next_attempt_at_ms as i64;
+        // Fenced: only the lease's holder moves the event on.
+        let Some(row) = tx
+            .query_opt(
+                "UPDATE events SET state = $3, attempts = $4, next_attempt_at_ms = $5,
+                     finished_at_ms = CASE WHEN $6 THEN hookhost_now_ms() END, last_error = $7,
+                     running_since_ms = NULL, running_version = NULL,
+                     lease_owner = NULL, lease_token = NULL, lease_until_ms = NULL
+                 WHERE seq = $1 AND lease_token = $2 RETURNING delivery_key",
+                &[
+                    &fin.lease.seq,
+                    &fin.lease.token,
+                    &fin.next_state.as_str(),
+                    &attempt,
+                    &next_attempt_at_ms,
+                    &finished,
+                    &last_error,
+                ],
+            )
+            .await?
+        else {
+            // Nothing was written: the rollback on drop only ends the transaction.
+            return Ok(FinishResult::LeaseLost);
+        };
+        let delivery_key: String = row.get(0);
+        advance_head(
+            &tx,
+            &fin.tenant,
+            &delivery_key,
+            fin.next_state,
+            next_attempt_at_ms,
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO attempts (event_seq, attempt, record) VALUES ($1, $2, $3)
+             ON CONFLICT (event_seq, attempt) DO UPDATE SET record = excluded.record",
+            &[
+                &fin.lease.seq,
+                &attempt,
+                &serde_json::to_string(&fin.record)?,
+            ],
+        )
+        .await?;
+        for write in &fin.kv_writes {
+            match write {
+                KvWrite::Set(key, value) => {
+                    tx.execute(
+                        "INSERT INTO kv (tenant, key, value, updated_at_ms)
+                         VALUES ($1, $2, $3, hookhost_now_ms())
+                         ON CONFLICT (tenant, key) DO UPDATE
+                             SET value = excluded.value, updated_at_ms = excluded.updated_at_ms",
+                        &[&fin.tenant, key, value],
+                    )
+                    .await?;
+                }
+                KvWrite::Delete(key) => {
+                    tx.execute(
+                        "DELETE FROM kv WHERE tenant = $1 AND key = $2",
+                        &[&fin.tenant, key],
+                    )
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await.context("database commit failed")?;
+        Ok(FinishResult::Committed)
+    }
+
+    async fn release(&self, lease: Lease, due_at_ms: u64) -> Result<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let released = release_in(&tx, lease, due_at_ms as i64).await?;
+        tx.commit().await.context("database commit failed")?;
+        Ok(released)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let client = self.client().await?;
+        client.execute("SELECT 1", &[]).await?;
+        Ok(())
+    }
+
+    async fn replay(&self, seq: i64) -> Result<Replay> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let Some(row) = tx
+            .query_opt(
+                "SELECT state, tenant, delivery_key FROM events WHERE seq = $1",
+                &[&seq],
+            )
+            .await?
+        else {
+            return Ok(Replay::NotFound);
+        };
+        let (tenant, delivery_key): (String, String) = (row.get(1), row.get(2));
+        tx.execute(ORDER_LOCK, &[&tenant, &delivery_key]).await?;
+        // Read again under the order's lock (and lock the row): a finish may have moved it on.
+        let state = state_of(
+            &tx.query_one(
+                "SELECT state FROM events WHERE seq = $1 FOR UPDATE",
+                &[&seq],
+            )
+            .await?,
+            "state",
+        )?;
+        if matches!(state, EventState::Pending | EventState::Running) {
+            return Ok(Replay::NotFinished(state));
+        }
+        let now: i64 = tx
+            .query_one(
+                "UPDATE events SET state = 'pending', attempt_base = attempts,
+                     next_attempt_at_ms = hookhost_now_ms(), finished_at_ms = NULL, last_error = NULL
+                 WHERE seq = $1 RETURNING next_attempt_at_ms",
+                &[&seq],
+            )
+            .await?
+            .get(0);
+        head_for_replayed(&tx, seq, now).await?;
+        tx.commit().await.context("database commit failed")?;
+        Ok(Replay::Replayed { tenant })
+    }
+
+    async fn replay_dead(&self, tenant: &str, since_ms: Option<u64>) -> Result<Vec<i64>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let rows = tx
+            .query(
+                "UPDATE events SET state = 'pending', attempt_base = attempts,
+                     next_attempt_at_ms = hookhost_now_ms(), finished_at_ms = NULL, last_error = NULL
+                 WHERE tenant = $1 AND state = 'dead' AND finished_at_ms >= $2
+                 RETURNING seq, delivery_key, next_attempt_at_ms",
+                &[&tenant, &(since_ms.unwrap_or(0) as i64)],
+            )
+            .await?;
+        let mut replayed: Vec<(i64, String, i64)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        replayed.sort_unstable();
+        // The orders' locks in one order (sorted keys), then the oldest of each order first: it
+        // becomes the head.
+        let mut orders: Vec<&str> = replayed.iter().map(|(_, key, _)| key.as_str()).collect();
+        orders.sort_unstable();
+        orders.dedup();
+        for key in orders {
+            tx.execute(ORDER_LOCK, &[&tenant, &key]).await?;
+        }
+        for (seq, _, due) in &replayed {
+            head_for_replayed(&tx, *seq, *due).await?;
+        }
+        tx.commit().await.context("database commit failed")?;
+        Ok(replayed.into_iter().map(|(seq, _, _)| seq).collect())
+    }
+
+    async fn prune(&self, before_ms: u64, limit: u32) -> Result<u64> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "DELETE FROM events WHERE seq IN (
+                     SELECT seq FROM events
+                     WHERE finished_at_ms IS NOT NULL AND finished_at_ms < $1 LIMIT $2)",
+                &[&(before_ms as i64), &i64::from(limit)],
+            )
+            .await?;
+        Ok(n)
+    }
+
+    async fn oldest_unfinished(&self, tenant: &str) -> Result<Option<u64>> {
+        let client = self.client().await?;
+        let at: Option<i64> = client
+            .query_one(
+                "SELECT min(received_at_ms) FROM events WHERE seq IN (
+                     SELECT min(seq) FROM events WHERE tenant = $1 AND state = 'pending'
+                     UNION ALL
+                     SELECT min(seq) FROM events WHERE tenant = $1 AND state = 'running')",
+                &[&tenant],
+            )
+            .await?
+            .get(0);
+        Ok(at.map(|v| v.max(0) as u64))
+    }
+
+    async fn kv_get(&self, tenant: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        let client = self.client().await?;
+        Ok(client
+            .query_opt(
+                "SELECT value FROM kv WHERE tenant = $1 AND key = $2",
+                &[&tenant, &key],
+            )
+            .await?
+            .map(|row| row.get(0)))
+    }
+
+    async fn kv_list(&self, tenant: &str, prefix: &str, limit: u32) -> Result<Vec<String>> {
+        Ok(self
+            .kv_entries(tenant, prefix, None, limit)
+            .await?
+            .into_iter()
+            .map(|e| e.key)
+            .collect())
+    }
+
+    async fn kv_count(&self, tenant: &str) -> Result<u64> {
+        let client = self.client().await?;
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM kv WHERE tenant = $1", &[&tenant])
+            .await?
+            .get(0);
+        Ok(n.max(0) as u64)
+    }
+
+    async fn kv_entries(
+        &self,
+        tenant: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<KvEntry>> {
+        let client = self.client().await?;
+        // `starts_with` with the "C" collation of the key column: byte order, like SQLite.
+        let rows = client
+            .query(
+                "SELECT key, value, updated_at_ms FROM kv
+                 WHERE tenant = $1 AND key >= $2 AND starts_with(key, $2)
+                   AND ($4::text IS NULL OR key > $4)
+                 ORDER BY key LIMIT $3",
+                &[&tenant, &prefix, &i64::from(limit), &after],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(KvEntry {
+                    key: r.try_get(0)?,
+                    value: r.try_get(1)?,
+                    updated_at_ms: r.try_get::<_, i64>(2)?.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
+    async fn events(
+        &self,
+        tenant: &str,
+        limit: u32,
+        before_seq: Option<i64>,
+        filter: &EventFilter,
+    ) -> Result<Vec<EventSummary>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {SUMMARY_COLUMNS} FROM events
+                     WHERE tenant = $1 AND seq < $2
+                       AND ($4::text IS NULL OR state = $4)
+                       AND ($5::text IS NULL OR event::jsonb ->> 'order_id' = $5
+                                             OR event::jsonb ->> 'merchant_ref' = $5)
+                       AND ($6::bigint IS NULL OR received_at_ms >= $6)
+                       AND ($7::bigint IS NULL OR received_at_ms < $7)
+                     ORDER BY seq DESC LIMIT $3"
+                ),
+                &[
+                    &tenant,
+                    &before_seq.unwrap_or(i64::MAX),
+                    &i64::from(limit),
+                    &filter.state.map(|s| s.as_str()),
+                    &filter.order,
+                    &filter.since_ms.map(|v| v as i64),
+                    &filter.until_ms.map(|v| v as i64),
+                ],
+            )
+            .await?;
+        rows.iter().map(summary).collect()
+    }
+
+    async fn event_counts(&self, tenant: &str) -> Result<BTreeMap<String, u64>> {
+        let client = self.client().await?;
+        let mut counts: BTreeMap<String, u64> = EventState::ALL
+            .iter()
+            .map(|s| (s.as_str().to_string(), 0))
+            .collect();
+        for row in client
+            .query(
+                "SELECT state, count(*) FROM events WHERE tenant = $1 GROUP BY state",
+                &[&tenant],
+            )
+            .await?
+        {
+            counts.insert(row.get(0), row.get::<_, i64>(1).max(0) as u64);
+        }
+        Ok(counts)
+    }
+
+    async fn event_detail(&self, seq: i64) -> Result<Option<EventDetail>> {
+        let client = self.client().await?;
+        let Some(row) = client
+            .query_opt(
+                &format!("SELECT {SUMMARY_COLUMNS}, headers, body FROM events WHERE seq = $1"),
+                &[&seq],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let summary = summary(&row)?;
+        let headers: String = row.try_get("headers")?;
+        let body: Vec<u8> = row.try_get("body")?;
+        let attempts = client
+            .query(
+                "SELECT record FROM attempts WHERE event_seq = $1 ORDER BY attempt",
+                &[&seq],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                serde_json::from_str::<AttemptRecord>(r.get(0))
+                    .context("a stored attempt record is not valid JSON")
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(EventDetail {
+            summary,
+            headers: serde_json::from_str(&headers).unwrap_or_default(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+            attempts_detail: attempts,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::storage::conformance::{event_of, finished};
+    use crate::storage::pg_test::fresh_database;
+    use crate::storage::AttemptOutcome;
+
+    /// Two replicas: two stores with pools of their own, on one database.
+    async fn two_replicas(test: &str) -> Option<(Arc<dyn Storage>, Arc<dyn Storage>)> {
+        let config = fresh_database(test).await?;
+        let a = PostgresStorage::connect_with(config.clone()).await.unwrap();
+        let b = PostgresStorage::connect_with(config).await.unwrap();
+        Some((Arc::new(a), Arc::new(b)))
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_sent_to_two_replicas_at_once_is_accepted_once() {
+        let Some((a, b)) = two_replicas("dupes").await else {
+            return;
+        };
+        for i in 0..50 {
+            let id = format!("e{i}");
+            let (x, y) = tokio::join!(
+                a.append(event_of(&id, Some("o1"))),
+                b.append(event_of(&id, Some("o1")))
+            );
+            let mut outcomes = [x.unwrap(), y.unwrap()];
+            outcomes.sort_by_key(|o| matches!(o, Appended::Duplicate(_)));
+            match outcomes {
+                [Appended::Accepted(s1), Appended::Duplicate(s2)] => assert_eq!(s1, s2),
+                other => panic!("{id}: expected one accepted and one duplicate, got {other:?}"),
+            }
+        }
+        let counts = a.event_counts("acme").await.unwrap();
+        assert_eq!(counts["pending"], 50);
+    }
+
+    /// Appends of one order on two replicas, while both claim and finish its head: the order's
+    /// events run one at a time, in journal order, each once, none left behind.
+    #[tokio::test]
+    async fn one_orders_events_run_in_journal_order_while_two_replicas_append_and_run_them() {
+        let Some((a, b)) = two_replicas("order").await else {
+            return;
+        };
+        const EVENTS: usize = 60;
+        let appenders: Vec<_> = [a.clone(), b.clone()]
+            .into_iter()
+            .enumerate()
+            .map(|(r, store)| {
+                tokio::spawn(async move {
+                    for i in (r..EVENTS).step_by(2) {
+                        store
+                            .append(event_of(&format!("e{i}"), Some("o1")))
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        let mut ran = Vec::new();
+        let replicas = [a.clone(), b.clone()];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while ran.len() < EVENTS {
+            assert!(std::time::Instant::now() < deadline, "stuck after {ran:?}");
+            let store = &replicas[ran.len() % 2];
+            let batch = store.claim("acme", "me", 10, 60_000).await.unwrap();
+            assert!(batch.claims.len() <= 1, "an order has one head: {batch:?}");
+            let Some(claimed) = batch.claims.into_iter().next() else {
+                tokio::task::yield_now().await;
+                continue;
+            };
+            ran.push(claimed.event.seq);
+            store
+                .finish_attempt(finished(
+                    claimed.claim.lease,
+                    1,
+                    AttemptOutcome::Done,
+                    EventState::Done,
+                ))
+                .await
+                .unwrap();
+        }
+        for appender in appenders {
+            appender.await.unwrap();
+        }
+        let mut sorted = ran.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(ran, sorted, "ran in journal order, each once");
+        assert_eq!(ran.len(), EVENTS);
+        assert!(a
+            .claim("acme", "me", 10, 60_000)
+            .await
+            .unwrap()
+            .claims
+            .is_empty());
+        assert_eq!(a.event_counts("acme").await.unwrap()["done"], EVENTS as u64);
+    }
+
+    #[tokio::test]
+    async fn two_replicas_claiming_at_once_never_take_the_same_head() {
+        let Some((a, b)) = two_replicas("claims").await else {
+            return;
+        };
+        for i in 0..200 {
+            a.append(event_of(&format!("e{i}"), None)).await.unwrap();
+        }
+        let mut seen = HashSet::new();
+        loop {
+            let (x, y) = tokio::join!(
+                a.claim("acme", "a", 25, 60_000),
+                b.claim("acme", "b", 25, 60_000)
+            );
+            let (x, y) = (x.unwrap().claims, y.unwrap().claims);
+            if x.is_empty() && y.is_empty() {
+                break;
+            }
+            for claimed in x.iter().chain(&y) {
+                assert!(
+                    seen.insert(claimed.event.seq),
+                    "claimed twice: {}",
+                    claimed.event.seq
+                );
+            }
+        }
+        assert_eq!(seen.len(), 200);
+    }
+}
