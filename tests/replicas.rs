@@ -5,23 +5,34 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
-use common::{fincart_status, plugin, Backend, Host, TenantToml, FINCART_AUTH as AUTH, JSON};
+use common::{
+    fincart_status, plugin, target_dir, workspace, Backend, Host, TenantToml, FINCART_AUTH as AUTH,
+    JSON,
+};
+
+/// The shared test server's URL; `None` (after saying so) when there is none outside CI.
+fn test_server(test: &str) -> Option<String> {
+    match std::env::var("HOOKHOST_TEST_PG_URL") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!(
+                "HOOKHOST_TEST_PG_URL is not set, and CI is: the PostgreSQL tests must run in CI"
+            )
+        }
+        Err(_) => {
+            eprintln!("skipping {test}: HOOKHOST_TEST_PG_URL is not set (scripts/test.sh starts a server)");
+            None
+        }
+    }
+}
 
 /// A URL for a new, empty database on the test server.
 async fn fresh_database(test: &str) -> Option<String> {
-    let Ok(admin) = std::env::var("HOOKHOST_TEST_PG_URL") else {
-        if std::env::var_os("CI").is_some() {
-            panic!(
-                "HOOKHOST_TEST_PG_URL is not set, and CI is: the PostgreSQL tests must run in CI"
-            );
-        }
-        eprintln!(
-            "skipping {test}: HOOKHOST_TEST_PG_URL is not set (scripts/test.sh starts a server)"
-        );
-        return None;
-    };
+    let admin = test_server(test)?;
     let name = format!("hh_e2e_{}_{test}", std::process::id());
     let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
         .await
@@ -43,6 +54,15 @@ fn config_on(database: &str, tenants_toml: &str) -> String {
     )
 }
 
+/// Tenant `shop`: the recorder plugin, which posts each event's id to `backend`.
+fn recorder_tenant(backend: &Backend) -> String {
+    TenantToml::new("shop", &plugin("recorder"))
+        .allowed_hosts(&[&backend.addr])
+        .config("echo-url", &format!("http://{}/echo", backend.addr))
+        .fincart("fincart")
+        .toml()
+}
+
 /// Two replicas on one database, webhooks sent alternately to each: every event runs once (one
 /// attempt, one request to the backend), and each order's events reach the backend in journal
 /// order, whichever replica took them in or ran them.
@@ -52,11 +72,7 @@ async fn two_replicas_run_every_event_once_and_each_order_in_journal_order() {
         return;
     };
     let backend = Backend::start().await;
-    let tenants = TenantToml::new("shop", &plugin("recorder"))
-        .allowed_hosts(&[&backend.addr])
-        .config("echo-url", &format!("http://{}/echo", backend.addr))
-        .fincart("fincart")
-        .toml();
+    let tenants = recorder_tenant(&backend);
     let config = config_on(&database, &tenants);
     let a = Host::start_with_config(tempfile::tempdir().unwrap(), &config, &[]).await;
     let b = Host::start_with_config(tempfile::tempdir().unwrap(), &config, &[]).await;
@@ -96,5 +112,148 @@ async fn two_replicas_run_every_event_once_and_each_order_in_journal_order() {
             previous < seq,
             "order {order}: event {seq} ran after {previous}"
         );
+    }
+}
+
+/// A PostgreSQL server of the test's own, for a test that stops it (the shared one serves the
+/// other tests); removed when dropped. Started by `scripts/pg-test-server.sh`, like the shared one.
+struct OwnServer {
+    state: PathBuf,
+    url: String,
+}
+
+impl OwnServer {
+    fn start(name: &str) -> Option<OwnServer> {
+        test_server(name)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = OwnServer {
+            state: target_dir().join(format!("pg-{name}.state")),
+            url: String::new(),
+        };
+        let out = succeeded(
+            server
+                .script("start")
+                .env("HOOKHOST_PG_DIR", target_dir().join(format!("pg-{name}")))
+                .env("HOOKHOST_PG_PORT", port.to_string()),
+        );
+        server.url = String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .strip_prefix("export HOOKHOST_TEST_PG_URL=")
+            .expect("the script prints the URL")
+            .to_string();
+        Some(server)
+    }
+
+    fn script(&self, command: &str) -> Command {
+        let mut script = Command::new("bash");
+        script
+            .arg(workspace().join("scripts/pg-test-server.sh"))
+            .arg(command)
+            .env("HOOKHOST_PG_STATE", &self.state);
+        script
+    }
+
+    fn run(&self, command: &str) {
+        succeeded(&mut self.script(command));
+    }
+}
+
+/// Runs the script command; its output, once it succeeded.
+fn succeeded(command: &mut Command) -> std::process::Output {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = self.script("stop").output();
+    }
+}
+
+/// PostgreSQL stops for a few seconds while webhooks arrive: each gets 503 with `Retry-After`
+/// (never a 2xx for a webhook that was not stored), and once the server is back, everything
+/// resumes by itself: refused webhooks sent again are accepted, and every accepted one runs to
+/// `done`, journaled once.
+#[tokio::test]
+async fn a_database_outage_gets_503_and_everything_resumes_by_itself() {
+    let Some(server) = OwnServer::start("outage") else {
+        return;
+    };
+    let backend = Backend::start().await;
+    let tenants = recorder_tenant(&backend);
+    let host = Host::start_with_config(
+        tempfile::tempdir().unwrap(),
+        // Short leases: a claim whose commit the outage made ambiguous expires soon.
+        &format!(
+            "{}\n[dispatch]\nlease_seconds = 3\n",
+            config_on(&server.url, &tenants)
+        ),
+        &[],
+    )
+    .await;
+    let webhook = |i: u64| {
+        fincart_status(
+            &format!("O{}", i % 5),
+            &format!("#R{i}"),
+            "processing",
+            "picked up",
+            1_700_000_000_000 + i,
+        )
+    };
+    for i in 0..20 {
+        let r = host
+            .send("shop", "fincart", &[JSON, AUTH], webhook(i))
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+
+    server.run("pause");
+    for i in 20..30 {
+        let r = host
+            .send("shop", "fincart", &[JSON, AUTH], webhook(i))
+            .await;
+        assert_eq!(r.status(), 503, "webhook {i} while the database is down");
+        assert!(r.headers().contains_key("retry-after"), "{:?}", r.headers());
+    }
+    server.run("resume");
+
+    // As a sender would: the refused ones again, and new ones, until accepted.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for i in 20..50 {
+        loop {
+            let r = host
+                .send("shop", "fincart", &[JSON, AUTH], webhook(i))
+                .await;
+            if r.status() == 200 {
+                break;
+            }
+            assert_eq!(r.status(), 503, "webhook {i}");
+            assert!(
+                Instant::now() < deadline,
+                "webhook {i} never accepted after the outage"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let events = host.wait_all_done("shop", Duration::from_secs(60)).await;
+    assert_eq!(
+        events.len(),
+        50,
+        "each webhook journaled once\n{}",
+        host.logs()
+    );
+    for event in &events {
+        let id = event["event"]["id"].as_str().unwrap();
+        assert!(backend.count_id(id) >= 1, "{id} ran");
     }
 }

@@ -31,7 +31,7 @@ use crate::plugins::PluginRegistry;
 use crate::runtime::{PluginOutcome, Runtime};
 use crate::storage::{
     AttemptOutcome, AttemptRecord, ClaimedEvent, EventState, ExpiredLease, FinishResult,
-    FinishedAttempt, Storage,
+    FinishedAttempt, Lease, Storage,
 };
 use crate::tenants::{InstanceUse, Tenants};
 
@@ -90,6 +90,9 @@ pub struct Dispatcher {
 struct Shared {
     woken: Mutex<HashSet<String>>,
     notify: Notify,
+    /// Every lease this process holds (claimed, running or finishing): the renewer extends
+    /// exactly these. A lease not in it (a claim whose commit failed ambiguously) expires.
+    held: Mutex<HashSet<Lease>>,
 }
 
 impl Shared {
@@ -142,7 +145,11 @@ impl Dispatcher {
             stopping: false,
         };
         tokio::spawn(core.run(reports_rx, stop_rx));
-        tokio::spawn(renew_forever(deps.clone(), owner, settings.clone()));
+        tokio::spawn(renew_forever(
+            deps.clone(),
+            shared.clone(),
+            settings.clone(),
+        ));
         tokio::spawn(reap_forever(deps.clone(), shared.clone(), settings));
         tokio::spawn(gauge_backlog_forever(deps));
         Dispatcher {
@@ -216,6 +223,7 @@ enum Report {
     /// The claim is no longer held; the order's head is due again at this time, if known.
     Finished {
         tenant: String,
+        lease: Lease,
         due_again_at_ms: Option<u64>,
     },
 }
@@ -337,6 +345,7 @@ impl Core {
         tokio::spawn(
             async move {
                 let tenant = claimed.claim.tenant.clone();
+                let lease = claimed.claim.lease;
                 let returned = {
                     let reports = reports.clone();
                     let tenant = tenant.clone();
@@ -347,6 +356,7 @@ impl Core {
                 let due_again_at_ms = attempt(&deps, claimed, returned).await;
                 let _ = reports.send(Report::Finished {
                     tenant,
+                    lease,
                     due_again_at_ms,
                 });
             }
@@ -431,6 +441,11 @@ impl Core {
                         if got > 0 && work.window.is_empty() && !self.rotation.contains(&tenant) {
                             self.rotation.push_back(tenant.clone());
                         }
+                        self.shared
+                            .held
+                            .lock()
+                            .expect("held leases")
+                            .extend(batch.claims.iter().map(|c| c.claim.lease));
                         work.window_bytes += batch.claims.iter().map(event_bytes).sum::<usize>();
                         work.window.extend(batch.claims);
                         if stopping {
@@ -455,8 +470,10 @@ impl Core {
             }
             Report::Finished {
                 tenant,
+                lease,
                 due_again_at_ms,
             } => {
+                self.shared.held.lock().expect("held leases").remove(&lease);
                 if let Some(work) = self.work.get_mut(&tenant) {
                     work.finishing -= 1;
                     // The order's next event may be its head now.
@@ -526,6 +543,7 @@ impl Core {
                 }
                 let _ = reports.send(Report::Finished {
                     tenant: claim.tenant,
+                    lease: claim.lease,
                     due_again_at_ms: None,
                 });
             });
@@ -538,16 +556,26 @@ fn event_bytes(claimed: &ClaimedEvent) -> usize {
     claimed.event.body.len() + 256
 }
 
-/// Keeps this process's leases alive while it runs.
-async fn renew_forever(deps: Arc<DispatchDeps>, owner: String, settings: DispatchSettings) {
+/// Keeps the leases this process holds alive while it runs.
+async fn renew_forever(deps: Arc<DispatchDeps>, shared: Arc<Shared>, settings: DispatchSettings) {
     let mut tick = tokio::time::interval(settings.renew_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tick.tick().await;
+        let held: Vec<Lease> = shared
+            .held
+            .lock()
+            .expect("held leases")
+            .iter()
+            .copied()
+            .collect();
+        if held.is_empty() {
+            continue;
+        }
         if let Err(e) = deps
             .storage
-            .renew_leases(&owner, settings.lease.as_millis() as u64)
+            .renew_leases(&held, settings.lease.as_millis() as u64)
             .await
         {
             tracing::error!("cannot renew this process's leases: {e:#}");
@@ -605,6 +633,29 @@ async fn gauge_backlog_forever(deps: Arc<DispatchDeps>) {
     }
 }
 
+/// Gives a claim back (pending, due at `at`), trying again until the store answers. Giving up
+/// would strand the event: this process keeps renewing its leases, so the reaper would never take
+/// it back (a database outage, a full disk). The head stays claimed meanwhile, which is right: its
+/// last attempt's outcome is not known to the store yet.
+async fn release_until_answered(deps: &DispatchDeps, lease: Lease, at: u64) {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match deps.storage.release(lease, at).await {
+            // False: the lease is no longer ours (the attempt's finish committed after all, or
+            // the event was reaped); nothing to give back.
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(
+                    seq = lease.seq,
+                    "cannot give back a claim yet; trying again in {wait:?}: {e:#}"
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
 /// Runs one attempt of a claimed head (its event came with the claim) and records it under its
 /// lease; calls `returned` when the
 /// worker is free (the plugin returned, or nothing could run). Returns when the order's head is
@@ -617,12 +668,7 @@ async fn attempt(
     let lease = claim.lease;
     let give_back = |wait_ms: u64| async move {
         let at = now_ms() + wait_ms;
-        if let Err(e) = deps.storage.release(lease, at).await {
-            tracing::warn!(
-                seq = lease.seq,
-                "cannot give back a claim (its lease will expire): {e:#}"
-            );
-        }
+        release_until_answered(deps, lease, at).await;
         Some(at)
     };
     let Some(tenant) = deps.tenants.get(&claim.tenant) else {

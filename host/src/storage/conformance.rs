@@ -417,11 +417,17 @@ pub async fn expired_leases_are_reaped_and_renewed_ones_are_not(store: Arc<dyn S
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     // Only the unexpired lease is renewed: an expired one may already be someone else's.
-    assert_eq!(store.renew_leases("me", LEASE_MS).await.unwrap(), 1);
-    assert_eq!(
-        store.renew_leases("someone-else", LEASE_MS).await.unwrap(),
-        0
-    );
+    let held: Vec<Lease> = short.iter().chain(&long).map(|c| c.lease).collect();
+    assert_eq!(store.renew_leases(&held, LEASE_MS).await.unwrap(), 1);
+    // A lease is renewed only with its own token.
+    let forged: Vec<Lease> = held
+        .iter()
+        .map(|l| Lease {
+            token: l.token ^ 1,
+            ..*l
+        })
+        .collect();
+    assert_eq!(store.renew_leases(&forged, LEASE_MS).await.unwrap(), 0);
     let expired = store.expired_leases(10).await.unwrap();
     assert_eq!(
         expired

@@ -37,7 +37,6 @@ struct Row {
 #[derive(Clone)]
 struct Held {
     token: i64,
-    owner: String,
     until_ms: u64,
 }
 
@@ -314,7 +313,7 @@ impl Storage for MemoryStorage {
     async fn claim(
         &self,
         tenant: &str,
-        owner: &str,
+        _owner: &str, // one process: the token alone identifies a lease
         limit: u32,
         lease_ms: u64,
     ) -> Result<ClaimBatch> {
@@ -342,7 +341,6 @@ impl Storage for MemoryStorage {
             row.started = None;
             row.lease = Some(Held {
                 token,
-                owner: owner.to_string(),
                 until_ms: now + lease_ms,
             });
             let event = row.stored(head.seq);
@@ -373,12 +371,16 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
-    async fn renew_leases(&self, owner: &str, lease_ms: u64) -> Result<u64> {
+    async fn renew_leases(&self, leases: &[Lease], lease_ms: u64) -> Result<u64> {
         let now = now_ms();
         let mut renewed = 0;
-        for row in self.journal().events.values_mut() {
+        let mut journal = self.journal();
+        for lease in leases {
+            let Some(row) = journal.events.get_mut(&lease.seq) else {
+                continue;
+            };
             if let Some(held) = row.lease.as_mut() {
-                if held.owner == owner && held.until_ms >= now {
+                if held.token == lease.token && held.until_ms >= now {
                     held.until_ms = now + lease_ms;
                     renewed += 1;
                 }

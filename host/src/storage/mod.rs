@@ -436,8 +436,11 @@ pub trait Storage: Send + Sync {
         started_at_ms: u64,
         plugin_version: &str,
     ) -> Result<()>;
-    /// Extends every unexpired lease `owner` holds to `lease_ms` from now; returns how many.
-    async fn renew_leases(&self, owner: &str, lease_ms: u64) -> Result<u64>;
+    /// Extends each of these leases that has not expired to `lease_ms` from now; returns how
+    /// many. The caller names the leases it holds, not its owner name: a claim whose commit
+    /// failed ambiguously (the connection dropped) may still hold heads under that name, and
+    /// only leases nobody renews expire and go back to the reaper.
+    async fn renew_leases(&self, leases: &[Lease], lease_ms: u64) -> Result<u64>;
     /// Up to `limit` leases that expired, oldest event first, for the reaper to finish (an
     /// interrupted attempt) or release (never started), fenced by their tokens.
     async fn expired_leases(&self, limit: u32) -> Result<Vec<ExpiredLease>>;

@@ -512,14 +512,17 @@ impl Storage for PostgresStorage {
         Ok(())
     }
 
-    async fn renew_leases(&self, owner: &str, lease_ms: u64) -> Result<u64> {
+    async fn renew_leases(&self, leases: &[Lease], lease_ms: u64) -> Result<u64> {
+        let seqs: Vec<i64> = leases.iter().map(|l| l.seq).collect();
+        let tokens: Vec<i64> = leases.iter().map(|l| l.token).collect();
         let client = self.client().await?;
         let n = client
             .execute(
-                "UPDATE events SET lease_until_ms = hookhost_now_ms() + $2
-                 WHERE lease_token IS NOT NULL AND lease_until_ms >= hookhost_now_ms()
-                   AND lease_owner = $1",
-                &[&owner, &(lease_ms as i64)],
+                "UPDATE events e SET lease_until_ms = hookhost_now_ms() + $3
+                 FROM unnest($1::bigint[], $2::bigint[]) AS held (seq, token)
+                 WHERE e.seq = held.seq AND e.lease_token = held.token
+                   AND e.lease_until_ms >= hookhost_now_ms()",
+                &[&seqs, &tokens, &(lease_ms as i64)],
             )
             .await?;
         Ok(n)

@@ -846,17 +846,20 @@ impl Storage for SqliteStorage {
         .await
     }
 
-    async fn renew_leases(&self, owner: &str, lease_ms: u64) -> Result<u64> {
-        let owner = owner.to_string();
+    async fn renew_leases(&self, leases: &[Lease], lease_ms: u64) -> Result<u64> {
+        let leases = leases.to_vec();
         self.write(move |c| {
             let now = now_ms() as i64;
-            let n = c
-                .prepare_cached(
-                    "UPDATE events SET lease_until_ms = ?2
-                     WHERE lease_token IS NOT NULL AND lease_until_ms >= ?3 AND lease_owner = ?1",
-                )?
-                .execute(params![owner, now + lease_ms as i64, now])?;
-            Ok(n as u64)
+            let mut renew = c.prepare_cached(
+                "UPDATE events SET lease_until_ms = ?3
+                 WHERE seq = ?1 AND lease_token = ?2 AND lease_until_ms >= ?4",
+            )?;
+            let mut renewed = 0;
+            for lease in &leases {
+                renewed +=
+                    renew.execute(params![lease.seq, lease.token, now + lease_ms as i64, now])?;
+            }
+            Ok(renewed as u64)
         })
         .await
     }
