@@ -778,12 +778,16 @@ impl Storage for PostgresStorage {
     }
 
     async fn kv_list(&self, tenant: &str, prefix: &str, limit: u32) -> Result<Vec<String>> {
-        Ok(self
-            .kv_entries(tenant, prefix, None, limit)
-            .await?
-            .into_iter()
-            .map(|e| e.key)
-            .collect())
+        // Keys only: a plugin listing keys must not make the host read every value.
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT key FROM kv WHERE tenant = $1 AND key >= $2 AND starts_with(key, $2)
+                 ORDER BY key LIMIT $3",
+                &[&tenant, &prefix, &i64::from(limit)],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     async fn kv_count(&self, tenant: &str) -> Result<u64> {
