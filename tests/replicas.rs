@@ -257,3 +257,193 @@ async fn a_database_outage_gets_503_and_everything_resumes_by_itself() {
         assert!(backend.count_id(id) >= 1, "{id} ran");
     }
 }
+
+/// Three replicas on one database, webhooks spread across them by four senders, and one replica
+/// killed (`kill -9`) under load; senders move on to the others as a load balancer would. Every
+/// acknowledged webhook is journaled once and runs to `done`, its kv effect committed once; no
+/// order ever has two attempts running at once; and the tenant never runs more than its
+/// `max_concurrency` attempts across the three replicas together. The recorder plugin marks
+/// each attempt's start and end at a slow backend, so overlaps show in the order it saw them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_lose_nothing_when_one_is_killed_under_load() {
+    let Some(database) = fresh_database("kill_one").await else {
+        return;
+    };
+    const CAP: usize = 3;
+    const ORDERS: usize = 24;
+    const EVENTS: usize = 240;
+    const SENDERS: usize = 4;
+    let backend = Backend::start().await;
+    backend.set_delay(Duration::from_millis(40));
+    let tenants = TenantToml::new("shop", &plugin("recorder"))
+        .allowed_hosts(&[&backend.addr])
+        .config("trace-url", &format!("http://{}/trace", backend.addr))
+        .limit("max_concurrency", CAP)
+        .fincart("fincart")
+        .toml();
+    // Short leases: the killed replica's attempts are taken back within seconds.
+    let config = format!(
+        "{}\n[dispatch]\nlease_seconds = 3\n",
+        config_on(&database, &tenants)
+    );
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Host::start_with_config(tempfile::tempdir().unwrap(), &config, &[]).await);
+    }
+    let bases: Vec<String> = replicas.iter().map(|r| r.base.clone()).collect();
+    let acknowledged = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let webhook = |i: usize| {
+        fincart_status(
+            &format!("O{}", i % ORDERS),
+            &format!("#R{i}"),
+            "processing",
+            "picked up",
+            1_700_000_000_000 + i as u64,
+        )
+    };
+    let mut senders = Vec::new();
+    for s in 0..SENDERS {
+        let (bases, acknowledged) = (bases.clone(), acknowledged.clone());
+        senders.push(tokio::spawn(async move {
+            let client = common::client();
+            for i in (s..EVENTS).step_by(SENDERS) {
+                // Start at replica i % 3; on a refused connection or a 503, the next one.
+                let mut tries = 0;
+                loop {
+                    let base = &bases[(i + tries) % bases.len()];
+                    let sent = client
+                        .post(format!("{base}/hooks/shop/fincart"))
+                        .header(JSON.0, JSON.1)
+                        .header(AUTH.0, AUTH.1)
+                        .body(webhook(i))
+                        .send()
+                        .await;
+                    match sent.map(|r| r.status().as_u16()) {
+                        Ok(200) => break,
+                        Ok(503) | Err(_) => {}
+                        Ok(status) => panic!("webhook {i}: {status}"),
+                    }
+                    tries += 1;
+                    assert!(tries < 60, "webhook {i} never acknowledged");
+                    if tries % bases.len() == 0 {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                acknowledged.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }));
+    }
+    let killed = replicas.pop().expect("three replicas");
+    // Killed in the thick of it: a third of the webhooks in, and the replica running attempts.
+    common::wait_for(
+        "a third of the webhooks acknowledged and the third replica at work",
+        Duration::from_secs(60),
+        async || {
+            let ran = killed
+                .metric("hookhost_attempts_total", &[("tenant", "shop")])
+                .await;
+            (acknowledged.load(std::sync::atomic::Ordering::SeqCst) >= EVENTS / 3 && ran >= 3.0)
+                .then_some(())
+        },
+    )
+    .await;
+    let killed_logs = killed.logs();
+    let _ = killed.kill();
+    backend.mark("/kill", serde_json::json!({}));
+    for sender in senders {
+        sender.await.expect("a sender failed");
+    }
+
+    let [a, b] = &replicas[..] else {
+        unreachable!()
+    };
+    let logs = || format!("{}\n{}\n(killed)\n{killed_logs}", a.logs(), b.logs());
+    let events = a.wait_all_done("shop", Duration::from_secs(120)).await;
+    assert_eq!(
+        events.len(),
+        EVENTS,
+        "each webhook journaled once\n{}",
+        logs()
+    );
+    let kv = b.kv("shop").await;
+    let mut refs = std::collections::HashSet::new();
+    for event in &events {
+        let reference = event["event"]["merchant_ref"].as_str().unwrap().to_string();
+        assert!(
+            refs.insert(reference.clone()),
+            "{reference} journaled twice"
+        );
+        let id = event["event"]["id"].as_str().unwrap();
+        assert_eq!(
+            kv.get(&format!("times/fincart/{id}")).map(String::as_str),
+            Some("1"),
+            "{reference}: its kv effect committed exactly once"
+        );
+        if event["attempts"] != 1 {
+            // Attempts before the last: interrupted by the kill (their kv writes discarded).
+            let detail = a.event(event["seq"].as_i64().unwrap()).await;
+            let attempts = detail["attempts_detail"].as_array().unwrap();
+            let (last, earlier) = attempts.split_last().unwrap();
+            assert_eq!(last["outcome"], "done", "{detail}");
+            for attempt in earlier {
+                assert_ne!(attempt["outcome"], "done", "one done only: {detail}");
+            }
+        }
+    }
+
+    // The attempts' starts and ends, in the order the backend saw them. An attempt the kill cut
+    // short never ends: it ran until the kill at the latest.
+    let trace = backend.received();
+    let ended: std::collections::HashSet<(String, u64)> = trace
+        .iter()
+        .filter(|(_, m)| m["phase"] == "end")
+        .map(|(_, m)| {
+            (
+                m["id"].as_str().unwrap().to_string(),
+                m["attempt"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let mut running: HashMap<(String, u64), String> = HashMap::new();
+    let (mut most, mut cut_short) = (0, 0);
+    for (path, mark) in &trace {
+        if path == "/kill" {
+            let before = running.len();
+            running.retain(|attempt, _| ended.contains(attempt));
+            cut_short += before - running.len();
+            continue;
+        }
+        let attempt = (
+            mark["id"].as_str().unwrap().to_string(),
+            mark["attempt"].as_u64().unwrap(),
+        );
+        let order = mark["order"].as_str().unwrap().to_string();
+        if mark["phase"] == "start" {
+            assert!(
+                !running.values().any(|o| *o == order),
+                "order {order}: {attempt:?} started while another attempt of the order ran"
+            );
+            assert!(
+                running.insert(attempt.clone(), order).is_none(),
+                "{attempt:?} started twice"
+            );
+            most = most.max(running.len());
+            assert!(
+                running.len() <= CAP,
+                "{} attempts ran at once across the replicas; max_concurrency is {CAP}",
+                running.len()
+            );
+        } else {
+            assert!(
+                running.remove(&attempt).is_some(),
+                "{attempt:?} ended without a start"
+            );
+        }
+    }
+    assert!(running.is_empty(), "attempts that never ended: {running:?}");
+    assert!(
+        most >= 2,
+        "attempts overlapped (the bound was exercised): at most {most} at once"
+    );
+    eprintln!("at most {most} attempts at once; {cut_short} cut short by the kill");
+}

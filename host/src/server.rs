@@ -16,7 +16,7 @@ use crate::reconfigure::Reconfigurer;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::storage::postgres::PostgresStorage;
 use crate::storage::sqlite::SqliteStorage;
-use crate::storage::Storage;
+use crate::storage::{Duty, Storage};
 use crate::tenants::Tenants;
 
 /// How long shutdown waits for running attempts.
@@ -89,7 +89,11 @@ pub async fn serve_with(
         config.dispatch.settings(),
     );
     if config.retention_hours > 0 {
-        tokio::spawn(prune_forever(storage.clone(), config.retention_hours));
+        tokio::spawn(prune_forever(
+            storage.clone(),
+            dispatcher.owner().to_string(),
+            config.retention_hours,
+        ));
     }
 
     // Watch the plugin files first, so a change made while the initial loads run is not missed.
@@ -168,10 +172,30 @@ pub async fn serve_with(
     Ok(())
 }
 
-/// Deletes events finished more than `hours` ago, in small batches so ingest never waits long.
-async fn prune_forever(storage: Arc<dyn Storage>, hours: u64) {
+/// How often the pruner runs.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Deletes events finished more than `hours` ago, in small batches so ingest never waits long;
+/// on a store shared by replicas, one of them at a time (the [`Duty::Pruner`]).
+async fn prune_forever(storage: Arc<dyn Storage>, owner: String, hours: u64) {
     let retention_ms = hours * 3_600_000;
     loop {
+        // Held for three rounds: if this replica stops, another takes over within three minutes.
+        match storage
+            .hold_duty(Duty::Pruner, &owner, 3 * PRUNE_EVERY.as_millis() as u64)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tokio::time::sleep(PRUNE_EVERY).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::error!("cannot take the pruning duty (retrying later): {e:#}");
+                tokio::time::sleep(PRUNE_EVERY).await;
+                continue;
+            }
+        }
         let before = crate::now_ms().saturating_sub(retention_ms);
         let mut pruned = 0;
         loop {
@@ -196,7 +220,7 @@ async fn prune_forever(storage: Arc<dyn Storage>, hours: u64) {
                 "pruned events finished before the retention period"
             );
         }
-        tokio::time::sleep(Duration::from_secs(60)).await;
+        tokio::time::sleep(PRUNE_EVERY).await;
     }
 }
 

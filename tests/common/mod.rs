@@ -273,6 +273,7 @@ pub struct Backend {
     pub addr: String,
     received: Arc<Mutex<Vec<(String, Value)>>>,
     status: Arc<Mutex<u16>>,
+    delay: Arc<Mutex<Duration>>,
 }
 
 impl Backend {
@@ -284,6 +285,7 @@ impl Backend {
             addr,
             received: Arc::default(),
             status: Arc::new(Mutex::new(200)),
+            delay: Arc::default(),
         };
         let state = backend.clone();
         let app =
@@ -296,6 +298,8 @@ impl Backend {
                         .lock()
                         .unwrap()
                         .push((uri.path().to_string(), json));
+                    let delay = *state.delay.lock().unwrap();
+                    tokio::time::sleep(delay).await;
                     axum::http::StatusCode::from_u16(*state.status.lock().unwrap()).unwrap()
                 }
             });
@@ -306,6 +310,18 @@ impl Backend {
     /// Every request so far: (path, JSON body).
     pub fn received(&self) -> Vec<(String, Value)> {
         self.received.lock().unwrap().clone()
+    }
+
+    /// Makes the backend answer each request `delay` after recording it, from now on (a slow
+    /// backend keeps attempts running longer, so that overlaps show).
+    pub fn set_delay(&self, delay: Duration) {
+        *self.delay.lock().unwrap() = delay;
+    }
+
+    /// Records `mark` as if it had been received at `path` (a test's own events, in order with
+    /// the requests: a kill, say).
+    pub fn mark(&self, path: &str, mark: Value) {
+        self.received.lock().unwrap().push((path.to_string(), mark));
     }
 
     /// Makes the backend answer with `status` from now on.

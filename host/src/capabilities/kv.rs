@@ -296,7 +296,7 @@ mod tests {
     use crate::config::Durability;
     use crate::storage::sqlite::SqliteStorage;
     use crate::storage::{
-        AttemptOutcome, AttemptRecord, EventState, FinishResult, FinishedAttempt, Lease,
+        AttemptOutcome, AttemptRecord, ClaimLimit, EventState, FinishResult, FinishedAttempt, Lease,
     };
 
     fn storage() -> (tempfile::TempDir, Arc<dyn Storage>) {
@@ -349,7 +349,11 @@ mod tests {
         let crate::storage::Appended::Accepted(_) = appended else {
             panic!("not journaled: {appended:?}")
         };
-        let claim = storage.claim(tenant, "me", 1, 60_000).await.unwrap().claims;
+        let claim = storage
+            .claim(tenant, "me", ClaimLimit::batch(1), 60_000)
+            .await
+            .unwrap()
+            .claims;
         let finished = storage
             .finish_attempt(attempt(claim[0].claim.lease, tenant, writes))
             .await

@@ -30,8 +30,8 @@ use crate::now_ms;
 use crate::plugins::PluginRegistry;
 use crate::runtime::{PluginOutcome, Runtime};
 use crate::storage::{
-    AttemptOutcome, AttemptRecord, ClaimedEvent, EventState, ExpiredLease, FinishResult,
-    FinishedAttempt, Lease, Storage,
+    AttemptOutcome, AttemptRecord, ClaimBatch, ClaimLimit, ClaimedEvent, Duty, EventState,
+    ExpiredLease, FinishResult, FinishedAttempt, Lease, Storage,
 };
 use crate::tenants::{InstanceUse, Tenants};
 
@@ -44,6 +44,10 @@ const WINDOW_PER_WORKER: usize = 16;
 /// Bytes of events (bodies and normalized forms) a tenant's window holds at most, whatever its
 /// webhooks weigh: past it, no new claim until attempts take events out.
 const WINDOW_BYTES: usize = 16 << 20;
+
+/// How soon a tenant held back by its bound across replicas (see [`ClaimBatch::capped`]) asks
+/// again: a claim is one short transaction, and a place freed elsewhere waits at most this long.
+const CAPPED_RETRY_MS: u64 = 20;
 
 /// Expired leases the reaper takes per round.
 const REAP_BATCH: u32 = 256;
@@ -81,6 +85,7 @@ impl DispatchSettings {
 #[derive(Clone)]
 pub struct Dispatcher {
     shared: Arc<Shared>,
+    owner: Arc<str>,
     in_flight: watch::Receiver<usize>,
     stop: Arc<watch::Sender<bool>>,
 }
@@ -150,13 +155,25 @@ impl Dispatcher {
             shared.clone(),
             settings.clone(),
         ));
-        tokio::spawn(reap_forever(deps.clone(), shared.clone(), settings));
+        tokio::spawn(reap_forever(
+            deps.clone(),
+            shared.clone(),
+            owner.clone(),
+            settings,
+        ));
         tokio::spawn(gauge_backlog_forever(deps));
         Dispatcher {
             shared,
+            owner: owner.into(),
             in_flight,
             stop: Arc::new(stop),
         }
+    }
+
+    /// Who this process is to the store: its leases and duties are held under this name (unique
+    /// per start).
+    pub fn owner(&self) -> &str {
+        &self.owner
     }
 
     /// `tenant` has new events (appended or replayed): claim them now rather than at the next
@@ -216,7 +233,7 @@ enum Report {
     Claimed {
         tenant: String,
         asked: usize,
-        batch: anyhow::Result<crate::storage::ClaimBatch>,
+        batch: anyhow::Result<ClaimBatch>,
     },
     /// The plugin returned (or never ran): the worker is free.
     Returned { tenant: String },
@@ -294,8 +311,14 @@ impl Core {
 
     /// Heads a tenant may hold claimed, waiting or running: enough to keep its workers busy
     /// while the next claim commits (a claim waits for a group commit, up to two under load).
+    /// On a store shared by replicas, its cap: the store bounds the tenant's claims across all
+    /// of them by the cap, and a head claimed here is one no other replica can run.
     fn window(&self, tenant: &str) -> usize {
-        self.cap(tenant) * WINDOW_PER_WORKER
+        if self.deps.storage.is_shared() {
+            self.cap(tenant)
+        } else {
+            self.cap(tenant) * WINDOW_PER_WORKER
+        }
     }
 
     /// Hands claimed heads to free workers, round-robin across tenants (one attempt per tenant
@@ -379,12 +402,21 @@ impl Core {
                 // again. A backlog behind a broken plugin stays in the journal.
                 continue;
             }
+            let shared = self.deps.storage.is_shared();
+            let cap = self.cap(&tenant) as u32;
             let work = self.work.get_mut(&tenant).expect("listed above");
             let room = window.saturating_sub(work.in_window());
-            // Claim in large batches (each costs a commit): once half the window is free.
-            if room < window.div_ceil(2) || work.window_bytes >= WINDOW_BYTES {
+            // Claim in large batches (each costs a commit): once half the window is free. A
+            // shared store's window is the cap, every place of which is worth a claim.
+            let worth = if shared { 1 } else { window.div_ceil(2) };
+            if room < worth || work.window_bytes >= WINDOW_BYTES {
                 continue;
             }
+            let limit = if shared {
+                ClaimLimit::batch(room as u32).within(cap)
+            } else {
+                ClaimLimit::batch(room as u32)
+            };
             work.wanted = false;
             work.claiming = true;
             let deps = self.deps.clone();
@@ -392,10 +424,7 @@ impl Core {
             let owner = self.owner.clone();
             let lease_ms = self.settings.lease.as_millis() as u64;
             tokio::spawn(async move {
-                let batch = deps
-                    .storage
-                    .claim(&tenant, &owner, room as u32, lease_ms)
-                    .await;
+                let batch = deps.storage.claim(&tenant, &owner, limit, lease_ms).await;
                 let _ = reports.send(Report::Claimed {
                     tenant,
                     asked: room,
@@ -429,6 +458,12 @@ impl Core {
                         let now = now_ms();
                         match batch.next_due_ms {
                             Some(at) if at > now => {
+                                work.due_at_ms = Some(work.due_at_ms.map_or(at, |d| d.min(at)))
+                            }
+                            // Due heads wait for other replicas' claims to finish: nothing here
+                            // hears of those, so look again shortly.
+                            Some(_) if batch.capped => {
+                                let at = now + CAPPED_RETRY_MS;
                                 work.due_at_ms = Some(work.due_at_ms.map_or(at, |d| d.min(at)))
                             }
                             // More are due than were asked for (or became due meanwhile).
@@ -585,11 +620,26 @@ async fn renew_forever(deps: Arc<DispatchDeps>, shared: Arc<Shared>, settings: D
 
 /// Takes back expired leases: a started attempt counts as interrupted (and follows the retry
 /// policy), a claim never started is released as if it had not been made.
-async fn reap_forever(deps: Arc<DispatchDeps>, shared: Arc<Shared>, settings: DispatchSettings) {
+async fn reap_forever(
+    deps: Arc<DispatchDeps>,
+    shared: Arc<Shared>,
+    owner: String,
+    settings: DispatchSettings,
+) {
     let mut tick = tokio::time::interval(settings.reap_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One replica reaps at a time; if it stops, another takes over after three rounds.
+    let turn_ms = 3 * settings.reap_every.as_millis() as u64;
     loop {
         tick.tick().await;
+        match deps.storage.hold_duty(Duty::Reaper, &owner, turn_ms).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::error!("cannot take the reaping duty: {e:#}");
+                continue;
+            }
+        }
         loop {
             let expired = match deps.storage.expired_leases(REAP_BATCH).await {
                 Ok(expired) => expired,

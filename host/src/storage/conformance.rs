@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use super::{
-    Appended, AttemptOutcome, AttemptRecord, Claim, EventFilter, EventState, FinishResult,
-    FinishedAttempt, KvConflict, KvWrite, Lease, LogLine, NewEvent, Replay, Storage,
+    Appended, AttemptOutcome, AttemptRecord, Claim, ClaimLimit, Duty, EventFilter, EventState,
+    FinishResult, FinishedAttempt, KvConflict, KvWrite, Lease, LogLine, NewEvent, Replay, Storage,
 };
 use crate::event::{CanonicalStatus, EventKind, NormalizedEvent};
 use crate::now_ms;
@@ -21,6 +21,8 @@ macro_rules! conformance_tests {
             only_an_orders_head_is_claimed_in_journal_order,
             a_retrying_head_holds_back_its_order_not_others,
             claims_stay_within_the_limit_and_the_tenant,
+            a_tenant_bound_counts_every_holders_claims,
+            a_duty_has_one_holder_at_a_time,
             a_finish_is_fenced_by_its_lease,
             expired_leases_are_reaped_and_renewed_ones_are_not,
             pagination_of_events_and_kv,
@@ -179,7 +181,12 @@ async fn accepted(store: &Arc<dyn Storage>, event: Arc<NewEvent>) -> i64 {
 
 /// Claims every due head of `acme` for owner `me`.
 async fn claim_all(store: &Arc<dyn Storage>) -> Vec<Claim> {
-    claims_of(store.claim("acme", "me", 100, LEASE_MS).await.unwrap())
+    claims_of(
+        store
+            .claim("acme", "me", ClaimLimit::batch(100), LEASE_MS)
+            .await
+            .unwrap(),
+    )
 }
 
 fn claims_of(batch: super::ClaimBatch) -> Vec<Claim> {
@@ -232,7 +239,10 @@ pub async fn only_an_orders_head_is_claimed_in_journal_order(store: Arc<dyn Stor
     let e2 = accepted(&store, event_of("e2", Some("o1"))).await;
     let e3 = accepted(&store, event_of("e3", Some("o2"))).await;
     let e4 = accepted(&store, event_of("e4", None)).await;
-    let batch = store.claim("acme", "me", 100, LEASE_MS).await.unwrap();
+    let batch = store
+        .claim("acme", "me", ClaimLimit::batch(100), LEASE_MS)
+        .await
+        .unwrap();
     let events: Vec<(i64, String, Vec<u8>)> = batch
         .claims
         .iter()
@@ -259,7 +269,10 @@ pub async fn only_an_orders_head_is_claimed_in_journal_order(store: Arc<dyn Stor
     store.ping().await.unwrap();
     assert_eq!(summary_of(&store, e1).await.state, EventState::Running);
     assert_eq!(summary_of(&store, e2).await.state, EventState::Pending);
-    let again = store.claim("acme", "me", 100, LEASE_MS).await.unwrap();
+    let again = store
+        .claim("acme", "me", ClaimLimit::batch(100), LEASE_MS)
+        .await
+        .unwrap();
     assert!(
         again.claims.is_empty(),
         "claimed heads are not claimed twice"
@@ -308,7 +321,10 @@ pub async fn a_retrying_head_holds_back_its_order_not_others(store: Arc<dyn Stor
         EventState::Done,
     );
     store.finish_attempt(done).await.unwrap();
-    let batch = store.claim("acme", "me", 100, LEASE_MS).await.unwrap();
+    let batch = store
+        .claim("acme", "me", ClaimLimit::batch(100), LEASE_MS)
+        .await
+        .unwrap();
     assert_eq!(
         seqs(&claims_of(batch.clone())),
         [e4],
@@ -328,7 +344,10 @@ pub async fn claims_stay_within_the_limit_and_the_tenant(store: Arc<dyn Storage>
         all.push(accepted(&store, event_of(&format!("a{i}"), None)).await);
     }
     let other = accepted(&store, event_for("other", "b0", None)).await;
-    let first = store.claim("acme", "me", 2, LEASE_MS).await.unwrap();
+    let first = store
+        .claim("acme", "me", ClaimLimit::batch(2), LEASE_MS)
+        .await
+        .unwrap();
     assert_eq!(
         seqs(&claims_of(first.clone())),
         all[..2],
@@ -342,16 +361,119 @@ pub async fn claims_stay_within_the_limit_and_the_tenant(store: Arc<dyn Storage>
         .claims
         .iter()
         .all(|c| c.claim.tenant == "acme" && c.event.tenant == "acme"));
-    let rest = store.claim("acme", "me", 10, LEASE_MS).await.unwrap();
+    let rest = store
+        .claim("acme", "me", ClaimLimit::batch(10), LEASE_MS)
+        .await
+        .unwrap();
     assert_eq!(seqs(&claims_of(rest)), all[2..]);
-    let theirs = store.claim("other", "me", 10, LEASE_MS).await.unwrap();
+    let theirs = store
+        .claim("other", "me", ClaimLimit::batch(10), LEASE_MS)
+        .await
+        .unwrap();
     assert_eq!(seqs(&claims_of(theirs)), [other]);
     assert!(store
-        .claim("nobody", "me", 10, LEASE_MS)
+        .claim("nobody", "me", ClaimLimit::batch(10), LEASE_MS)
         .await
         .unwrap()
         .claims
         .is_empty());
+}
+
+/// The bound that keeps a tenant's `max_concurrency` across replicas: claims count every
+/// holder's claimed heads, say when the bound (not a lack of due heads) held them back, and get
+/// room again when a head is finished or given back.
+pub async fn a_tenant_bound_counts_every_holders_claims(store: Arc<dyn Storage>) {
+    let mut all = Vec::new();
+    for i in 0..5 {
+        all.push(accepted(&store, event_of(&format!("a{i}"), Some(&format!("o{i}")))).await);
+    }
+    let other = accepted(&store, event_for("other", "b0", None)).await;
+    let bounded = ClaimLimit::batch(10).within(3);
+    let a = store
+        .claim("acme", "a", ClaimLimit::batch(2).within(3), LEASE_MS)
+        .await
+        .unwrap();
+    assert_eq!(
+        seqs(&claims_of(a.clone())),
+        all[..2],
+        "the batch, under the bound"
+    );
+    assert!(!a.capped, "the batch, not the bound, limited this claim");
+    let b = store.claim("acme", "b", bounded, LEASE_MS).await.unwrap();
+    assert_eq!(
+        seqs(&claims_of(b.clone())),
+        all[2..3],
+        "one left under the bound of 3"
+    );
+    assert!(b.capped, "due heads were left because of the bound");
+    let full = store.claim("acme", "c", bounded, LEASE_MS).await.unwrap();
+    assert!(full.claims.is_empty() && full.capped);
+    // Another tenant's bound is its own.
+    let theirs = store.claim("other", "c", bounded, LEASE_MS).await.unwrap();
+    assert_eq!(seqs(&claims_of(theirs.clone())), [other]);
+    assert!(!theirs.capped);
+    // A finish and a release each free one place.
+    let done = finished(
+        lease_of(&claims_of(a.clone()), all[0]),
+        1,
+        AttemptOutcome::Done,
+        EventState::Done,
+    );
+    assert_eq!(
+        store.finish_attempt(done).await.unwrap(),
+        FinishResult::Committed
+    );
+    assert!(store.release(b.claims[0].claim.lease, 0).await.unwrap());
+    let after = store.claim("acme", "c", bounded, LEASE_MS).await.unwrap();
+    assert_eq!(
+        seqs(&claims_of(after.clone())),
+        [all[2], all[3]],
+        "two places free again, earliest due first"
+    );
+    assert!(after.capped, "a4 is still due and held back");
+    // Without a bound, the rest is claimable at once.
+    let unbounded = store
+        .claim("acme", "c", ClaimLimit::batch(10), LEASE_MS)
+        .await
+        .unwrap();
+    assert_eq!(seqs(&claims_of(unbounded.clone())), [all[4]]);
+    assert!(!unbounded.capped);
+}
+
+/// Reaping and pruning: one holder at a time on a shared store, each duty on its own, taken
+/// over once the holder's turn expires; a store of one process lets its one process hold all.
+pub async fn a_duty_has_one_holder_at_a_time(store: Arc<dyn Storage>) {
+    assert!(store.hold_duty(Duty::Reaper, "a", 300).await.unwrap());
+    assert!(
+        store.hold_duty(Duty::Reaper, "a", 300).await.unwrap(),
+        "kept"
+    );
+    assert!(
+        store.hold_duty(Duty::Pruner, "b", 300).await.unwrap(),
+        "another duty"
+    );
+    if !store.is_shared() {
+        assert!(store.hold_duty(Duty::Reaper, "b", 300).await.unwrap());
+        return;
+    }
+    assert!(
+        !store.hold_duty(Duty::Reaper, "b", 300).await.unwrap(),
+        "a's turn"
+    );
+    assert!(
+        !store.hold_duty(Duty::Pruner, "a", 300).await.unwrap(),
+        "b's turn"
+    );
+    // a stops renewing: after its turn, b takes over, and a no longer holds it.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(
+        store.hold_duty(Duty::Reaper, "b", 60_000).await.unwrap(),
+        "taken over"
+    );
+    assert!(
+        !store.hold_duty(Duty::Reaper, "a", 300).await.unwrap(),
+        "a lost it"
+    );
 }
 
 pub async fn a_finish_is_fenced_by_its_lease(store: Arc<dyn Storage>) {
@@ -405,8 +527,18 @@ pub async fn expired_leases_are_reaped_and_renewed_ones_are_not(store: Arc<dyn S
     let started = accepted(&store, event_of("started", None)).await;
     let idle = accepted(&store, event_of("idle", None)).await;
     let kept = accepted(&store, event_of("kept", None)).await;
-    let short = claims_of(store.claim("acme", "me", 2, 1).await.unwrap());
-    let long = claims_of(store.claim("acme", "me", 1, LEASE_MS).await.unwrap());
+    let short = claims_of(
+        store
+            .claim("acme", "me", ClaimLimit::batch(2), 1)
+            .await
+            .unwrap(),
+    );
+    let long = claims_of(
+        store
+            .claim("acme", "me", ClaimLimit::batch(1), LEASE_MS)
+            .await
+            .unwrap(),
+    );
     assert_eq!(
         (seqs(&short), seqs(&long)),
         (vec![started, idle], vec![kept])

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Result};
 
 use super::{
-    kv_digest, Appended, AttemptOutcome, AttemptRecord, Claim, ClaimBatch, ClaimedEvent,
-    EventDetail, EventFilter, EventState, EventSummary, ExpiredLease, FinishResult,
+    kv_digest, Appended, AttemptOutcome, AttemptRecord, Claim, ClaimBatch, ClaimLimit,
+    ClaimedEvent, EventDetail, EventFilter, EventState, EventSummary, ExpiredLease, FinishResult,
     FinishedAttempt, KvConflict, KvEntry, KvWrite, Lease, NewEvent, Replay, Storage, StoredEvent,
 };
 use crate::now_ms;
@@ -314,11 +314,18 @@ impl Storage for MemoryStorage {
         &self,
         tenant: &str,
         _owner: &str, // one process: the token alone identifies a lease
-        limit: u32,
+        limit: ClaimLimit,
         lease_ms: u64,
     ) -> Result<ClaimBatch> {
         let now = now_ms();
         let mut journal = self.journal();
+        let claimed = journal
+            .heads
+            .iter()
+            .filter(|((t, _), h)| t == tenant && h.claimed)
+            .count();
+        let free = (limit.tenant_claimed as usize).saturating_sub(claimed);
+        let take = (limit.batch as usize).min(free);
         let mut due: Vec<((String, String), Head)> = journal
             .heads
             .iter()
@@ -328,8 +335,10 @@ impl Storage for MemoryStorage {
         due.sort_by_key(|(_, h)| (h.due_at_ms, h.seq));
         let mut claims = Vec::new();
         let mut next_due_ms = None;
+        let mut capped = false;
         for (order, head) in due {
-            if head.due_at_ms > now || claims.len() >= limit as usize {
+            if head.due_at_ms > now || claims.len() >= take {
+                capped = head.due_at_ms <= now && take < limit.batch as usize;
                 next_due_ms = Some(head.due_at_ms);
                 break;
             }
@@ -355,6 +364,7 @@ impl Storage for MemoryStorage {
         Ok(ClaimBatch {
             claims,
             next_due_ms,
+            capped,
         })
     }
 

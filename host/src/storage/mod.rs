@@ -159,6 +159,59 @@ pub struct ClaimedEvent {
     pub event: StoredEvent,
 }
 
+/// How many heads one claim may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimLimit {
+    /// Heads this claim takes at most.
+    pub batch: u32,
+    /// Heads of the tenant claimed at once at most, counting every holder's claims (every
+    /// replica's): how a tenant's `max_concurrency` holds when several processes share the
+    /// store. `u32::MAX` for no bound.
+    pub tenant_claimed: u32,
+}
+
+impl ClaimLimit {
+    /// Up to `batch` heads, with no tenant-wide bound (one process: its dispatcher bounds itself).
+    pub fn batch(batch: u32) -> ClaimLimit {
+        ClaimLimit {
+            batch,
+            tenant_claimed: u32::MAX,
+        }
+    }
+
+    /// The same, and never more than `tenant_claimed` of the tenant's heads claimed at once.
+    pub fn within(self, tenant_claimed: u32) -> ClaimLimit {
+        ClaimLimit {
+            tenant_claimed,
+            ..self
+        }
+    }
+
+    /// Whether a tenant-wide bound applies (a claim then counts the tenant's claimed heads).
+    pub fn is_bounded(&self) -> bool {
+        self.tenant_claimed != u32::MAX
+    }
+}
+
+/// Work that one replica at a time does for all of them; see [`Storage::hold_duty`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Duty {
+    /// Taking back expired leases.
+    Reaper,
+    /// Deleting events past the retention period.
+    Pruner,
+}
+
+impl Duty {
+    /// The duty's name, as the store keeps it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Duty::Reaper => "reaper",
+            Duty::Pruner => "pruner",
+        }
+    }
+}
+
 /// What a claim returned.
 #[derive(Debug, Clone, Default)]
 pub struct ClaimBatch {
@@ -167,6 +220,10 @@ pub struct ClaimBatch {
     /// When the tenant's next unclaimed head is due (a time in the future, or now if more heads
     /// are due than were asked for), or `None` if it has none.
     pub next_due_ms: Option<u64>,
+    /// The tenant-wide bound held this claim back: heads are due that the claim could not take
+    /// because other claims (perhaps another replica's) fill the bound. Their finishes free room;
+    /// nothing wakes this claimer when they happen elsewhere, so it asks again soon.
+    pub capped: bool,
 }
 
 /// A lease that expired before its holder finished: the holder stopped (crash, kill, a stalled
@@ -416,7 +473,8 @@ pub trait Storage: Send + Sync {
     /// (tenant, source, event id) atomically with the insert, and makes it its order's head if
     /// the order had none. Concurrent calls share commits.
     async fn append(&self, event: std::sync::Arc<NewEvent>) -> Result<Appended>;
-    /// Claims up to `limit` of `tenant`'s due, unclaimed heads for `owner`, earliest due first
+    /// Claims up to `limit.batch` of `tenant`'s due, unclaimed heads for `owner` (never more
+    /// than `limit.tenant_claimed` of the tenant's heads claimed in all), earliest due first
     /// (then oldest), each with a lease of `lease_ms`, and returns them with their events (read
     /// where the claim writes, not in a read of its own per attempt). Committed before it
     /// returns, so a claim is never lost while its attempt runs.
@@ -424,9 +482,15 @@ pub trait Storage: Send + Sync {
         &self,
         tenant: &str,
         owner: &str,
-        limit: u32,
+        limit: ClaimLimit,
         lease_ms: u64,
     ) -> Result<ClaimBatch>;
+    /// Whether other processes may claim from this store at the same time (several replicas on
+    /// one database). Then only the store can bound a tenant's concurrency, through
+    /// [`ClaimLimit::tenant_claimed`]; a store of one process leaves it to the dispatcher.
+    fn is_shared(&self) -> bool {
+        false
+    }
     /// Records that the lease's attempt starts now with this plugin version (so that if its
     /// holder stops, the attempt counts as interrupted). Resolves once queued: writes commit in
     /// order, so the mark is committed no later than the attempt's finish.
@@ -451,6 +515,13 @@ pub trait Storage: Send + Sync {
     /// Gives a claim back without recording an attempt (no plugin to run it, or it was never
     /// started): the event is pending again, due at `due_at_ms`. False if the lease was lost.
     async fn release(&self, lease: Lease, due_at_ms: u64) -> Result<bool>;
+    /// Takes `duty` for `owner` for the next `for_ms`, or keeps it if `owner` has it; false while
+    /// another owner's turn has not expired. Replicas sharing a store call this before each round
+    /// of the duty so that one does it at a time (the work is fenced anyway: this saves doing it
+    /// N times). A store of one process has one owner: it always answers true.
+    async fn hold_duty(&self, _duty: Duty, _owner: &str, _for_ms: u64) -> Result<bool> {
+        Ok(true)
+    }
     /// Proves the store can commit a write now (readiness): a no-op through the writer.
     async fn ping(&self) -> Result<()>;
     /// Sends a finished event (done, skipped or dead) back to pending, with a fresh retry budget.

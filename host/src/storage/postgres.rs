@@ -21,16 +21,17 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{NoTls, Row};
 
 use super::{
-    Appended, AttemptRecord, Claim, ClaimBatch, ClaimedEvent, EventDetail, EventFilter, EventState,
-    EventSummary, ExpiredLease, FinishResult, FinishedAttempt, KvConflict, KvEntry, KvWrite, Lease,
-    NewEvent, Replay, Storage, StoredEvent,
+    Appended, AttemptRecord, Claim, ClaimBatch, ClaimLimit, ClaimedEvent, Duty, EventDetail,
+    EventFilter, EventState, EventSummary, ExpiredLease, FinishResult, FinishedAttempt, KvConflict,
+    KvEntry, KvWrite, Lease, NewEvent, Replay, Storage, StoredEvent,
 };
 
 /// The schema's versions, in order; each runs once, in a transaction with its version's row, under
 /// the migration lock (replicas starting together apply them one at a time).
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "the journal, order heads, leases, attempts and kv",
-    r#"
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "the journal, order heads, leases, attempts and kv",
+        r#"
 CREATE FUNCTION hookhost_now_ms() RETURNS bigint
     LANGUAGE sql VOLATILE AS $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint $$;
 CREATE SEQUENCE lease_tokens;
@@ -89,7 +90,19 @@ CREATE TABLE kv (
     PRIMARY KEY (tenant, key)
 );
 "#,
-)];
+    ),
+    (
+        "an index of claimed heads (a tenant's concurrency bound counts them at every claim)",
+        "CREATE INDEX order_heads_claimed ON order_heads (tenant) WHERE claimed;",
+    ),
+    (
+        "duties that one replica at a time holds (reaping, pruning)",
+        "CREATE TABLE duties (
+             name      text PRIMARY KEY,
+             holder    text NOT NULL,
+             until_ms  bigint NOT NULL);",
+    ),
+];
 
 /// The lock every replica takes to apply migrations (an arbitrary constant, "hookhost" in ASCII).
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_686f_7374;
@@ -425,7 +438,7 @@ impl Storage for PostgresStorage {
         &self,
         tenant: &str,
         owner: &str,
-        limit: u32,
+        limit: ClaimLimit,
         lease_ms: u64,
     ) -> Result<ClaimBatch> {
         let mut client = self.client().await?;
@@ -433,7 +446,27 @@ impl Storage for PostgresStorage {
         // A claim lost with the server only runs again: no need to wait for its flush.
         tx.batch_execute("SET LOCAL synchronous_commit = off")
             .await?;
-        let (limit, lease_ms) = (i64::from(limit), lease_ms as i64);
+        let take = if limit.is_bounded() {
+            // The tenant's claims serialize on its lock, so that two replicas counting at once
+            // cannot both fill the same free room; each statement after the lock sees every
+            // claim committed before it (read committed takes a snapshot per statement).
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('claim/' || $1, 0))",
+                &[&tenant],
+            )
+            .await?;
+            let claimed: i64 = tx
+                .query_one(
+                    "SELECT count(*) FROM order_heads WHERE tenant = $1 AND claimed",
+                    &[&tenant],
+                )
+                .await?
+                .get(0);
+            i64::from(limit.batch).min((i64::from(limit.tenant_claimed) - claimed).max(0))
+        } else {
+            i64::from(limit.batch)
+        };
+        let lease_ms = lease_ms as i64;
         let rows = tx
             .query(
                 "WITH due AS (
@@ -450,16 +483,17 @@ impl Storage for PostgresStorage {
                  FROM heads WHERE e.seq = heads.head_seq
                  RETURNING e.seq, e.tenant, e.source, e.received_at_ms, e.body, e.event,
                      e.attempts, e.attempt_base, e.lease_token, heads.due_at_ms",
-                &[&tenant, &owner, &limit, &lease_ms],
+                &[&tenant, &owner, &take, &lease_ms],
             )
             .await?;
-        let next_due_ms: Option<i64> = tx
+        let after = tx
             .query_one(
-                "SELECT min(due_at_ms) FROM order_heads WHERE tenant = $1 AND NOT claimed",
+                "SELECT min(due_at_ms), hookhost_now_ms() FROM order_heads
+                 WHERE tenant = $1 AND NOT claimed",
                 &[&tenant],
             )
-            .await?
-            .get(0);
+            .await?;
+        let (next_due_ms, now): (Option<i64>, i64) = (after.get(0), after.get(1));
         tx.commit().await.context("database commit failed")?;
         let mut claims = rows
             .iter()
@@ -487,7 +521,26 @@ impl Storage for PostgresStorage {
         Ok(ClaimBatch {
             claims: claims.into_iter().map(|(_, c)| c).collect(),
             next_due_ms: next_due_ms.map(|v| v.max(0) as u64),
+            capped: take < i64::from(limit.batch) && next_due_ms.is_some_and(|at| at <= now),
         })
+    }
+
+    async fn hold_duty(&self, duty: Duty, owner: &str, for_ms: u64) -> Result<bool> {
+        let client = self.client().await?;
+        let held = client
+            .query_opt(
+                "INSERT INTO duties (name, holder, until_ms) VALUES ($1, $2, hookhost_now_ms() + $3)
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms
+                 WHERE duties.holder = excluded.holder OR duties.until_ms < hookhost_now_ms()
+                 RETURNING holder",
+                &[&duty.as_str(), &owner, &(for_ms as i64)],
+            )
+            .await?;
+        Ok(held.is_some())
+    }
+
+    fn is_shared(&self) -> bool {
+        true
     }
 
     async fn mark_started(
@@ -983,7 +1036,10 @@ mod tests {
         while ran.len() < EVENTS {
             assert!(std::time::Instant::now() < deadline, "stuck after {ran:?}");
             let store = &replicas[ran.len() % 2];
-            let batch = store.claim("acme", "me", 10, 60_000).await.unwrap();
+            let batch = store
+                .claim("acme", "me", ClaimLimit::batch(10), 60_000)
+                .await
+                .unwrap();
             assert!(batch.claims.len() <= 1, "an order has one head: {batch:?}");
             let Some(claimed) = batch.claims.into_iter().next() else {
                 tokio::task::yield_now().await;
@@ -1009,7 +1065,7 @@ mod tests {
         assert_eq!(ran, sorted, "ran in journal order, each once");
         assert_eq!(ran.len(), EVENTS);
         assert!(a
-            .claim("acme", "me", 10, 60_000)
+            .claim("acme", "me", ClaimLimit::batch(10), 60_000)
             .await
             .unwrap()
             .claims
@@ -1028,8 +1084,8 @@ mod tests {
         let mut seen = HashSet::new();
         loop {
             let (x, y) = tokio::join!(
-                a.claim("acme", "a", 25, 60_000),
-                b.claim("acme", "b", 25, 60_000)
+                a.claim("acme", "a", ClaimLimit::batch(25), 60_000),
+                b.claim("acme", "b", ClaimLimit::batch(25), 60_000)
             );
             let (x, y) = (x.unwrap().claims, y.unwrap().claims);
             if x.is_empty() && y.is_empty() {

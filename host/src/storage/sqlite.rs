@@ -15,9 +15,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Appended, AttemptRecord, Claim, ClaimBatch, ClaimedEvent, EventDetail, EventFilter, EventState,
-    EventSummary, ExpiredLease, FinishResult, FinishedAttempt, KvConflict, KvEntry, KvWrite, Lease,
-    NewEvent, Replay, Storage, StoredEvent,
+    Appended, AttemptRecord, Claim, ClaimBatch, ClaimLimit, ClaimedEvent, EventDetail, EventFilter,
+    EventState, EventSummary, ExpiredLease, FinishResult, FinishedAttempt, KvConflict, KvEntry,
+    KvWrite, Lease, NewEvent, Replay, Storage, StoredEvent,
 };
 use crate::config::Durability;
 use crate::now_ms;
@@ -506,17 +506,30 @@ fn claim(
     conn: &Connection,
     tenant: &str,
     owner: &str,
-    limit: u32,
+    limit: ClaimLimit,
     lease_ms: u64,
 ) -> Result<ClaimBatch> {
     let now = now_ms() as i64;
+    // One process writes this store, so the bound is only ever asked for by tests and tools;
+    // the count reads the tenant's heads (no index of claimed heads: each would cost every
+    // claim and finish a write).
+    let take = if limit.is_bounded() {
+        let claimed: u32 = conn
+            .prepare_cached("SELECT count(*) FROM order_heads WHERE tenant = ?1 AND claimed = 1")?
+            .query_row(params![tenant], |r| r.get(0))?;
+        limit
+            .batch
+            .min(limit.tenant_claimed.saturating_sub(claimed))
+    } else {
+        limit.batch
+    };
     let heads: Vec<(String, i64)> = conn
         .prepare_cached(
             "SELECT delivery_key, head_seq FROM order_heads
              WHERE tenant = ?1 AND claimed = 0 AND due_at_ms <= ?2
              ORDER BY due_at_ms, head_seq LIMIT ?3",
         )?
-        .query_map(params![tenant, now, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map(params![tenant, now, take], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     let mut claims = Vec::with_capacity(heads.len());
     for (delivery_key, seq) in heads {
@@ -549,6 +562,7 @@ fn claim(
         .query_row(params![tenant], |r| r.get::<_, Option<i64>>(0))?
         .map(|v| v.max(0) as u64);
     Ok(ClaimBatch {
+        capped: take < limit.batch && next_due_ms.is_some_and(|at| at <= now as u64),
         claims,
         next_due_ms,
     })
@@ -811,7 +825,7 @@ impl Storage for SqliteStorage {
         &self,
         tenant: &str,
         owner: &str,
-        limit: u32,
+        limit: ClaimLimit,
         lease_ms: u64,
     ) -> Result<ClaimBatch> {
         let (tenant, owner) = (tenant.to_string(), owner.to_string());
@@ -1228,7 +1242,11 @@ mod tests {
         store.append(event("new")).await.unwrap();
         // Every order got its head (the new event's order o1 is one of its own); the event the
         // old hookhost left running has an expired lease, for the reaper.
-        let claims = store.claim("acme", "me", 10, 1000).await.unwrap().claims;
+        let claims = store
+            .claim("acme", "me", ClaimLimit::batch(10), 1000)
+            .await
+            .unwrap()
+            .claims;
         assert_eq!(claims.len(), 4);
         let expired = store.expired_leases(10).await.unwrap();
         assert_eq!(expired.len(), 1);
@@ -1284,7 +1302,11 @@ mod tests {
             store.append(event_of("e1", None)).await.unwrap();
             store.append(event_of("e2", None)).await.unwrap();
             store.append(event_of("e3", Some("o3"))).await.unwrap();
-            let claims = store.claim("acme", "old", 2, 60_000).await.unwrap().claims;
+            let claims = store
+                .claim("acme", "old", ClaimLimit::batch(2), 60_000)
+                .await
+                .unwrap()
+                .claims;
             store
                 .mark_started(claims[0].claim.lease, 1234, "v9")
                 .await
@@ -1336,7 +1358,11 @@ mod tests {
             store.append(event_of("e2", None)).await.unwrap();
         }
         let store = SqliteStorage::open(&path, Durability::Durable).unwrap();
-        let claims = store.claim("acme", "me", 10, 1000).await.unwrap().claims;
+        let claims = store
+            .claim("acme", "me", ClaimLimit::batch(10), 1000)
+            .await
+            .unwrap()
+            .claims;
         let ids: Vec<String> = claims.into_iter().map(|c| c.event.event.id).collect();
         assert_eq!(ids, vec!["e1", "e2"]);
         assert!(matches!(
@@ -1408,7 +1434,7 @@ mod tests {
         store.append(event_of("e1", None)).await.unwrap();
         assert_eq!(
             store
-                .claim("acme", "me", 10, 1000)
+                .claim("acme", "me", ClaimLimit::batch(10), 1000)
                 .await
                 .unwrap()
                 .claims

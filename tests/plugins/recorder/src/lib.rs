@@ -2,13 +2,24 @@
 //! end-to-end tests can check exactly what the host delivered. It also counts how many times each
 //! event's handling was committed (`times/<source>/<id>`: kv writes commit only with a successful
 //! attempt, so this must end at exactly 1), and, when `echo-url` is configured, POSTs the event id
-//! there (a failed POST fails the attempt, so the event is retried).
+//! there (a failed POST fails the attempt, so the event is retried). With `trace-url`, it POSTs
+//! `start` when it begins and `end` before it returns (with the event id, order and attempt), so a
+//! test can see which attempts overlapped.
 use hookhost_guest::prelude::*;
 
 struct Recorder;
 
 impl Plugin for Recorder {
     fn handle(event: Event) -> Result<Outcome> {
+        let trace = config::get("trace-url");
+        let mark = |phase: &str| -> Result<()> {
+            if let Some(url) = &trace {
+                let mark = json!({ "phase": phase, "id": event.id, "order": event.order_id, "attempt": event.attempt });
+                http::post_json(url, &mark)?.error_for_status()?;
+            }
+            Ok(())
+        };
+        mark("start")?;
         let record = json!({
             "id": event.id, "tenant": event.tenant, "source": event.source, "provider": event.provider,
             "kind": event.kind.to_string(), "order_id": event.order_id, "merchant_ref": event.merchant_ref,
@@ -26,6 +37,7 @@ impl Plugin for Recorder {
             http::post_json(&url, &json!({ "id": event.id, "attempt": event.attempt }))?
                 .error_for_status()?;
         }
+        mark("end")?;
         info!("recorded {key}");
         Ok(Outcome::Done)
     }
