@@ -5,7 +5,8 @@
 # when no server is installed (as root, as CI runs). `fsync=off`: test data only (commits still reach
 # the OS before they are acknowledged, so stopping the server loses nothing).
 # `pause` stops the server and keeps its data, `resume` starts it again (outage tests).
-# HOOKHOST_PG_DIR, HOOKHOST_PG_PORT and HOOKHOST_PG_STATE choose another cluster (a test's own).
+# HOOKHOST_PG_DIR, HOOKHOST_PG_PORT and HOOKHOST_PG_STATE choose another cluster (a test's own);
+# HOOKHOST_PG_DURABLE=1 keeps fsync on (benchmarks: commits as durable as SQLite's).
 #
 #   eval "$(scripts/pg-test-server.sh start)"   # exports HOOKHOST_TEST_PG_URL
 #   scripts/pg-test-server.sh stop
@@ -66,10 +67,11 @@ start() {
 }
 
 run_server() {
-  local bin=$1 dir=$2 port=$3
+  local bin=$1 dir=$2 port=$3 durability="-c fsync=off -c full_page_writes=off"
+  [ -n "${HOOKHOST_PG_DURABLE:-}" ] && durability=""
   # A log file for pg_ctl: without one, whoever waits on its output pipes hangs.
   as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=300" \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 $durability -c max_connections=300" \
     start >/dev/null \
     || { cat "$dir/server.log" >&2; exit 1; }
 }

@@ -4,9 +4,10 @@ function setup(thread)
   thread:set("tid", threads)
   threads = threads + 1
 end
+-- args[1]: a tag of this wrk's own (several at once must not send the same ids).
 function init(args)
   counter = 0
-  prefix = tostring(os.time()) .. "-" .. tostring(tid)
+  prefix = (args[1] or "") .. tostring(os.time()) .. "-" .. tostring(tid)
 end
 request = function()
   counter = counter + 1

@@ -15,6 +15,7 @@ mod backlog;
 mod dispatch;
 mod fairness;
 mod languages;
+mod replicas;
 mod tenants;
 
 const TOKEN: &str = "bench-token";
@@ -95,6 +96,19 @@ enum Cmd {
         #[arg(long, default_value_t = 200_000)]
         events: usize,
     },
+    /// Replicas: claim + finish, ingest and end to end on PostgreSQL with 1 and 3 replicas, vs
+    /// single-node SQLite, with CPU per event (starts its own PostgreSQL server; not in `all`).
+    Replicas {
+        /// Seconds of load per end-to-end measurement.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Concurrent connections, split across the replicas.
+        #[arg(long, default_value_t = 64)]
+        connections: u32,
+        /// Events of the claim + finish figure.
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+    },
     /// The baseline: a bare axum server answering 200 to every POST (used by `ingest`).
     #[command(hide = true)]
     BareServer,
@@ -126,6 +140,15 @@ fn main() -> Result<()> {
         Cmd::Backlog { events } => {
             prepare()?;
             print_table(&backlog::backlog(events)?);
+            Ok(())
+        }
+        Cmd::Replicas {
+            secs,
+            connections,
+            events,
+        } => {
+            prepare()?;
+            print_table(&replicas::replicas(secs, connections, events)?);
             Ok(())
         }
         Cmd::Languages { events } => {
@@ -374,6 +397,11 @@ struct Load {
 }
 
 fn wrk(url: &str, connections: u32, secs: u64) -> Result<Load> {
+    wrk_tagged(url, connections, secs, "")
+}
+
+/// [`wrk`], its webhooks' ids starting with `tag` (several `wrk` at once send distinct ones).
+fn wrk_tagged(url: &str, connections: u32, secs: u64, tag: &str) -> Result<Load> {
     let script = workspace().join("bench/src/fincart.lua");
     let out = Command::new("wrk")
         .args([
@@ -385,6 +413,7 @@ fn wrk(url: &str, connections: u32, secs: u64) -> Result<Load> {
         ])
         .arg(&script)
         .arg(url)
+        .args(["--", tag])
         .output()
         .context("run wrk")?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -161,6 +161,11 @@ impl<'a> Fields<'a> {
         match self.value(path) {
             None => Ok(None),
             Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+            // No store keeps it as text (PostgreSQL refuses it), and no provider sends it.
+            Some(Value::String(s)) if s.contains('\0') => Err(NormalizeError::WrongType {
+                field: path.to_string(),
+                expected: "text without NUL characters",
+            }),
             Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
             Some(Value::Bool(b)) => Ok(Some(b.to_string())),
@@ -322,6 +327,15 @@ mod tests {
         );
         assert_eq!(f.time_ms("d").unwrap(), Some(1738336796675));
         assert!(matches!(f.text("e"), Err(NormalizeError::WrongType { .. })));
+        let nul: Value = serde_json::from_str(r#"{"id": "evt\u0000x"}"#).unwrap();
+        assert_eq!(
+            Fields::of(&nul)
+                .unwrap()
+                .text("id")
+                .unwrap_err()
+                .to_string(),
+            "field `id` must be text without NUL characters"
+        );
         assert_eq!(f.text("o.items.0.id").unwrap().as_deref(), Some("x"));
         assert_eq!(
             f.first_text(&["nope", "o.items.0.id"]).unwrap().as_deref(),

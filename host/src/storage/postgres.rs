@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{NoTls, Row};
 
 use super::{
@@ -110,7 +111,22 @@ const MIGRATION_LOCK: i64 = 0x686f_6f6b_686f_7374;
 /// The PostgreSQL store.
 pub struct PostgresStorage {
     pool: Pool,
+    /// Appends waiting for their group commit (see [`commit_appends`]).
+    appends: mpsc::Sender<AppendRequest>,
 }
+
+/// An append and who waits for its outcome.
+struct AppendRequest {
+    event: Arc<NewEvent>,
+    reply: oneshot::Sender<Result<Appended>>,
+}
+
+/// Appends one transaction journals at most.
+const APPEND_BATCH: usize = 128;
+
+/// Append transactions in flight at once (each holds a connection): while they commit, new
+/// appends queue up and the next transaction takes them all.
+const APPEND_COMMITTERS: usize = 4;
 
 impl PostgresStorage {
     /// Connects to `url` (a `postgres://` URL or key=value string), applies missing migrations
@@ -140,8 +156,10 @@ impl PostgresStorage {
             .max_size(16)
             .build()
             .context("cannot create the database connection pool")?;
-        let store = PostgresStorage { pool };
+        let (appends, queued) = mpsc::channel(4 * APPEND_BATCH * APPEND_COMMITTERS);
+        let store = PostgresStorage { pool, appends };
         store.migrate().await?;
+        tokio::spawn(commit_appends(store.pool.clone(), queued));
         Ok(store)
     }
 
@@ -380,26 +398,137 @@ async fn first_stale_read(
     Ok(None)
 }
 
-#[async_trait::async_trait]
-impl Storage for PostgresStorage {
-    async fn append(&self, event: Arc<NewEvent>) -> Result<Appended> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let delivery_key = event.event.delivery_key();
-        tx.execute(ORDER_LOCK, &[&event.tenant, &delivery_key])
-            .await?;
+/// Takes the advisory locks of these orders ("tenant/delivery key"), in one fixed order (by
+/// lock key) whoever takes several, so that two transactions locking overlapping orders cannot
+/// deadlock. Each is the lock [`ORDER_LOCK`] takes for one order.
+async fn lock_orders(tx: &deadpool_postgres::Transaction<'_>, orders: &[String]) -> Result<()> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(k) FROM (
+             SELECT DISTINCT hashtextextended(o, 0) AS k FROM unnest($1::text[]) AS o ORDER BY k
+         ) AS locks",
+        &[&orders],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The group commit of appends: takes whatever appends are queued (up to [`APPEND_BATCH`]) into
+/// one transaction, with up to [`APPEND_COMMITTERS`] transactions at once, so that one durable
+/// commit (one WAL flush) acknowledges many webhooks. Nobody is answered before the commit.
+async fn commit_appends(pool: Pool, mut queued: mpsc::Receiver<AppendRequest>) {
+    let committers = Arc::new(tokio::sync::Semaphore::new(APPEND_COMMITTERS));
+    loop {
+        let Ok(committer) = committers.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = queued.recv().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < APPEND_BATCH {
+            match queued.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            answer_appends(&pool, batch).await;
+            drop(committer);
+        });
+    }
+}
+
+/// Journals a batch in one transaction and answers each append. If the database refused the
+/// batch (a deadlock, a row it would not take), each append is tried alone, so that one bad row
+/// costs only its own webhook; if the database could not be reached, every one gets the error.
+async fn answer_appends(pool: &Pool, batch: Vec<AppendRequest>) {
+    let events: Vec<Arc<NewEvent>> = batch.iter().map(|r| r.event.clone()).collect();
+    match append_batch(pool, &events).await {
+        Ok(outcomes) => {
+            for (request, outcome) in batch.into_iter().zip(outcomes) {
+                let _ = request.reply.send(Ok(outcome));
+            }
+        }
+        Err(e) if batch.len() > 1 && refused_by_database(&e) => {
+            tracing::warn!(
+                appends = batch.len(),
+                "a batch of appends was refused ({e:#}); journaling each alone"
+            );
+            for request in batch {
+                let alone = append_batch(pool, std::slice::from_ref(&request.event))
+                    .await
+                    .map(|mut outcomes| outcomes.remove(0));
+                let _ = request.reply.send(alone);
+            }
+        }
+        Err(e) => {
+            let message = format!("{e:#}");
+            for request in batch {
+                let _ = request.reply.send(Err(anyhow!("{message}")));
+            }
+        }
+    }
+}
+
+/// Whether the database itself answered with an error (as opposed to an unreachable server or a
+/// dropped connection, where retrying each append alone would only wait longer).
+fn refused_by_database(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<tokio_postgres::Error>()
+            .is_some_and(|e| e.as_db_error().is_some())
+    })
+}
+
+/// Appends `events` in one transaction, in their order: the orders' locks first (sequence numbers
+/// in commit order per order), then each insert deduplicated on its unique key (a duplicate within
+/// the batch is one too: the transaction sees its own rows).
+async fn append_batch(pool: &Pool, events: &[Arc<NewEvent>]) -> Result<Vec<Appended>> {
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| anyhow!("cannot reach the database: {e}"))?;
+    let tx = client.transaction().await?;
+    let keys: Vec<String> = events.iter().map(|e| e.event.delivery_key()).collect();
+    let orders: Vec<String> = events
+        .iter()
+        .zip(&keys)
+        .map(|(e, key)| format!("{}/{key}", e.tenant))
+        .collect();
+    lock_orders(&tx, &orders).await?;
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO events (tenant, source, dedupe_key, delivery_key, state, next_attempt_at_ms,
+                 received_at_ms, headers, body, event)
+             VALUES ($1, $2, $3, $4, 'pending', $5, $5, $6, $7, $8)
+             ON CONFLICT (tenant, source, dedupe_key) DO NOTHING RETURNING seq",
+        )
+        .await?;
+    // Under the order's lock, an order that already has a head keeps it: it is older.
+    let head = tx
+        .prepare_cached(
+            "INSERT INTO order_heads (tenant, delivery_key, head_seq, due_at_ms)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (tenant, delivery_key) DO NOTHING",
+        )
+        .await?;
+    let duplicate = tx
+        .prepare_cached(
+            "UPDATE events SET duplicates = duplicates + 1
+             WHERE tenant = $1 AND source = $2 AND dedupe_key = $3 RETURNING seq",
+        )
+        .await?;
+    let mut outcomes = Vec::with_capacity(events.len());
+    for (event, delivery_key) in events.iter().zip(&keys) {
         let received = event.received_at_ms as i64;
         let inserted = tx
             .query_opt(
-                "INSERT INTO events (tenant, source, dedupe_key, delivery_key, state, next_attempt_at_ms,
-                     received_at_ms, headers, body, event)
-                 VALUES ($1, $2, $3, $4, 'pending', $5, $5, $6, $7, $8)
-                 ON CONFLICT (tenant, source, dedupe_key) DO NOTHING RETURNING seq",
+                &insert,
                 &[
                     &event.tenant,
                     &event.source,
                     &event.event.id,
-                    &delivery_key,
+                    delivery_key,
                     &received,
                     &serde_json::to_string(&event.headers)?,
                     &event.body,
@@ -407,31 +536,36 @@ impl Storage for PostgresStorage {
                 ],
             )
             .await?;
-        let appended = match inserted {
+        outcomes.push(match inserted {
             Some(row) => {
                 let seq: i64 = row.get(0);
-                // Under the order's lock, an order that already has a head keeps it: it is older.
-                tx.execute(
-                    "INSERT INTO order_heads (tenant, delivery_key, head_seq, due_at_ms)
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (tenant, delivery_key) DO NOTHING",
-                    &[&event.tenant, &delivery_key, &seq, &received],
-                )
-                .await?;
+                tx.execute(&head, &[&event.tenant, delivery_key, &seq, &received])
+                    .await?;
                 Appended::Accepted(seq)
             }
             None => {
                 let row = tx
-                    .query_one(
-                        "UPDATE events SET duplicates = duplicates + 1
-                         WHERE tenant = $1 AND source = $2 AND dedupe_key = $3 RETURNING seq",
-                        &[&event.tenant, &event.source, &event.event.id],
-                    )
+                    .query_one(&duplicate, &[&event.tenant, &event.source, &event.event.id])
                     .await?;
                 Appended::Duplicate(row.get(0))
             }
-        };
-        tx.commit().await.context("database commit failed")?;
-        Ok(appended)
+        });
+    }
+    tx.commit().await.context("database commit failed")?;
+    Ok(outcomes)
+}
+
+#[async_trait::async_trait]
+impl Storage for PostgresStorage {
+    async fn append(&self, event: Arc<NewEvent>) -> Result<Appended> {
+        let (reply, outcome) = oneshot::channel();
+        self.appends
+            .send(AppendRequest { event, reply })
+            .await
+            .map_err(|_| anyhow!("the journal's appender has stopped"))?;
+        outcome
+            .await
+            .map_err(|_| anyhow!("the journal's appender has stopped"))?
     }
 
     async fn claim(
@@ -638,6 +772,19 @@ impl Storage for PostgresStorage {
         let finished = fin.next_state != EventState::Pending;
         let attempt = fin.record.attempt as i32;
         let next_attempt_at_ms = fin.next_attempt_at_ms as i64;
+        // The order's lock before the event's row, as appends take them: an append of a
+        // duplicate holds the lock and then updates the row, so the other way round deadlocks.
+        let Some(order) = tx
+            .query_opt(
+                "SELECT delivery_key FROM events WHERE seq = $1",
+                &[&fin.lease.seq],
+            )
+            .await?
+        else {
+            return Ok(FinishResult::LeaseLost);
+        };
+        tx.execute(ORDER_LOCK, &[&fin.tenant, &order.get::<_, String>(0)])
+            .await?;
         // Fenced: only the lease's holder moves the event on.
         let Some(row) = tx
             .query_opt(
@@ -762,33 +909,38 @@ impl Storage for PostgresStorage {
     async fn replay_dead(&self, tenant: &str, since_ms: Option<u64>) -> Result<Vec<i64>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        // The dead letters' orders locked first (as appends and finishes lock: order, then
+        // rows), then those same events replayed (one that died meanwhile waits for the next).
+        let dead = tx
+            .query(
+                "SELECT seq, delivery_key FROM events
+                 WHERE tenant = $1 AND state = 'dead' AND finished_at_ms >= $2",
+                &[&tenant, &(since_ms.unwrap_or(0) as i64)],
+            )
+            .await?;
+        let seqs: Vec<i64> = dead.iter().map(|r| r.get(0)).collect();
+        let orders: Vec<String> = dead
+            .iter()
+            .map(|r| format!("{tenant}/{}", r.get::<_, &str>(1)))
+            .collect();
+        lock_orders(&tx, &orders).await?;
         let rows = tx
             .query(
                 "UPDATE events SET state = 'pending', attempt_base = attempts,
                      next_attempt_at_ms = hookhost_now_ms(), finished_at_ms = NULL, last_error = NULL
-                 WHERE tenant = $1 AND state = 'dead' AND finished_at_ms >= $2
-                 RETURNING seq, delivery_key, next_attempt_at_ms",
-                &[&tenant, &(since_ms.unwrap_or(0) as i64)],
+                 WHERE seq = ANY($1) AND state = 'dead'
+                 RETURNING seq, next_attempt_at_ms",
+                &[&seqs],
             )
             .await?;
-        let mut replayed: Vec<(i64, String, i64)> = rows
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect();
+        let mut replayed: Vec<(i64, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        // The oldest of each order first: it becomes the head.
         replayed.sort_unstable();
-        // The orders' locks in one order (sorted keys), then the oldest of each order first: it
-        // becomes the head.
-        let mut orders: Vec<&str> = replayed.iter().map(|(_, key, _)| key.as_str()).collect();
-        orders.sort_unstable();
-        orders.dedup();
-        for key in orders {
-            tx.execute(ORDER_LOCK, &[&tenant, &key]).await?;
-        }
-        for (seq, _, due) in &replayed {
+        for (seq, due) in &replayed {
             head_for_replayed(&tx, *seq, *due).await?;
         }
         tx.commit().await.context("database commit failed")?;
-        Ok(replayed.into_iter().map(|(seq, _, _)| seq).collect())
+        Ok(replayed.into_iter().map(|(seq, _)| seq).collect())
     }
 
     async fn prune(&self, before_ms: u64, limit: u32) -> Result<u64> {
@@ -1006,6 +1158,42 @@ mod tests {
         }
         let counts = a.event_counts("acme").await.unwrap();
         assert_eq!(counts["pending"], 50);
+    }
+
+    /// Appends sent together share a transaction; one the database refuses (a NUL in its id,
+    /// which PostgreSQL's text cannot hold) fails alone, and the others of its batch are journaled.
+    #[tokio::test]
+    async fn an_append_the_database_refuses_fails_alone_not_with_its_batch() {
+        let Some(config) = fresh_database("refused_append").await else {
+            return;
+        };
+        let store: Arc<dyn Storage> =
+            Arc::new(PostgresStorage::connect_with(config).await.unwrap());
+        let appends: Vec<_> = (0..40)
+            .map(|i| {
+                let id = if i == 17 {
+                    "bad\0id".to_string()
+                } else {
+                    format!("e{i}")
+                };
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .append(event_of(&id, Some(&format!("o{}", i % 4))))
+                        .await
+                })
+            })
+            .collect();
+        let mut accepted = 0;
+        for (i, append) in appends.into_iter().enumerate() {
+            match (i, append.await.unwrap()) {
+                (17, outcome) => assert!(outcome.is_err(), "the NUL id was journaled: {outcome:?}"),
+                (_, Ok(Appended::Accepted(_))) => accepted += 1,
+                (i, other) => panic!("append {i}: {other:?}"),
+            }
+        }
+        assert_eq!(accepted, 39);
+        assert_eq!(store.event_counts("acme").await.unwrap()["pending"], 39);
     }
 
     /// Appends of one order on two replicas, while both claim and finish its head: the order's
