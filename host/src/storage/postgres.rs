@@ -103,6 +103,27 @@ CREATE TABLE kv (
              holder    text NOT NULL,
              until_ms  bigint NOT NULL);",
     ),
+    (
+        "kv key counts kept by finishes, heads by age, autovacuum for the queue's churn",
+        r#"
+-- A tenant's key count is the sum of its rows; a finish adds its change to the row of its event's
+-- seq modulo 16, so finishes of one tenant seldom wait for each other's row.
+CREATE TABLE kv_counts (
+    tenant  text NOT NULL,
+    shard   integer NOT NULL,
+    keys    bigint NOT NULL,
+    PRIMARY KEY (tenant, shard)
+);
+INSERT INTO kv_counts (tenant, shard, keys) SELECT tenant, 0, count(*) FROM kv GROUP BY tenant;
+-- The backlog's age: a tenant's oldest unfinished event is its oldest order head.
+CREATE INDEX order_heads_by_age ON order_heads (tenant, head_seq);
+-- Every event's row is rewritten several times and every head is inserted and deleted: vacuum
+-- and analyze these often, or claims walk dead index entries and plan with stale counts.
+ALTER TABLE order_heads SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000,
+    autovacuum_analyze_scale_factor = 0, autovacuum_analyze_threshold = 1000);
+ALTER TABLE events SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02);
+"#,
+    ),
 ];
 
 /// The lock every replica takes to apply migrations (an arbitrary constant, "hookhost" in ASCII).
@@ -111,22 +132,61 @@ const MIGRATION_LOCK: i64 = 0x686f_6f6b_686f_7374;
 /// The PostgreSQL store.
 pub struct PostgresStorage {
     pool: Pool,
-    /// Appends waiting for their group commit (see [`commit_appends`]).
-    appends: mpsc::Sender<AppendRequest>,
+    /// Appends waiting for their group commit (see [`commit_in_groups`]).
+    appends: mpsc::Sender<Queued<Arc<NewEvent>>>,
+    /// Finishes waiting for theirs.
+    finishes: mpsc::Sender<Queued<FinishedAttempt>>,
 }
 
-/// An append and who waits for its outcome.
-struct AppendRequest {
-    event: Arc<NewEvent>,
-    reply: oneshot::Sender<Result<Appended>>,
+/// A write waiting for its group commit, and who waits for its outcome.
+struct Queued<W: GroupWrite> {
+    write: W,
+    reply: oneshot::Sender<Result<W::Outcome>>,
 }
 
-/// Appends one transaction journals at most.
-const APPEND_BATCH: usize = 128;
+/// Writes one transaction takes at most.
+const GROUP_MAX: usize = 64;
 
-/// Append transactions in flight at once (each holds a connection): while they commit, new
-/// appends queue up and the next transaction takes them all.
-const APPEND_COMMITTERS: usize = 4;
+/// Transactions of one kind of write in flight at once (each holds a connection): while they
+/// commit, new writes queue up and the next transaction takes them all.
+const GROUP_COMMITTERS: usize = 4;
+
+/// A kind of write that is group-committed: many in one transaction, so that one durable commit
+/// (one WAL flush) answers many callers. Nobody is answered before the commit.
+#[async_trait::async_trait]
+trait GroupWrite: Sized + Send + Sync + 'static {
+    type Outcome: Send + 'static;
+    /// Writes these in one transaction, in their order; one outcome each.
+    async fn commit(pool: &Pool, writes: &[Self]) -> Result<Vec<Self::Outcome>>;
+}
+
+#[async_trait::async_trait]
+impl GroupWrite for Arc<NewEvent> {
+    type Outcome = Appended;
+    async fn commit(pool: &Pool, events: &[Self]) -> Result<Vec<Appended>> {
+        append_batch(pool, events).await
+    }
+}
+
+#[async_trait::async_trait]
+impl GroupWrite for FinishedAttempt {
+    type Outcome = FinishResult;
+    async fn commit(pool: &Pool, finishes: &[Self]) -> Result<Vec<FinishResult>> {
+        finish_batch(pool, finishes).await
+    }
+}
+
+/// Queues a write for its group commit and waits for its outcome.
+async fn in_group<W: GroupWrite>(queue: &mpsc::Sender<Queued<W>>, write: W) -> Result<W::Outcome> {
+    let (reply, outcome) = oneshot::channel();
+    queue
+        .send(Queued { write, reply })
+        .await
+        .map_err(|_| anyhow!("the store's committer has stopped"))?;
+    outcome
+        .await
+        .map_err(|_| anyhow!("the store's committer has stopped"))?
+}
 
 impl PostgresStorage {
     /// Connects to `url` (a `postgres://` URL or key=value string), applies missing migrations
@@ -141,9 +201,6 @@ impl PostgresStorage {
     /// Like [`Self::connect`], with the connection settings already parsed.
     pub async fn connect_with(mut config: tokio_postgres::Config) -> Result<PostgresStorage> {
         config.application_name("hookhost");
-        // A generic plan for the claim's `FOR UPDATE SKIP LOCKED LIMIT $n` can lock far more rows
-        // than asked for; plan every statement with its values.
-        config.options("-c plan_cache_mode=force_custom_plan");
         config.connect_timeout(std::time::Duration::from_secs(5));
         let manager = Manager::from_config(
             config,
@@ -156,10 +213,16 @@ impl PostgresStorage {
             .max_size(16)
             .build()
             .context("cannot create the database connection pool")?;
-        let (appends, queued) = mpsc::channel(4 * APPEND_BATCH * APPEND_COMMITTERS);
-        let store = PostgresStorage { pool, appends };
+        let (appends, queued_appends) = mpsc::channel(4 * GROUP_MAX * GROUP_COMMITTERS);
+        let (finishes, queued_finishes) = mpsc::channel(4 * GROUP_MAX * GROUP_COMMITTERS);
+        let store = PostgresStorage {
+            pool,
+            appends,
+            finishes,
+        };
         store.migrate().await?;
-        tokio::spawn(commit_appends(store.pool.clone(), queued));
+        tokio::spawn(commit_in_groups(store.pool.clone(), queued_appends));
+        tokio::spawn(commit_in_groups(store.pool.clone(), queued_finishes));
         Ok(store)
     }
 
@@ -182,12 +245,15 @@ impl PostgresStorage {
             .await
             .context("cannot create the schema version table")?;
         client
-            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .execute(
+                &client.prepare_cached("SELECT pg_advisory_lock($1)").await?,
+                &[&MIGRATION_LOCK],
+            )
             .await?;
         let result = async {
             let current: i32 = client
                 .query_one(
-                    "SELECT coalesce(max(version), 0) FROM hookhost_schema",
+                    &client.prepare_cached("SELECT coalesce(max(version), 0) FROM hookhost_schema").await?,
                     &[],
                 )
                 .await?
@@ -205,7 +271,7 @@ impl PostgresStorage {
                     .await
                     .with_context(|| format!("database migration {version} ({what}) failed"))?;
                 tx.execute(
-                    "INSERT INTO hookhost_schema (version, what) VALUES ($1, $2)",
+                    &tx.prepare_cached("INSERT INTO hookhost_schema (version, what) VALUES ($1, $2)").await?,
                     &[&version, what],
                 )
                 .await?;
@@ -216,7 +282,12 @@ impl PostgresStorage {
         }
         .await;
         client
-            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .execute(
+                &client
+                    .prepare_cached("SELECT pg_advisory_unlock($1)")
+                    .await?,
+                &[&MIGRATION_LOCK],
+            )
             .await?;
         result
     }
@@ -274,9 +345,12 @@ async fn head_for_replayed(
     due_at_ms: i64,
 ) -> Result<()> {
     tx.execute(
-        "INSERT INTO order_heads (tenant, delivery_key, head_seq, due_at_ms)
+        &tx.prepare_cached(
+            "INSERT INTO order_heads (tenant, delivery_key, head_seq, due_at_ms)
              SELECT tenant, delivery_key, seq, $2 FROM events WHERE seq = $1
          ON CONFLICT (tenant, delivery_key) DO NOTHING",
+        )
+        .await?,
         &[&seq, &due_at_ms],
     )
     .await?;
@@ -284,8 +358,8 @@ async fn head_for_replayed(
 }
 
 /// After an order's head ran: a retry keeps it the head, unclaimed and due later; an end makes
-/// the order's oldest unfinished event its head, or removes the order from the heads. Takes the
-/// order's lock first, so that every append committed before it is seen.
+/// the order's oldest unfinished event its head, or removes the order from the heads. The caller
+/// holds the order's lock, so that every append committed before it is seen.
 async fn advance_head(
     tx: &deadpool_postgres::Transaction<'_>,
     tenant: &str,
@@ -293,11 +367,13 @@ async fn advance_head(
     next_state: EventState,
     next_attempt_at_ms: i64,
 ) -> Result<()> {
-    tx.execute(ORDER_LOCK, &[&tenant, &delivery_key]).await?;
     if next_state == EventState::Pending {
         tx.execute(
-            "UPDATE order_heads SET claimed = false, due_at_ms = $3
+            &tx.prepare_cached(
+                "UPDATE order_heads SET claimed = false, due_at_ms = $3
              WHERE tenant = $1 AND delivery_key = $2",
+            )
+            .await?,
             &[&tenant, &delivery_key, &next_attempt_at_ms],
         )
         .await?;
@@ -305,9 +381,12 @@ async fn advance_head(
     }
     let next = tx
         .query_opt(
-            "SELECT seq, next_attempt_at_ms FROM events
+            &tx.prepare_cached(
+                "SELECT seq, next_attempt_at_ms FROM events
              WHERE tenant = $1 AND delivery_key = $2 AND state IN ('pending', 'running')
              ORDER BY seq LIMIT 1",
+            )
+            .await?,
             &[&tenant, &delivery_key],
         )
         .await?;
@@ -315,15 +394,21 @@ async fn advance_head(
         Some(row) => {
             let (seq, due): (i64, i64) = (row.get(0), row.get(1));
             tx.execute(
-                "UPDATE order_heads SET head_seq = $3, due_at_ms = $4, claimed = false
+                &tx.prepare_cached(
+                    "UPDATE order_heads SET head_seq = $3, due_at_ms = $4, claimed = false
                  WHERE tenant = $1 AND delivery_key = $2",
+                )
+                .await?,
                 &[&tenant, &delivery_key, &seq, &due],
             )
             .await?
         }
         None => {
             tx.execute(
-                "DELETE FROM order_heads WHERE tenant = $1 AND delivery_key = $2",
+                &tx.prepare_cached(
+                    "DELETE FROM order_heads WHERE tenant = $1 AND delivery_key = $2",
+                )
+                .await?,
                 &[&tenant, &delivery_key],
             )
             .await?
@@ -341,9 +426,9 @@ async fn release_in(
 ) -> Result<bool> {
     let Some(row) = tx
         .query_opt(
-            "UPDATE events SET state = 'pending', next_attempt_at_ms = $3, lease_owner = NULL,
+            &tx.prepare_cached("UPDATE events SET state = 'pending', next_attempt_at_ms = $3, lease_owner = NULL,
                  lease_token = NULL, lease_until_ms = NULL, running_since_ms = NULL, running_version = NULL
-             WHERE seq = $1 AND lease_token = $2 RETURNING tenant, delivery_key",
+             WHERE seq = $1 AND lease_token = $2 RETURNING tenant, delivery_key").await?,
             &[&lease.seq, &lease.token, &due_at_ms],
         )
         .await?
@@ -352,17 +437,20 @@ async fn release_in(
     };
     let (tenant, delivery_key): (String, String) = (row.get(0), row.get(1));
     tx.execute(
-        "UPDATE order_heads SET claimed = false, due_at_ms = $3
+        &tx.prepare_cached(
+            "UPDATE order_heads SET claimed = false, due_at_ms = $3
          WHERE tenant = $1 AND delivery_key = $2",
+        )
+        .await?,
         &[&tenant, &delivery_key, &due_at_ms],
     )
     .await?;
     Ok(true)
 }
 
-/// Locks every kv key the attempt read or wrote, in one order (the lock keys sorted), then checks
-/// each read against the committed value. Holding the locks to the commit is what makes the check
-/// valid: no other finish can change a checked key before this one commits.
+/// Checks each key the attempt read against the committed value; the caller holds the locks of
+/// every key the attempt read or wrote. Holding them to the commit is what makes the check valid:
+/// no other finish can change a checked key before this one commits.
 async fn first_stale_read(
     tx: &deadpool_postgres::Transaction<'_>,
     fin: &FinishedAttempt,
@@ -370,21 +458,11 @@ async fn first_stale_read(
     if fin.kv_writes.is_empty() {
         return Ok(None);
     }
-    let mut keys: Vec<&str> = fin.kv_reads.iter().map(|r| r.key.as_str()).collect();
-    keys.extend(fin.kv_writes.iter().map(|w| match w {
-        KvWrite::Set(key, _) | KvWrite::Delete(key) => key.as_str(),
-    }));
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(k) FROM (
-             SELECT DISTINCT hashtextextended('kv/' || $1 || '/' || key, 0) AS k
-             FROM unnest($2::text[]) AS key ORDER BY k) AS locks",
-        &[&fin.tenant, &keys],
-    )
-    .await?;
     for read in &fin.kv_reads {
         let current: Option<Vec<u8>> = tx
             .query_opt(
-                "SELECT value FROM kv WHERE tenant = $1 AND key = $2",
+                &tx.prepare_cached("SELECT value FROM kv WHERE tenant = $1 AND key = $2")
+                    .await?,
                 &[&fin.tenant, &read.key],
             )
             .await?
@@ -398,25 +476,27 @@ async fn first_stale_read(
     Ok(None)
 }
 
-/// Takes the advisory locks of these orders ("tenant/delivery key"), in one fixed order (by
-/// lock key) whoever takes several, so that two transactions locking overlapping orders cannot
-/// deadlock. Each is the lock [`ORDER_LOCK`] takes for one order.
-async fn lock_orders(tx: &deadpool_postgres::Transaction<'_>, orders: &[String]) -> Result<()> {
+/// Takes the advisory locks named (an order's: "tenant/delivery key", the lock [`ORDER_LOCK`]
+/// takes; a kv key's: "kv/tenant/key"), in one fixed order (by lock key) whoever takes several,
+/// so that two transactions locking overlapping sets cannot deadlock.
+async fn lock_names(tx: &deadpool_postgres::Transaction<'_>, names: &[String]) -> Result<()> {
     tx.execute(
-        "SELECT pg_advisory_xact_lock(k) FROM (
+        &tx.prepare_cached(
+            "SELECT pg_advisory_xact_lock(k) FROM (
              SELECT DISTINCT hashtextextended(o, 0) AS k FROM unnest($1::text[]) AS o ORDER BY k
          ) AS locks",
-        &[&orders],
+        )
+        .await?,
+        &[&names],
     )
     .await?;
     Ok(())
 }
 
-/// The group commit of appends: takes whatever appends are queued (up to [`APPEND_BATCH`]) into
-/// one transaction, with up to [`APPEND_COMMITTERS`] transactions at once, so that one durable
-/// commit (one WAL flush) acknowledges many webhooks. Nobody is answered before the commit.
-async fn commit_appends(pool: Pool, mut queued: mpsc::Receiver<AppendRequest>) {
-    let committers = Arc::new(tokio::sync::Semaphore::new(APPEND_COMMITTERS));
+/// The group commit of one kind of write: takes whatever is queued (up to [`GROUP_MAX`]) into one
+/// transaction, with up to [`GROUP_COMMITTERS`] transactions at once.
+async fn commit_in_groups<W: GroupWrite>(pool: Pool, mut queued: mpsc::Receiver<Queued<W>>) {
+    let committers = Arc::new(tokio::sync::Semaphore::new(GROUP_COMMITTERS));
     loop {
         let Ok(committer) = committers.clone().acquire_owned().await else {
             return;
@@ -424,48 +504,48 @@ async fn commit_appends(pool: Pool, mut queued: mpsc::Receiver<AppendRequest>) {
         let Some(first) = queued.recv().await else {
             return;
         };
-        let mut batch = vec![first];
-        while batch.len() < APPEND_BATCH {
+        let mut group = vec![first];
+        while group.len() < GROUP_MAX {
             match queued.try_recv() {
-                Ok(request) => batch.push(request),
+                Ok(next) => group.push(next),
                 Err(_) => break,
             }
         }
         let pool = pool.clone();
         tokio::spawn(async move {
-            answer_appends(&pool, batch).await;
+            answer_group(&pool, group).await;
             drop(committer);
         });
     }
 }
 
-/// Journals a batch in one transaction and answers each append. If the database refused the
-/// batch (a deadlock, a row it would not take), each append is tried alone, so that one bad row
-/// costs only its own webhook; if the database could not be reached, every one gets the error.
-async fn answer_appends(pool: &Pool, batch: Vec<AppendRequest>) {
-    let events: Vec<Arc<NewEvent>> = batch.iter().map(|r| r.event.clone()).collect();
-    match append_batch(pool, &events).await {
+/// Commits a group in one transaction and answers each caller. If the database refused the
+/// group (a deadlock, a row it would not take), each write is tried alone, so that one bad write
+/// costs only its own caller; if the database could not be reached, every one gets the error.
+async fn answer_group<W: GroupWrite>(pool: &Pool, group: Vec<Queued<W>>) {
+    let (writes, replies): (Vec<W>, Vec<_>) = group.into_iter().map(|q| (q.write, q.reply)).unzip();
+    match W::commit(pool, &writes).await {
         Ok(outcomes) => {
-            for (request, outcome) in batch.into_iter().zip(outcomes) {
-                let _ = request.reply.send(Ok(outcome));
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
             }
         }
-        Err(e) if batch.len() > 1 && refused_by_database(&e) => {
+        Err(e) if writes.len() > 1 && refused_by_database(&e) => {
             tracing::warn!(
-                appends = batch.len(),
-                "a batch of appends was refused ({e:#}); journaling each alone"
+                writes = writes.len(),
+                "a group of writes was refused ({e:#}); committing each alone"
             );
-            for request in batch {
-                let alone = append_batch(pool, std::slice::from_ref(&request.event))
+            for (write, reply) in writes.iter().zip(replies) {
+                let alone = W::commit(pool, std::slice::from_ref(write))
                     .await
                     .map(|mut outcomes| outcomes.remove(0));
-                let _ = request.reply.send(alone);
+                let _ = reply.send(alone);
             }
         }
         Err(e) => {
             let message = format!("{e:#}");
-            for request in batch {
-                let _ = request.reply.send(Err(anyhow!("{message}")));
+            for reply in replies {
+                let _ = reply.send(Err(anyhow!("{message}")));
             }
         }
     }
@@ -496,7 +576,7 @@ async fn append_batch(pool: &Pool, events: &[Arc<NewEvent>]) -> Result<Vec<Appen
         .zip(&keys)
         .map(|(e, key)| format!("{}/{key}", e.tenant))
         .collect();
-    lock_orders(&tx, &orders).await?;
+    lock_names(&tx, &orders).await?;
     let insert = tx
         .prepare_cached(
             "INSERT INTO events (tenant, source, dedupe_key, delivery_key, state, next_attempt_at_ms,
@@ -555,17 +635,182 @@ async fn append_batch(pool: &Pool, events: &[Arc<NewEvent>]) -> Result<Vec<Appen
     Ok(outcomes)
 }
 
+/// One finish inside a group's transaction, whose locks (kv keys, orders) are already held.
+async fn finish_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    fin: &FinishedAttempt,
+    added_keys: &mut BTreeMap<String, i64>,
+) -> Result<FinishResult> {
+    if let Some(conflict) = first_stale_read(tx, fin).await? {
+        let now: i64 = tx
+            .query_one(&tx.prepare_cached("SELECT hookhost_now_ms()").await?, &[])
+            .await?
+            .get(0);
+        return Ok(match release_in(tx, fin.lease, now).await? {
+            true => FinishResult::KvConflict(conflict),
+            false => FinishResult::LeaseLost,
+        });
+    }
+    let last_error = match &fin.record.outcome {
+        super::AttemptOutcome::Error { message } => Some(message.clone()),
+        super::AttemptOutcome::RetryAfter { seconds } => {
+            Some(format!("plugin asked to retry after {seconds} s"))
+        }
+        _ => None,
+    };
+    let finished = fin.next_state != EventState::Pending;
+    let attempt = fin.record.attempt as i32;
+    let next_attempt_at_ms = fin.next_attempt_at_ms as i64;
+    // Fenced: only the lease's holder moves the event on.
+    let Some(row) = tx
+        .query_opt(
+            &tx.prepare_cached(
+                "UPDATE events SET state = $3, attempts = $4, next_attempt_at_ms = $5,
+                     finished_at_ms = CASE WHEN $6 THEN hookhost_now_ms() END, last_error = $7,
+                     running_since_ms = NULL, running_version = NULL,
+                     lease_owner = NULL, lease_token = NULL, lease_until_ms = NULL
+                 WHERE seq = $1 AND lease_token = $2 RETURNING delivery_key",
+            )
+            .await?,
+            &[
+                &fin.lease.seq,
+                &fin.lease.token,
+                &fin.next_state.as_str(),
+                &attempt,
+                &next_attempt_at_ms,
+                &finished,
+                &last_error,
+            ],
+        )
+        .await?
+    else {
+        // Nothing was written.
+        return Ok(FinishResult::LeaseLost);
+    };
+    let delivery_key: String = row.get(0);
+    advance_head(
+        tx,
+        &fin.tenant,
+        &delivery_key,
+        fin.next_state,
+        next_attempt_at_ms,
+    )
+    .await?;
+    tx.execute(
+        &tx.prepare_cached(
+            "INSERT INTO attempts (event_seq, attempt, record) VALUES ($1, $2, $3)
+             ON CONFLICT (event_seq, attempt) DO UPDATE SET record = excluded.record",
+        )
+        .await?,
+        &[
+            &fin.lease.seq,
+            &attempt,
+            &serde_json::to_string(&fin.record)?,
+        ],
+    )
+    .await?;
+    let added = added_keys.entry(fin.tenant.clone()).or_default();
+    for write in &fin.kv_writes {
+        match write {
+            KvWrite::Set(key, value) => {
+                // `xmax = 0`: the row is new (inserted, not updated). The key's lock, taken
+                // before validation, keeps this exact.
+                let inserted: bool = tx
+                    .query_one(
+                        &tx.prepare_cached(
+                            "INSERT INTO kv (tenant, key, value, updated_at_ms)
+                             VALUES ($1, $2, $3, hookhost_now_ms())
+                             ON CONFLICT (tenant, key) DO UPDATE
+                                 SET value = excluded.value, updated_at_ms = excluded.updated_at_ms
+                             RETURNING xmax = 0",
+                        )
+                        .await?,
+                        &[&fin.tenant, key, value],
+                    )
+                    .await?
+                    .get(0);
+                *added += i64::from(inserted);
+            }
+            KvWrite::Delete(key) => {
+                let deleted = tx
+                    .execute(
+                        &tx.prepare_cached("DELETE FROM kv WHERE tenant = $1 AND key = $2")
+                            .await?,
+                        &[&fin.tenant, key],
+                    )
+                    .await?;
+                *added -= deleted as i64;
+            }
+        }
+    }
+    Ok(FinishResult::Committed)
+}
+
+/// Finishes a group in one transaction, in order (as if one after the other: a later finish's
+/// validation sees an earlier one's writes). Every lock first, each kind in one fixed order:
+/// the kv keys the finishes read or wrote, then their orders (appends take orders only, and
+/// every finish of any group takes keys before orders, so no two transactions wait on each
+/// other in a circle); then the finishes; then the tenants' key counts, in tenant order.
+async fn finish_batch(pool: &Pool, finishes: &[FinishedAttempt]) -> Result<Vec<FinishResult>> {
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| anyhow!("cannot reach the database: {e}"))?;
+    let tx = client.transaction().await?;
+    // Only finishes that write validate their reads (and so lock them).
+    let keys: Vec<String> = finishes
+        .iter()
+        .filter(|f| !f.kv_writes.is_empty())
+        .flat_map(|f| {
+            let read = f.kv_reads.iter().map(|r| r.key.as_str());
+            let written = f.kv_writes.iter().map(|w| match w {
+                KvWrite::Set(key, _) | KvWrite::Delete(key) => key.as_str(),
+            });
+            read.chain(written)
+                .map(|key| format!("kv/{}/{key}", f.tenant))
+        })
+        .collect();
+    if !keys.is_empty() {
+        lock_names(&tx, &keys).await?;
+    }
+    let seqs: Vec<i64> = finishes.iter().map(|f| f.lease.seq).collect();
+    tx.execute(
+        &tx.prepare_cached(
+            "SELECT pg_advisory_xact_lock(k) FROM (
+                 SELECT DISTINCT hashtextextended(tenant || '/' || delivery_key, 0) AS k
+                 FROM events WHERE seq = ANY($1) ORDER BY k) AS locks",
+        )
+        .await?,
+        &[&seqs],
+    )
+    .await?;
+    let mut added_keys = BTreeMap::new();
+    let mut results = Vec::with_capacity(finishes.len());
+    for fin in finishes {
+        results.push(finish_in(&tx, fin, &mut added_keys).await?);
+    }
+    // Last before the commit: the counts' rows stay locked until then. The row (of 16 per
+    // tenant) is the group's first event's, so that concurrent groups seldom share one.
+    let shard = (finishes.first().map_or(0, |f| f.lease.seq) % 16) as i32;
+    for (tenant, added) in added_keys.iter().filter(|(_, n)| **n != 0) {
+        tx.execute(
+            &tx.prepare_cached(
+                "INSERT INTO kv_counts (tenant, shard, keys) VALUES ($1, $2, $3)
+                 ON CONFLICT (tenant, shard) DO UPDATE SET keys = kv_counts.keys + excluded.keys",
+            )
+            .await?,
+            &[tenant, &shard, added],
+        )
+        .await?;
+    }
+    tx.commit().await.context("database commit failed")?;
+    Ok(results)
+}
+
 #[async_trait::async_trait]
 impl Storage for PostgresStorage {
     async fn append(&self, event: Arc<NewEvent>) -> Result<Appended> {
-        let (reply, outcome) = oneshot::channel();
-        self.appends
-            .send(AppendRequest { event, reply })
-            .await
-            .map_err(|_| anyhow!("the journal's appender has stopped"))?;
-        outcome
-            .await
-            .map_err(|_| anyhow!("the journal's appender has stopped"))?
+        in_group(&self.appends, event).await
     }
 
     async fn claim(
@@ -578,20 +823,33 @@ impl Storage for PostgresStorage {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         // A claim lost with the server only runs again: no need to wait for its flush.
-        tx.batch_execute("SET LOCAL synchronous_commit = off")
-            .await?;
+        // Due heads come from their index in due order: the planner, with counts of a table this
+        // busy often stale, would otherwise fetch every head of the tenant and sort them.
+        // A generic plan for `FOR UPDATE SKIP LOCKED LIMIT $n` can lock far more rows than asked
+        // for: the claim is planned with its values (every other statement keeps its cached plan).
+        tx.batch_execute(
+            "SET LOCAL synchronous_commit = off; SET LOCAL enable_sort = off;
+             SET LOCAL plan_cache_mode = force_custom_plan",
+        )
+        .await?;
         let take = if limit.is_bounded() {
             // The tenant's claims serialize on its lock, so that two replicas counting at once
             // cannot both fill the same free room; each statement after the lock sees every
             // claim committed before it (read committed takes a snapshot per statement).
             tx.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended('claim/' || $1, 0))",
+                &tx.prepare_cached(
+                    "SELECT pg_advisory_xact_lock(hashtextextended('claim/' || $1, 0))",
+                )
+                .await?,
                 &[&tenant],
             )
             .await?;
             let claimed: i64 = tx
                 .query_one(
-                    "SELECT count(*) FROM order_heads WHERE tenant = $1 AND claimed",
+                    &tx.prepare_cached(
+                        "SELECT count(*) FROM order_heads WHERE tenant = $1 AND claimed",
+                    )
+                    .await?,
                     &[&tenant],
                 )
                 .await?
@@ -603,9 +861,9 @@ impl Storage for PostgresStorage {
         let lease_ms = lease_ms as i64;
         let rows = tx
             .query(
-                "WITH due AS (
+                &tx.prepare_cached("WITH due AS (
                      SELECT tenant, delivery_key FROM order_heads
-                     WHERE tenant = $1 AND NOT claimed AND due_at_ms <= hookhost_now_ms()
+                     WHERE tenant = $1 AND NOT claimed AND due_at_ms <= (SELECT hookhost_now_ms())
                      ORDER BY due_at_ms, head_seq LIMIT $3
                      FOR UPDATE SKIP LOCKED),
                  heads AS (
@@ -616,14 +874,17 @@ impl Storage for PostgresStorage {
                      lease_until_ms = hookhost_now_ms() + $4, running_since_ms = NULL, running_version = NULL
                  FROM heads WHERE e.seq = heads.head_seq
                  RETURNING e.seq, e.tenant, e.source, e.received_at_ms, e.body, e.event,
-                     e.attempts, e.attempt_base, e.lease_token, heads.due_at_ms",
+                     e.attempts, e.attempt_base, e.lease_token, heads.due_at_ms").await?,
                 &[&tenant, &owner, &take, &lease_ms],
             )
             .await?;
         let after = tx
             .query_one(
-                "SELECT min(due_at_ms), hookhost_now_ms() FROM order_heads
+                &tx.prepare_cached(
+                    "SELECT min(due_at_ms), hookhost_now_ms() FROM order_heads
                  WHERE tenant = $1 AND NOT claimed",
+                )
+                .await?,
                 &[&tenant],
             )
             .await?;
@@ -663,10 +924,10 @@ impl Storage for PostgresStorage {
         let client = self.client().await?;
         let held = client
             .query_opt(
-                "INSERT INTO duties (name, holder, until_ms) VALUES ($1, $2, hookhost_now_ms() + $3)
+                &client.prepare_cached("INSERT INTO duties (name, holder, until_ms) VALUES ($1, $2, hookhost_now_ms() + $3)
                  ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms
                  WHERE duties.holder = excluded.holder OR duties.until_ms < hookhost_now_ms()
-                 RETURNING holder",
+                 RETURNING holder").await?,
                 &[&duty.as_str(), &owner, &(for_ms as i64)],
             )
             .await?;
@@ -686,8 +947,8 @@ impl Storage for PostgresStorage {
         let client = self.client().await?;
         client
             .execute(
-                "UPDATE events SET state = 'running', running_since_ms = $3, running_version = $4
-                 WHERE seq = $1 AND lease_token = $2",
+                &client.prepare_cached("UPDATE events SET state = 'running', running_since_ms = $3, running_version = $4
+                 WHERE seq = $1 AND lease_token = $2").await?,
                 &[
                     &lease.seq,
                     &lease.token,
@@ -705,10 +966,20 @@ impl Storage for PostgresStorage {
         let client = self.client().await?;
         let n = client
             .execute(
-                "UPDATE events e SET lease_until_ms = hookhost_now_ms() + $3
-                 FROM unnest($1::bigint[], $2::bigint[]) AS held (seq, token)
-                 WHERE e.seq = held.seq AND e.lease_token = held.token
-                   AND e.lease_until_ms >= hookhost_now_ms()",
+                &client
+                    .prepare_cached(
+                        // A row locked now is being finished (or marked started): skipped, it
+                        // needs no renewal, or gets it next round; waiting for it could close a
+                        // circle with a group of finishes that locks rows in another order.
+                        "UPDATE events e SET lease_until_ms = hookhost_now_ms() + $3
+                         FROM (SELECT x.seq FROM events x
+                               JOIN unnest($1::bigint[], $2::bigint[]) AS held (seq, token)
+                                 ON x.seq = held.seq AND x.lease_token = held.token
+                               WHERE x.lease_until_ms >= hookhost_now_ms()
+                               FOR UPDATE OF x SKIP LOCKED) AS mine
+                         WHERE e.seq = mine.seq",
+                    )
+                    .await?,
                 &[&seqs, &tokens, &(lease_ms as i64)],
             )
             .await?;
@@ -719,9 +990,14 @@ impl Storage for PostgresStorage {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT seq, lease_token, tenant, attempts, attempt_base, running_since_ms, running_version
-                 FROM events WHERE lease_token IS NOT NULL AND lease_until_ms < hookhost_now_ms()
-                 ORDER BY seq LIMIT $1",
+                // The clock read once (an index condition, not a filter run on every row), the
+                // leases in expiry order from their index, then the oldest events first.
+                "SELECT * FROM (
+                     SELECT seq, lease_token, tenant, attempts, attempt_base, running_since_ms, running_version
+                     FROM events
+                     WHERE lease_token IS NOT NULL AND lease_until_ms < (SELECT hookhost_now_ms())
+                     ORDER BY lease_until_ms LIMIT $1) AS expired
+                 ORDER BY seq",
                 &[&i64::from(limit)],
             )
             .await?;
@@ -751,105 +1027,7 @@ impl Storage for PostgresStorage {
     }
 
     async fn finish_attempt(&self, fin: FinishedAttempt) -> Result<FinishResult> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        if let Some(conflict) = first_stale_read(&tx, &fin).await? {
-            let now: i64 = tx.query_one("SELECT hookhost_now_ms()", &[]).await?.get(0);
-            let result = match release_in(&tx, fin.lease, now).await? {
-                true => FinishResult::KvConflict(conflict),
-                false => FinishResult::LeaseLost,
-            };
-            tx.commit().await.context("database commit failed")?;
-            return Ok(result);
-        }
-        let last_error = match &fin.record.outcome {
-            super::AttemptOutcome::Error { message } => Some(message.clone()),
-            super::AttemptOutcome::RetryAfter { seconds } => {
-                Some(format!("plugin asked to retry after {seconds} s"))
-            }
-            _ => None,
-        };
-        let finished = fin.next_state != EventState::Pending;
-        let attempt = fin.record.attempt as i32;
-        let next_attempt_at_ms = fin.next_attempt_at_ms as i64;
-        // The order's lock before the event's row, as appends take them: an append of a
-        // duplicate holds the lock and then updates the row, so the other way round deadlocks.
-        let Some(order) = tx
-            .query_opt(
-                "SELECT delivery_key FROM events WHERE seq = $1",
-                &[&fin.lease.seq],
-            )
-            .await?
-        else {
-            return Ok(FinishResult::LeaseLost);
-        };
-        tx.execute(ORDER_LOCK, &[&fin.tenant, &order.get::<_, String>(0)])
-            .await?;
-        // Fenced: only the lease's holder moves the event on.
-        let Some(row) = tx
-            .query_opt(
-                "UPDATE events SET state = $3, attempts = $4, next_attempt_at_ms = $5,
-                     finished_at_ms = CASE WHEN $6 THEN hookhost_now_ms() END, last_error = $7,
-                     running_since_ms = NULL, running_version = NULL,
-                     lease_owner = NULL, lease_token = NULL, lease_until_ms = NULL
-                 WHERE seq = $1 AND lease_token = $2 RETURNING delivery_key",
-                &[
-                    &fin.lease.seq,
-                    &fin.lease.token,
-                    &fin.next_state.as_str(),
-                    &attempt,
-                    &next_attempt_at_ms,
-                    &finished,
-                    &last_error,
-                ],
-            )
-            .await?
-        else {
-            // Nothing was written: the rollback on drop only ends the transaction.
-            return Ok(FinishResult::LeaseLost);
-        };
-        let delivery_key: String = row.get(0);
-        advance_head(
-            &tx,
-            &fin.tenant,
-            &delivery_key,
-            fin.next_state,
-            next_attempt_at_ms,
-        )
-        .await?;
-        tx.execute(
-            "INSERT INTO attempts (event_seq, attempt, record) VALUES ($1, $2, $3)
-             ON CONFLICT (event_seq, attempt) DO UPDATE SET record = excluded.record",
-            &[
-                &fin.lease.seq,
-                &attempt,
-                &serde_json::to_string(&fin.record)?,
-            ],
-        )
-        .await?;
-        for write in &fin.kv_writes {
-            match write {
-                KvWrite::Set(key, value) => {
-                    tx.execute(
-                        "INSERT INTO kv (tenant, key, value, updated_at_ms)
-                         VALUES ($1, $2, $3, hookhost_now_ms())
-                         ON CONFLICT (tenant, key) DO UPDATE
-                             SET value = excluded.value, updated_at_ms = excluded.updated_at_ms",
-                        &[&fin.tenant, key, value],
-                    )
-                    .await?;
-                }
-                KvWrite::Delete(key) => {
-                    tx.execute(
-                        "DELETE FROM kv WHERE tenant = $1 AND key = $2",
-                        &[&fin.tenant, key],
-                    )
-                    .await?;
-                }
-            }
-        }
-        tx.commit().await.context("database commit failed")?;
-        Ok(FinishResult::Committed)
+        in_group(&self.finishes, fin).await
     }
 
     async fn release(&self, lease: Lease, due_at_ms: u64) -> Result<bool> {
@@ -862,7 +1040,9 @@ impl Storage for PostgresStorage {
 
     async fn ping(&self) -> Result<()> {
         let client = self.client().await?;
-        client.execute("SELECT 1", &[]).await?;
+        client
+            .execute(&client.prepare_cached("SELECT 1").await?, &[])
+            .await?;
         Ok(())
     }
 
@@ -871,7 +1051,8 @@ impl Storage for PostgresStorage {
         let tx = client.transaction().await?;
         let Some(row) = tx
             .query_opt(
-                "SELECT state, tenant, delivery_key FROM events WHERE seq = $1",
+                &tx.prepare_cached("SELECT state, tenant, delivery_key FROM events WHERE seq = $1")
+                    .await?,
                 &[&seq],
             )
             .await?
@@ -879,11 +1060,16 @@ impl Storage for PostgresStorage {
             return Ok(Replay::NotFound);
         };
         let (tenant, delivery_key): (String, String) = (row.get(1), row.get(2));
-        tx.execute(ORDER_LOCK, &[&tenant, &delivery_key]).await?;
+        tx.execute(
+            &tx.prepare_cached(ORDER_LOCK).await?,
+            &[&tenant, &delivery_key],
+        )
+        .await?;
         // Read again under the order's lock (and lock the row): a finish may have moved it on.
         let state = state_of(
             &tx.query_one(
-                "SELECT state FROM events WHERE seq = $1 FOR UPDATE",
+                &tx.prepare_cached("SELECT state FROM events WHERE seq = $1 FOR UPDATE")
+                    .await?,
                 &[&seq],
             )
             .await?,
@@ -894,9 +1080,9 @@ impl Storage for PostgresStorage {
         }
         let now: i64 = tx
             .query_one(
-                "UPDATE events SET state = 'pending', attempt_base = attempts,
+                &tx.prepare_cached("UPDATE events SET state = 'pending', attempt_base = attempts,
                      next_attempt_at_ms = hookhost_now_ms(), finished_at_ms = NULL, last_error = NULL
-                 WHERE seq = $1 RETURNING next_attempt_at_ms",
+                 WHERE seq = $1 RETURNING next_attempt_at_ms").await?,
                 &[&seq],
             )
             .await?
@@ -913,8 +1099,11 @@ impl Storage for PostgresStorage {
         // rows), then those same events replayed (one that died meanwhile waits for the next).
         let dead = tx
             .query(
-                "SELECT seq, delivery_key FROM events
+                &tx.prepare_cached(
+                    "SELECT seq, delivery_key FROM events
                  WHERE tenant = $1 AND state = 'dead' AND finished_at_ms >= $2",
+                )
+                .await?,
                 &[&tenant, &(since_ms.unwrap_or(0) as i64)],
             )
             .await?;
@@ -923,13 +1112,13 @@ impl Storage for PostgresStorage {
             .iter()
             .map(|r| format!("{tenant}/{}", r.get::<_, &str>(1)))
             .collect();
-        lock_orders(&tx, &orders).await?;
+        lock_names(&tx, &orders).await?;
         let rows = tx
             .query(
-                "UPDATE events SET state = 'pending', attempt_base = attempts,
+                &tx.prepare_cached("UPDATE events SET state = 'pending', attempt_base = attempts,
                      next_attempt_at_ms = hookhost_now_ms(), finished_at_ms = NULL, last_error = NULL
                  WHERE seq = ANY($1) AND state = 'dead'
-                 RETURNING seq, next_attempt_at_ms",
+                 RETURNING seq, next_attempt_at_ms").await?,
                 &[&seqs],
             )
             .await?;
@@ -947,9 +1136,13 @@ impl Storage for PostgresStorage {
         let client = self.client().await?;
         let n = client
             .execute(
-                "DELETE FROM events WHERE seq IN (
+                &client
+                    .prepare_cached(
+                        "DELETE FROM events WHERE seq IN (
                      SELECT seq FROM events
                      WHERE finished_at_ms IS NOT NULL AND finished_at_ms < $1 LIMIT $2)",
+                    )
+                    .await?,
                 &[&(before_ms as i64), &i64::from(limit)],
             )
             .await?;
@@ -959,15 +1152,15 @@ impl Storage for PostgresStorage {
     async fn oldest_unfinished(&self, tenant: &str) -> Result<Option<u64>> {
         let client = self.client().await?;
         let at: Option<i64> = client
-            .query_one(
-                "SELECT min(received_at_ms) FROM events WHERE seq IN (
-                     SELECT min(seq) FROM events WHERE tenant = $1 AND state = 'pending'
-                     UNION ALL
-                     SELECT min(seq) FROM events WHERE tenant = $1 AND state = 'running')",
+            .query_opt(
+                // Each order's head is its oldest unfinished event: the oldest head is the
+                // tenant's (the heads are far fewer than the events' index entries by state).
+                "SELECT received_at_ms FROM events
+                 WHERE seq = (SELECT min(head_seq) FROM order_heads WHERE tenant = $1)",
                 &[&tenant],
             )
             .await?
-            .get(0);
+            .map(|row| row.get(0));
         Ok(at.map(|v| v.max(0) as u64))
     }
 
@@ -975,7 +1168,9 @@ impl Storage for PostgresStorage {
         let client = self.client().await?;
         Ok(client
             .query_opt(
-                "SELECT value FROM kv WHERE tenant = $1 AND key = $2",
+                &client
+                    .prepare_cached("SELECT value FROM kv WHERE tenant = $1 AND key = $2")
+                    .await?,
                 &[&tenant, &key],
             )
             .await?
@@ -987,8 +1182,8 @@ impl Storage for PostgresStorage {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT key FROM kv WHERE tenant = $1 AND key >= $2 AND starts_with(key, $2)
-                 ORDER BY key LIMIT $3",
+                &client.prepare_cached("SELECT key FROM kv WHERE tenant = $1 AND key >= $2 AND starts_with(key, $2)
+                 ORDER BY key LIMIT $3").await?,
                 &[&tenant, &prefix, &i64::from(limit)],
             )
             .await?;
@@ -998,7 +1193,14 @@ impl Storage for PostgresStorage {
     async fn kv_count(&self, tenant: &str) -> Result<u64> {
         let client = self.client().await?;
         let n: i64 = client
-            .query_one("SELECT count(*) FROM kv WHERE tenant = $1", &[&tenant])
+            .query_one(
+                &client
+                    .prepare_cached(
+                        "SELECT coalesce(sum(keys), 0)::bigint FROM kv_counts WHERE tenant = $1",
+                    )
+                    .await?,
+                &[&tenant],
+            )
             .await?
             .get(0);
         Ok(n.max(0) as u64)
@@ -1015,10 +1217,14 @@ impl Storage for PostgresStorage {
         // `starts_with` with the "C" collation of the key column: byte order, like SQLite.
         let rows = client
             .query(
-                "SELECT key, value, updated_at_ms FROM kv
+                &client
+                    .prepare_cached(
+                        "SELECT key, value, updated_at_ms FROM kv
                  WHERE tenant = $1 AND key >= $2 AND starts_with(key, $2)
                    AND ($4::text IS NULL OR key > $4)
                  ORDER BY key LIMIT $3",
+                    )
+                    .await?,
                 &[&tenant, &prefix, &i64::from(limit), &after],
             )
             .await?;
@@ -1075,7 +1281,11 @@ impl Storage for PostgresStorage {
             .collect();
         for row in client
             .query(
-                "SELECT state, count(*) FROM events WHERE tenant = $1 GROUP BY state",
+                &client
+                    .prepare_cached(
+                        "SELECT state, count(*) FROM events WHERE tenant = $1 GROUP BY state",
+                    )
+                    .await?,
                 &[&tenant],
             )
             .await?
@@ -1101,7 +1311,11 @@ impl Storage for PostgresStorage {
         let body: Vec<u8> = row.try_get("body")?;
         let attempts = client
             .query(
-                "SELECT record FROM attempts WHERE event_seq = $1 ORDER BY attempt",
+                &client
+                    .prepare_cached(
+                        "SELECT record FROM attempts WHERE event_seq = $1 ORDER BY attempt",
+                    )
+                    .await?,
                 &[&seq],
             )
             .await?
