@@ -447,3 +447,94 @@ async fn three_replicas_lose_nothing_when_one_is_killed_under_load() {
     );
     eprintln!("at most {most} attempts at once; {cut_short} cut short by the kill");
 }
+
+/// A plugin published on one replica (`hookhost publish`) is served by every replica on the
+/// database, and wins over the plugin file; a component that does not load is refused with the
+/// reason and changes nothing.
+#[tokio::test]
+async fn a_plugin_published_on_one_replica_is_served_by_every_replica() {
+    let Some(database) = fresh_database("publish").await else {
+        return;
+    };
+    let backend = Backend::start().await;
+    // The replicas' plugin file, a copy of the test's own (which other tests use).
+    let files = tempfile::tempdir().unwrap();
+    let file = files.path().join("recorder.wasm");
+    std::fs::copy(plugin("recorder"), &file).unwrap();
+    let tenants = TenantToml::new("shop", &file)
+        .allowed_hosts(&[&backend.addr])
+        .config("echo-url", &format!("http://{}/echo", backend.addr))
+        .fincart("fincart")
+        .toml();
+    let config = config_on(&database, &tenants);
+    let a = Host::start_with_config(tempfile::tempdir().unwrap(), &config, &[]).await;
+    let b = Host::start_with_config(tempfile::tempdir().unwrap(), &config, &[]).await;
+    async fn serving(host: &Host) -> Option<String> {
+        let tenants = host.admin("/admin/tenants").await;
+        tenants["tenants"][0]["plugin"]["version"]
+            .as_str()
+            .map(str::to_string)
+    }
+    for host in [&a, &b] {
+        common::wait_for("the file's version", Duration::from_secs(60), async || {
+            serving(host).await
+        })
+        .await;
+    }
+    let from_file = serving(&a).await.unwrap();
+
+    let junk = files.path().join("junk.wasm");
+    std::fs::write(&junk, b"\0asm but not really").unwrap();
+    let refused = a.cli(&["publish", "--tenant", "shop", junk.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("422") && stderr.contains("not published"),
+        "{stderr}"
+    );
+    assert_eq!(serving(&a).await.unwrap(), from_file);
+
+    let candidate = files.path().join("v2.wasm");
+    std::fs::write(&candidate, common::variant_of(&file, "v2")).unwrap();
+    let published = a.cli(&[
+        "publish",
+        "--tenant",
+        "shop",
+        candidate.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        published.status.success(),
+        "{}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&published.stdout).unwrap();
+    let version = answer["version"].as_str().unwrap().to_string();
+    assert_ne!(version, from_file);
+    assert_eq!(
+        serving(&a).await.unwrap(),
+        version,
+        "the publishing replica at once"
+    );
+    common::wait_for(
+        "the other replica to serve it",
+        Duration::from_secs(10),
+        async || (serving(&b).await.as_deref() == Some(version.as_str())).then_some(()),
+    )
+    .await;
+
+    // The file changes on disk: a published version wins, on both.
+    common::replace_file(&file, &common::variant_of(&plugin("recorder"), "v3"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(serving(&a).await.unwrap(), version);
+    assert_eq!(serving(&b).await.unwrap(), version);
+
+    let body = fincart_status("O1", "#R1", "processing", "picked up", 1_700_000_000_000);
+    let r = b.send("shop", "fincart", &[JSON, AUTH], body).await;
+    assert_eq!(r.status(), 200);
+    let events = a.wait_all_done("shop", Duration::from_secs(30)).await;
+    let detail = a.event(events[0]["seq"].as_i64().unwrap()).await;
+    assert_eq!(
+        detail["attempts_detail"][0]["plugin_version"], version,
+        "{detail}"
+    );
+}

@@ -1,5 +1,5 @@
 //! The command line's view of a running host: `hookhost events`, `event`, `dead-letters`,
-//! `plugins` and `replay` call the admin API and print readable tables (or the API's JSON with
+//! `plugins`, `replay` and `publish` call the admin API and print readable tables (or the API's JSON with
 //! `--json`), so an operator on a terminal sees what the console and the API show.
 
 use anyhow::{bail, Context, Result};
@@ -36,6 +36,17 @@ impl AdminClient {
             .await
     }
 
+    /// PUT `body` to an admin path; its JSON, or the server's error message.
+    pub async fn put(&self, path: &str, body: Vec<u8>) -> Result<Value> {
+        self.call(
+            self.client
+                .put(format!("{}{path}", self.url))
+                .header("content-type", "application/wasm")
+                .body(body),
+        )
+        .await
+    }
+
     async fn call(&self, request: reqwest::RequestBuilder) -> Result<Value> {
         let response = request
             .bearer_auth(&self.token)
@@ -57,6 +68,18 @@ impl AdminClient {
         }
         Ok(body)
     }
+}
+
+/// What `hookhost publish` prints for the API's answer.
+pub fn published_text(p: &Value) -> String {
+    format!(
+        "published for {}: version {} ({} bytes; compiled in {} ms, self-tests {} ms); every replica on this database serves it",
+        p["tenant"].as_str().unwrap_or_default(),
+        p["version"].as_str().unwrap_or_default(),
+        p["size"],
+        p["compile_ms"],
+        p["self_tests_ms"],
+    )
 }
 
 /// Renders rows as a table with aligned columns.

@@ -107,6 +107,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Publish a plugin for a tenant: the host compiles it and runs the tenant's self-tests, then
+    /// stores it in its database, and every replica sharing that database serves it (a published
+    /// version wins over the tenant's plugin file).
+    Publish {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The component (.wasm).
+        component: PathBuf,
+        /// Print the admin API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Send a webhook to a running host, authenticated and signed exactly as the provider would
     /// for that source (credentials from the config file), with a shipped sample or your file.
     Send {
@@ -288,6 +303,21 @@ fn run() -> Result<()> {
         Command::Plugins { admin, json } => {
             let tenants = block_on(admin.client().get("/admin/tenants"))?;
             print_or_json(&tenants, json, admin_cli::plugins_table)
+        }
+        Command::Publish {
+            admin,
+            tenant,
+            component,
+            json,
+        } => {
+            let bytes = std::fs::read(&component)
+                .with_context(|| format!("cannot read {}", component.display()))?;
+            let published = block_on(
+                admin
+                    .client()
+                    .put(&format!("/admin/tenants/{tenant}/plugin"), bytes),
+            )?;
+            print_or_json(&published, json, admin_cli::published_text)
         }
         Command::Send {
             provider,

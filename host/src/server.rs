@@ -113,11 +113,20 @@ pub async fn serve_with(
     }
     // Compile plugins off the request path: webhooks are accepted at once and wait for them.
     let all = tenants.all();
-    loader.in_background(move |loader| {
+    let initial_loads = loader.in_background(move |loader| {
         for tenant in all.values() {
             loader.load(&tenant.name, &tenant.plugin_path);
         }
     });
+    // Then the published versions, which win over the files (and every later publication, on
+    // any replica sharing the store).
+    {
+        let (storage, loader, tenants) = (storage.clone(), loader.clone(), tenants.clone());
+        tokio::spawn(async move {
+            let _ = initial_loads.await;
+            crate::plugins::published::follow(storage, loader, tenants).await;
+        });
+    }
 
     let admin_token = config.admin.token.clone().map(|t| Secrets(vec![t]));
     if admin_token.is_none() {
@@ -139,6 +148,7 @@ pub async fn serve_with(
     state.metrics_token = config.metrics.token.clone().map(|t| Secrets(vec![t]));
     state.admin_token = admin_token;
     state.reconfigurer = reconfigurer;
+    state.loader = Some(loader);
     state.loopback_host_only = config.loopback_host_only;
     let state = Arc::new(state);
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{FromRequestParts, Path, RawPathParams, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use base64::Engine as _;
 use serde::de::DeserializeOwned;
@@ -37,6 +38,75 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/sink", get(sink))
         .route("/admin/config", get(config_status))
         .route("/admin/config/reload", post(config_reload))
+        .route(
+            "/admin/tenants/{tenant}/plugin",
+            put(publish_plugin).layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES)),
+        )
+}
+
+/// The largest component a publication takes (a JavaScript or Python plugin, which carries its
+/// interpreter, is ~10-40 MB).
+pub const MAX_PLUGIN_BYTES: usize = 64 << 20;
+
+/// Publishes a plugin for a tenant (the body is the component): compiled for this host's world
+/// and put through the tenant's self-tests here, then stored in the database and made the
+/// tenant's version on every replica sharing it (this one at once, the others when they hear of
+/// it). A component that does not load or fails a self-test is refused with 422 naming why, and
+/// the serving version keeps serving.
+async fn publish_plugin(
+    State(state): State<Arc<AppState>>,
+    KnownTenant(tenant): KnownTenant,
+    component: axum::body::Bytes,
+) -> Result<Json<Value>, AppError> {
+    let Some(loader) = state.loader.clone() else {
+        return Err(AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this host does not load plugins",
+        ));
+    };
+    if component.is_empty() {
+        return Err(AppError::bad_request(
+            "the body must be the plugin component (a .wasm file)",
+        ));
+    }
+    let name = tenant.name.clone();
+    let checked = {
+        let (loader, component) = (loader.clone(), component.clone());
+        tokio::task::spawn_blocking(move || loader.check_publishable(&name, &component))
+            .await
+            .map_err(|e| AppError::internal(anyhow::anyhow!("the check did not finish: {e}")))?
+    };
+    let checked = checked.map_err(|e| {
+        AppError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("not published: {e:#}"),
+        )
+    })?;
+    let published = state
+        .storage
+        .publish_plugin(&tenant.name, &component)
+        .await
+        .map_err(|e| {
+            AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot store the plugin: {e:#}"),
+            )
+            .retry_after(1)
+        })?;
+    let version = checked.plugin.version.clone();
+    loader
+        .registry()
+        .install_published(&tenant.name, &published.digest, Arc::new(checked.plugin));
+    tracing::info!(tenant = %tenant.name, %version, size = published.size, "plugin published");
+    Ok(Json(json!({
+        "tenant": tenant.name,
+        "version": version,
+        "digest": published.digest,
+        "size": published.size,
+        "published_at_ms": published.published_at_ms,
+        "compile_ms": checked.compile.as_millis() as u64,
+        "self_tests_ms": checked.self_tests.as_millis() as u64,
+    })))
 }
 
 /// The tenant named by the route's `{tenant}`; a name the config does not have is 404.
@@ -367,6 +437,8 @@ mod tests {
             let handler = rest[end + 1..].trim_start_matches([',', ' ', '\n']);
             let method = if handler.starts_with("post(") {
                 "POST"
+            } else if handler.starts_with("put(") {
+                "PUT"
             } else {
                 "GET"
             };

@@ -40,6 +40,8 @@ pub struct AppState {
     pub admin_token: Option<Secrets>,
     /// Reloads the config file, when the host was started from one.
     pub reconfigurer: Option<Arc<Reconfigurer>>,
+    /// Compiles and self-tests uploaded plugins (publishing), when the host loads plugins.
+    pub loader: Option<Arc<crate::plugins::PluginLoader>>,
     /// Refuse requests whose `Host` is not a loopback name (`hookhost dev`).
     pub loopback_host_only: bool,
 }
@@ -70,6 +72,7 @@ impl AppState {
             metrics_token: None,
             admin_token: None,
             reconfigurer: None,
+            loader: None,
             loopback_host_only: false,
         }
     }

@@ -22,6 +22,19 @@ pub enum LoadOutcome {
     /// It did not load or failed a self-test; whatever served keeps serving (the error is in the
     /// registry's status too).
     Failed(anyhow::Error),
+    /// The tenant serves a published version, which wins over its file: the file was not read.
+    Superseded,
+}
+
+/// A component checked for publishing: compiled for this host's world and through the tenant's
+/// self-tests; not serving yet.
+pub struct Publishable {
+    /// The compiled plugin.
+    pub plugin: LoadedPlugin,
+    /// How long compiling (or loading the precompiled form) took.
+    pub compile: std::time::Duration,
+    /// How long the self-tests took.
+    pub self_tests: std::time::Duration,
 }
 
 /// Loads plugins into the registry.
@@ -69,6 +82,10 @@ impl PluginLoader {
     /// Loads `path` for `tenant` and, if it is a new version that passes the tenant's
     /// self-tests, makes it the serving one. Blocking: call it from [`Self::in_background`].
     pub fn load(&self, tenant: &str, path: &Path) -> LoadOutcome {
+        if self.registry.is_published(tenant) {
+            tracing::info!(tenant, path = %path.display(), "plugin file not loaded: the tenant serves its published version");
+            return LoadOutcome::Superseded;
+        }
         let plugin = match self.runtime.load(path) {
             Ok(plugin) => plugin,
             Err(e) => return self.failed(tenant, path, e),
@@ -84,7 +101,53 @@ impl PluginLoader {
             return self.failed(tenant, path, e);
         }
         let plugin = Arc::new(plugin);
-        self.registry.install(tenant, path, plugin.clone());
+        if !self
+            .registry
+            .install_unless_published(tenant, path, plugin.clone())
+        {
+            return LoadOutcome::Superseded;
+        }
+        LoadOutcome::Loaded(plugin)
+    }
+
+    /// Compiles `component` for `tenant` and runs the tenant's self-tests against it, as a
+    /// publication must pass before it is stored. Blocking.
+    pub fn check_publishable(&self, tenant: &str, component: &[u8]) -> anyhow::Result<Publishable> {
+        let started = std::time::Instant::now();
+        let origin = Path::new("uploaded component");
+        let plugin = self.runtime.load_bytes(component, origin, started)?;
+        let compile = started.elapsed();
+        let tested = std::time::Instant::now();
+        self.self_test(tenant, &plugin)?;
+        Ok(Publishable {
+            plugin,
+            compile,
+            self_tests: tested.elapsed(),
+        })
+    }
+
+    /// Makes a published component (self-tested when it was published) serve `tenant`, unless
+    /// it already does. Blocking.
+    pub fn load_published(&self, tenant: &str, digest: &str, component: &[u8]) -> LoadOutcome {
+        let origin = format!("published {}", &digest[..16.min(digest.len())]);
+        let plugin =
+            match self
+                .runtime
+                .load_bytes(component, Path::new(&origin), std::time::Instant::now())
+            {
+                Ok(plugin) => plugin,
+                Err(e) => return self.failed(tenant, Path::new(&origin), e),
+            };
+        if let Some(current) = self
+            .registry
+            .get(tenant)
+            .filter(|c| c.version == plugin.version && self.registry.is_published(tenant))
+        {
+            return LoadOutcome::Unchanged(current);
+        }
+        let plugin = Arc::new(plugin);
+        self.registry
+            .install_published(tenant, digest, plugin.clone());
         LoadOutcome::Loaded(plugin)
     }
 

@@ -16,6 +16,9 @@ use crate::runtime::LoadedPlugin;
 pub struct PluginStatus {
     /// The component file.
     pub path: String,
+    /// The published component serving (its SHA-256), when it came from the store rather than
+    /// the file: a published version wins over the file, which is then not watched for it.
+    pub published: Option<String>,
     /// Version (content hash) serving now, if any.
     pub version: Option<String>,
     /// When that version was loaded.
@@ -95,8 +98,52 @@ impl PluginRegistry {
         self.plugins.load().get(tenant).cloned()
     }
 
+    /// Whether `tenant` serves a published version (which its file does not replace).
+    pub fn is_published(&self, tenant: &str) -> bool {
+        let status = self.status.lock().expect("status lock");
+        status.get(tenant).is_some_and(|s| s.published.is_some())
+    }
+
+    /// Makes `plugin`, published with `digest`, the version serving `tenant`.
+    pub fn install_published(&self, tenant: &str, digest: &str, plugin: Arc<LoadedPlugin>) {
+        let mut status = self.status.lock().expect("status lock");
+        let path = plugin.path.clone();
+        self.install_locked(&mut status, tenant, &path, plugin);
+        if let Some(entry) = status.get_mut(tenant) {
+            entry.published = Some(digest.to_string());
+        }
+    }
+
     /// Makes `plugin` (loaded from `path`) the version serving `tenant`.
     pub fn install(&self, tenant: &str, path: &std::path::Path, plugin: Arc<LoadedPlugin>) {
+        let mut status = self.status.lock().expect("status lock");
+        self.install_locked(&mut status, tenant, path, plugin);
+    }
+
+    /// [`Self::install`] of a file's version, unless `tenant` serves a published one (checked
+    /// and installed under one lock, so a publication that lands meanwhile is never replaced
+    /// by the file); whether it was installed.
+    pub fn install_unless_published(
+        &self,
+        tenant: &str,
+        path: &std::path::Path,
+        plugin: Arc<LoadedPlugin>,
+    ) -> bool {
+        let mut status = self.status.lock().expect("status lock");
+        if status.get(tenant).is_some_and(|s| s.published.is_some()) {
+            return false;
+        }
+        self.install_locked(&mut status, tenant, path, plugin);
+        true
+    }
+
+    fn install_locked(
+        &self,
+        status: &mut HashMap<String, PluginStatus>,
+        tenant: &str,
+        path: &std::path::Path,
+        plugin: Arc<LoadedPlugin>,
+    ) {
         self.plugins.rcu(|current| {
             let mut next = HashMap::clone(current);
             next.insert(tenant.to_string(), plugin.clone());
@@ -104,9 +151,9 @@ impl PluginRegistry {
         });
         tracing::info!(tenant, version = %plugin.version, from_cache = plugin.from_cache,
             load_ms = plugin.load_time.as_millis() as u64, "plugin loaded");
-        let mut status = self.status.lock().expect("status lock");
         let entry = status.entry(tenant.to_string()).or_default();
         entry.path = path.display().to_string();
+        entry.published = None;
         entry.version = Some(plugin.version.clone());
         entry.loaded_at_ms = Some(plugin.loaded_at_ms);
         entry.from_cache = plugin.from_cache;
@@ -140,6 +187,10 @@ impl PluginRegistry {
     /// Takes `tenant`'s plugin out of service (its file was removed): its events wait, they are
     /// neither failed nor dropped, until a plugin loads again.
     pub fn unload(&self, tenant: &str, path: &std::path::Path) {
+        if self.is_published(tenant) {
+            tracing::info!(tenant, path = %path.display(), "plugin file removed; the tenant keeps serving its published version");
+            return;
+        }
         self.plugins.rcu(|current| {
             let mut next = HashMap::clone(current);
             next.remove(tenant);

@@ -251,7 +251,19 @@ impl Runtime {
         let started = Instant::now();
         let bytes = std::fs::read(path)
             .with_context(|| format!("cannot read plugin {}", path.display()))?;
-        let digest = PluginDigest::of(&bytes);
+        self.load_bytes(&bytes, path, started)
+    }
+
+    /// [`Self::load`] of a component already in memory (a published one); `origin` names it in
+    /// messages, `started` is when loading began (for the load time).
+    pub fn load_bytes(
+        &self,
+        bytes: &[u8],
+        origin: &Path,
+        started: Instant,
+    ) -> Result<LoadedPlugin> {
+        let path = origin;
+        let digest = PluginDigest::of(bytes);
         let version = digest.version().to_string();
         let cached = self
             .cache_dir
@@ -259,7 +271,7 @@ impl Runtime {
         let (component, from_cache) = match cache::load_cached(&self.engine, &cached) {
             Some(c) => (c, true),
             None => (
-                cache::compile_and_cache(&self.engine, &bytes, &cached, path)?,
+                cache::compile_and_cache(&self.engine, bytes, &cached, path)?,
                 false,
             ),
         };

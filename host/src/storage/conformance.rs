@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::{
     Appended, AttemptOutcome, AttemptRecord, Claim, ClaimLimit, Duty, EventFilter, EventState,
     FinishResult, FinishedAttempt, KvConflict, KvWrite, Lease, LogLine, NewEvent, Replay, Storage,
+    StoreChange,
 };
 use crate::event::{CanonicalStatus, EventKind, NormalizedEvent};
 use crate::now_ms;
@@ -23,6 +24,7 @@ macro_rules! conformance_tests {
             claims_stay_within_the_limit_and_the_tenant,
             a_tenant_bound_counts_every_holders_claims,
             a_duty_has_one_holder_at_a_time,
+            published_plugins_are_kept_by_content_and_announced,
             a_finish_is_fenced_by_its_lease,
             expired_leases_are_reaped_and_renewed_ones_are_not,
             pagination_of_events_and_kv,
@@ -474,6 +476,74 @@ pub async fn a_duty_has_one_holder_at_a_time(store: Arc<dyn Storage>) {
         !store.hold_duty(Duty::Reaper, "a", 300).await.unwrap(),
         "a lost it"
     );
+}
+
+/// The next change heard, other than a resync (a listener's first words); panics after 10 s.
+pub async fn next_published(
+    changes: &mut tokio::sync::broadcast::Receiver<StoreChange>,
+) -> StoreChange {
+    let deadline = std::time::Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout(deadline, changes.recv()).await {
+            Ok(Ok(StoreChange::Resync)) => continue,
+            Ok(Ok(change)) => return change,
+            Ok(Err(e)) => panic!("the store's changes: {e}"),
+            Err(_) => panic!("no change heard in {deadline:?}"),
+        }
+    }
+}
+
+/// Publishing stores a component by its content and moves the tenant's pointer; every
+/// subscriber hears of it; another tenant's pointer is its own.
+pub async fn published_plugins_are_kept_by_content_and_announced(store: Arc<dyn Storage>) {
+    let mut changes = store.changes();
+    assert!(store.published_plugins().await.unwrap().is_empty());
+    let v1 = store
+        .publish_plugin("acme", b"component one")
+        .await
+        .unwrap();
+    assert_eq!(v1.digest, super::component_digest(b"component one"));
+    assert_eq!((v1.tenant.as_str(), v1.size), ("acme", 13));
+    assert_eq!(
+        next_published(&mut changes).await,
+        StoreChange::PluginPublished {
+            tenant: "acme".into()
+        }
+    );
+    // The same component for another tenant: stored once, two pointers.
+    let same = store
+        .publish_plugin("other", b"component one")
+        .await
+        .unwrap();
+    assert_eq!(same.digest, v1.digest);
+    let v2 = store
+        .publish_plugin("acme", b"component two")
+        .await
+        .unwrap();
+    assert_ne!(v2.digest, v1.digest);
+    let pointers: Vec<(String, String)> = store
+        .published_plugins()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.tenant, p.digest))
+        .collect();
+    assert_eq!(
+        pointers,
+        [
+            ("acme".into(), v2.digest.clone()),
+            ("other".into(), v1.digest.clone())
+        ]
+    );
+    assert_eq!(
+        store.plugin_component(&v1.digest).await.unwrap().as_deref(),
+        Some(&b"component one"[..])
+    );
+    assert_eq!(
+        store.plugin_component(&v2.digest).await.unwrap().as_deref(),
+        Some(&b"component two"[..])
+    );
+    assert_eq!(store.plugin_component("0000").await.unwrap(), None);
 }
 
 pub async fn a_finish_is_fenced_by_its_lease(store: Arc<dyn Storage>) {

@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Result};
 
 use super::{
-    kv_digest, Appended, AttemptOutcome, AttemptRecord, Claim, ClaimBatch, ClaimLimit,
-    ClaimedEvent, EventDetail, EventFilter, EventState, EventSummary, ExpiredLease, FinishResult,
-    FinishedAttempt, KvConflict, KvEntry, KvWrite, Lease, NewEvent, Replay, Storage, StoredEvent,
+    component_digest, kv_digest, Appended, AttemptOutcome, AttemptRecord, Claim, ClaimBatch,
+    ClaimLimit, ClaimedEvent, EventDetail, EventFilter, EventState, EventSummary, ExpiredLease,
+    FinishResult, FinishedAttempt, KvConflict, KvEntry, KvWrite, Lease, NewEvent, PublishedPlugin,
+    Replay, Storage, StoreChange, StoredEvent,
 };
 use crate::now_ms;
 
@@ -60,9 +61,31 @@ struct Journal {
     kv: BTreeMap<(String, String), (Vec<u8>, u64)>,
 }
 
-/// The in-memory store.
+/// Published plugins.
 #[derive(Default)]
-pub struct MemoryStorage(Mutex<Journal>);
+struct Published {
+    /// Digest → component.
+    components: HashMap<String, Vec<u8>>,
+    /// Each tenant's pointer.
+    pointers: BTreeMap<String, PublishedPlugin>,
+}
+
+/// The in-memory store.
+pub struct MemoryStorage {
+    journal: Mutex<Journal>,
+    plugins: Mutex<Published>,
+    changes: tokio::sync::broadcast::Sender<StoreChange>,
+}
+
+impl Default for MemoryStorage {
+    fn default() -> MemoryStorage {
+        MemoryStorage {
+            journal: Mutex::default(),
+            plugins: Mutex::default(),
+            changes: tokio::sync::broadcast::channel(64).0,
+        }
+    }
+}
 
 impl MemoryStorage {
     /// An empty store.
@@ -71,7 +94,7 @@ impl MemoryStorage {
     }
 
     fn journal(&self) -> std::sync::MutexGuard<'_, Journal> {
-        self.0.lock().expect("memory store lock")
+        self.journal.lock().expect("memory store lock")
     }
 }
 
@@ -422,6 +445,43 @@ impl Storage for MemoryStorage {
 
     async fn release(&self, lease: Lease, due_at_ms: u64) -> Result<bool> {
         Ok(self.journal().release(lease, due_at_ms))
+    }
+
+    async fn publish_plugin(&self, tenant: &str, component: &[u8]) -> Result<PublishedPlugin> {
+        let digest = component_digest(component);
+        let published = PublishedPlugin {
+            tenant: tenant.to_string(),
+            digest: digest.clone(),
+            size: component.len() as u64,
+            published_at_ms: now_ms(),
+        };
+        let mut plugins = self.plugins.lock().expect("memory store lock");
+        plugins
+            .components
+            .entry(digest)
+            .or_insert_with(|| component.to_vec());
+        plugins
+            .pointers
+            .insert(tenant.to_string(), published.clone());
+        drop(plugins);
+        let _ = self.changes.send(StoreChange::PluginPublished {
+            tenant: tenant.to_string(),
+        });
+        Ok(published)
+    }
+
+    async fn published_plugins(&self) -> Result<Vec<PublishedPlugin>> {
+        let plugins = self.plugins.lock().expect("memory store lock");
+        Ok(plugins.pointers.values().cloned().collect())
+    }
+
+    async fn plugin_component(&self, digest: &str) -> Result<Option<Vec<u8>>> {
+        let plugins = self.plugins.lock().expect("memory store lock");
+        Ok(plugins.components.get(digest).cloned())
+    }
+
+    fn changes(&self) -> tokio::sync::broadcast::Receiver<StoreChange> {
+        self.changes.subscribe()
     }
 
     async fn ping(&self) -> Result<()> {

@@ -193,6 +193,33 @@ impl ClaimLimit {
     }
 }
 
+/// A tenant's published plugin: the version the store says every replica serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublishedPlugin {
+    /// The tenant.
+    pub tenant: String,
+    /// The component's SHA-256 (hex): its address in the store (its first 16 digits are the
+    /// version name).
+    pub digest: String,
+    /// The component's size in bytes.
+    pub size: u64,
+    /// When it was published (ms since the epoch).
+    pub published_at_ms: u64,
+}
+
+/// A change in the store that every process serving from it must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChange {
+    /// A tenant's published plugin changed.
+    PluginPublished {
+        /// The tenant.
+        tenant: String,
+    },
+    /// Changes may have been missed (the connection that hears them was lost and is back):
+    /// re-read everything.
+    Resync,
+}
+
 /// Work that one replica at a time does for all of them; see [`Storage::hold_duty`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Duty {
@@ -342,6 +369,12 @@ pub struct KvRead {
     pub key: String,
     /// SHA-256 of the value seen, or `None` if it was absent.
     pub seen: Option<[u8; 32]>,
+}
+
+/// A plugin component's address in a store: its SHA-256, in hex.
+pub fn component_digest(component: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(component))
 }
 
 /// The digest a [`KvRead`] keeps.
@@ -522,6 +555,17 @@ pub trait Storage: Send + Sync {
     async fn hold_duty(&self, _duty: Duty, _owner: &str, _for_ms: u64) -> Result<bool> {
         Ok(true)
     }
+    /// Stores a plugin component (once per content: its SHA-256 is its address) and makes it
+    /// `tenant`'s published version, atomically; every process serving from this store hears of
+    /// it through [`Self::changes`].
+    async fn publish_plugin(&self, tenant: &str, component: &[u8]) -> Result<PublishedPlugin>;
+    /// Every tenant's published plugin.
+    async fn published_plugins(&self) -> Result<Vec<PublishedPlugin>>;
+    /// A stored component, by its digest.
+    async fn plugin_component(&self, digest: &str) -> Result<Option<Vec<u8>>>;
+    /// Changes made by any process (this one's included), as they commit. A receiver that
+    /// lagged behind, or a [`StoreChange::Resync`], means: re-read everything.
+    fn changes(&self) -> tokio::sync::broadcast::Receiver<StoreChange>;
     /// Proves the store can commit a write now (readiness): a no-op through the writer.
     async fn ping(&self) -> Result<()>;
     /// Sends a finished event (done, skipped or dead) back to pending, with a fresh retry budget.

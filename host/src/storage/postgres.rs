@@ -18,13 +18,13 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_postgres::{NoTls, Row};
 
 use super::{
     Appended, AttemptRecord, Claim, ClaimBatch, ClaimLimit, ClaimedEvent, Duty, EventDetail,
     EventFilter, EventState, EventSummary, ExpiredLease, FinishResult, FinishedAttempt, KvConflict,
-    KvEntry, KvWrite, Lease, NewEvent, Replay, Storage, StoredEvent,
+    KvEntry, KvWrite, Lease, NewEvent, PublishedPlugin, Replay, Storage, StoreChange, StoredEvent,
 };
 
 /// The schema's versions, in order; each runs once, in a transaction with its version's row, under
@@ -124,6 +124,18 @@ ALTER TABLE order_heads SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacu
 ALTER TABLE events SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02);
 "#,
     ),
+    (
+        "published plugins: components by content, each tenant's pointer",
+        "CREATE TABLE plugin_components (
+             digest        text PRIMARY KEY,
+             component     bytea NOT NULL,
+             stored_at_ms  bigint NOT NULL);
+         CREATE TABLE plugin_pointers (
+             tenant           text PRIMARY KEY,
+             digest           text NOT NULL REFERENCES plugin_components (digest),
+             size             bigint NOT NULL,
+             published_at_ms  bigint NOT NULL);",
+    ),
 ];
 
 /// The lock every replica takes to apply migrations (an arbitrary constant, "hookhost" in ASCII).
@@ -136,7 +148,12 @@ pub struct PostgresStorage {
     appends: mpsc::Sender<Queued<Arc<NewEvent>>>,
     /// Finishes waiting for theirs.
     finishes: mpsc::Sender<Queued<FinishedAttempt>>,
+    /// What the listener hears (every replica's changes); see [`listen_forever`].
+    changes: Arc<broadcast::Sender<StoreChange>>,
 }
+
+/// The channel publications are notified on; the payload is the tenant.
+const PLUGINS_CHANNEL: &str = "hookhost_plugins";
 
 /// A write waiting for its group commit, and who waits for its outcome.
 struct Queued<W: GroupWrite> {
@@ -150,6 +167,89 @@ const GROUP_MAX: usize = 64;
 /// Transactions of one kind of write in flight at once (each holds a connection): while they
 /// commit, new writes queue up and the next transaction takes them all.
 const GROUP_COMMITTERS: usize = 4;
+
+/// Hears every replica's changes on a connection of its own (LISTEN needs one that stays open),
+/// for as long as the store exists. Notifications sent while it is disconnected are lost, so
+/// each time it is listening again it tells its receivers to re-read everything
+/// ([`StoreChange::Resync`]).
+async fn listen_forever(
+    config: tokio_postgres::Config,
+    changes: std::sync::Weak<broadcast::Sender<StoreChange>>,
+) {
+    let mut retry = std::time::Duration::from_millis(100);
+    loop {
+        if changes.strong_count() == 0 {
+            return;
+        }
+        match listen_once(&config, &changes).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!("lost the database's change notifications (reconnecting): {e:#}");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// One connection's life: LISTEN, then forward what it hears until it fails (an error) or the
+/// store is gone (`Ok`).
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    changes: &std::sync::Weak<broadcast::Sender<StoreChange>>,
+) -> Result<()> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let (heard, mut hearing) = mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    let _ = heard.send(Ok(n.payload().to_string()));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    let _ = heard.send(Err(e));
+                    return;
+                }
+                None => return,
+            }
+        }
+    });
+    let listening = async {
+        client
+            .batch_execute(&format!("LISTEN {PLUGINS_CHANNEL}"))
+            .await?;
+        let Some(sender) = changes.upgrade() else {
+            return Ok(());
+        };
+        let _ = sender.send(StoreChange::Resync);
+        drop(sender);
+        let mut alive = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                message = hearing.recv() => match message {
+                    Some(Ok(tenant)) => {
+                        let Some(sender) = changes.upgrade() else { return Ok(()) };
+                        let _ = sender.send(StoreChange::PluginPublished { tenant });
+                    }
+                    Some(Err(e)) => return Err(anyhow::Error::from(e)),
+                    None => anyhow::bail!("the notification connection closed"),
+                },
+                _ = alive.tick() => {
+                    if changes.strong_count() == 0 {
+                        return Ok(());
+                    }
+                    // A query proves the connection is alive (a dead peer is otherwise only
+                    // found by TCP, minutes later).
+                    client.simple_query("SELECT 1").await?;
+                }
+            }
+        }
+    };
+    let result = listening.await;
+    driver.abort();
+    result
+}
 
 /// A kind of write that is group-committed: many in one transaction, so that one durable commit
 /// (one WAL flush) answers many callers. Nobody is answered before the commit.
@@ -200,8 +300,10 @@ impl PostgresStorage {
 
     /// Like [`Self::connect`], with the connection settings already parsed.
     pub async fn connect_with(mut config: tokio_postgres::Config) -> Result<PostgresStorage> {
-        config.application_name("hookhost");
         config.connect_timeout(std::time::Duration::from_secs(5));
+        let mut listener = config.clone();
+        listener.application_name("hookhost-listen");
+        config.application_name("hookhost");
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -215,12 +317,15 @@ impl PostgresStorage {
             .context("cannot create the database connection pool")?;
         let (appends, queued_appends) = mpsc::channel(4 * GROUP_MAX * GROUP_COMMITTERS);
         let (finishes, queued_finishes) = mpsc::channel(4 * GROUP_MAX * GROUP_COMMITTERS);
+        let changes = Arc::new(broadcast::channel(256).0);
         let store = PostgresStorage {
             pool,
             appends,
             finishes,
+            changes: changes.clone(),
         };
         store.migrate().await?;
+        tokio::spawn(listen_forever(listener, Arc::downgrade(&changes)));
         tokio::spawn(commit_in_groups(store.pool.clone(), queued_appends));
         tokio::spawn(commit_in_groups(store.pool.clone(), queued_finishes));
         Ok(store)
@@ -1038,6 +1143,94 @@ impl Storage for PostgresStorage {
         Ok(released)
     }
 
+    async fn publish_plugin(&self, tenant: &str, component: &[u8]) -> Result<PublishedPlugin> {
+        let digest = super::component_digest(component);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            &tx.prepare_cached(
+                "INSERT INTO plugin_components (digest, component, stored_at_ms)
+                 VALUES ($1, $2, hookhost_now_ms()) ON CONFLICT (digest) DO NOTHING",
+            )
+            .await?,
+            &[&digest, &component],
+        )
+        .await?;
+        let published_at: i64 = tx
+            .query_one(
+                &tx.prepare_cached(
+                    "INSERT INTO plugin_pointers (tenant, digest, size, published_at_ms)
+                     VALUES ($1, $2, $3, hookhost_now_ms())
+                     ON CONFLICT (tenant) DO UPDATE SET digest = excluded.digest,
+                         size = excluded.size, published_at_ms = excluded.published_at_ms
+                     RETURNING published_at_ms",
+                )
+                .await?,
+                &[&tenant, &digest, &(component.len() as i64)],
+            )
+            .await?
+            .get(0);
+        // Delivered to every listener when (and only if) this commits.
+        tx.execute(
+            &tx.prepare_cached("SELECT pg_notify($1, $2)").await?,
+            &[&PLUGINS_CHANNEL, &tenant],
+        )
+        .await?;
+        tx.commit().await.context("database commit failed")?;
+        // This process hears it at once, whatever its listener's state.
+        let _ = self.changes.send(StoreChange::PluginPublished {
+            tenant: tenant.to_string(),
+        });
+        Ok(PublishedPlugin {
+            tenant: tenant.to_string(),
+            digest,
+            size: component.len() as u64,
+            published_at_ms: published_at.max(0) as u64,
+        })
+    }
+
+    async fn published_plugins(&self) -> Result<Vec<PublishedPlugin>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &client
+                    .prepare_cached(
+                        "SELECT tenant, digest, size, published_at_ms FROM plugin_pointers
+                         ORDER BY tenant",
+                    )
+                    .await?,
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PublishedPlugin {
+                    tenant: r.try_get(0)?,
+                    digest: r.try_get(1)?,
+                    size: r.try_get::<_, i64>(2)?.max(0) as u64,
+                    published_at_ms: r.try_get::<_, i64>(3)?.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
+    async fn plugin_component(&self, digest: &str) -> Result<Option<Vec<u8>>> {
+        let client = self.client().await?;
+        Ok(client
+            .query_opt(
+                &client
+                    .prepare_cached("SELECT component FROM plugin_components WHERE digest = $1")
+                    .await?,
+                &[&digest],
+            )
+            .await?
+            .map(|row| row.get(0)))
+    }
+
+    fn changes(&self) -> broadcast::Receiver<StoreChange> {
+        self.changes.subscribe()
+    }
+
     async fn ping(&self) -> Result<()> {
         let client = self.client().await?;
         client
@@ -1372,6 +1565,54 @@ mod tests {
         }
         let counts = a.event_counts("acme").await.unwrap();
         assert_eq!(counts["pending"], 50);
+    }
+
+    /// A publication on one replica reaches another's subscribers through LISTEN/NOTIFY; a
+    /// replica whose notification connection is cut reconnects by itself and says to re-read.
+    #[tokio::test]
+    async fn publications_reach_other_replicas_and_a_lost_listener_resyncs() {
+        let Some(config) = fresh_database("publications").await else {
+            return;
+        };
+        let a = PostgresStorage::connect_with(config.clone()).await.unwrap();
+        let b = PostgresStorage::connect_with(config.clone()).await.unwrap();
+        let mut heard = b.changes();
+        // Listening (its first words are a resync) before anything is published.
+        assert_eq!(
+            tokio::time::timeout(std::time::Duration::from_secs(10), heard.recv())
+                .await
+                .expect("b listens")
+                .unwrap(),
+            StoreChange::Resync
+        );
+        a.publish_plugin("acme", b"v1").await.unwrap();
+        assert_eq!(
+            crate::storage::conformance::next_published(&mut heard).await,
+            StoreChange::PluginPublished {
+                tenant: "acme".into()
+            }
+        );
+        // Cut every listener's connection: each comes back and tells its subscribers to resync.
+        let (admin, connection) = config.connect(NoTls).await.unwrap();
+        tokio::spawn(connection);
+        admin
+            .batch_execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE application_name = 'hookhost-listen' AND datname = current_database()",
+            )
+            .await
+            .unwrap();
+        let resynced = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            loop {
+                if heard.recv().await.unwrap() == StoreChange::Resync {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(resynced.is_ok(), "b's listener did not come back");
+        let pointers = b.published_plugins().await.unwrap();
+        assert_eq!(pointers.len(), 1);
     }
 
     /// Appends sent together share a transaction; one the database refuses (a NUL in its id,

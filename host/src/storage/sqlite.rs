@@ -15,9 +15,10 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Appended, AttemptRecord, Claim, ClaimBatch, ClaimLimit, ClaimedEvent, EventDetail, EventFilter,
-    EventState, EventSummary, ExpiredLease, FinishResult, FinishedAttempt, KvConflict, KvEntry,
-    KvWrite, Lease, NewEvent, Replay, Storage, StoredEvent,
+    component_digest, Appended, AttemptRecord, Claim, ClaimBatch, ClaimLimit, ClaimedEvent,
+    EventDetail, EventFilter, EventState, EventSummary, ExpiredLease, FinishResult,
+    FinishedAttempt, KvConflict, KvEntry, KvWrite, Lease, NewEvent, PublishedPlugin, Replay,
+    Storage, StoreChange, StoredEvent,
 };
 use crate::config::Durability;
 use crate::now_ms;
@@ -129,7 +130,23 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "order heads and leases: the journal is the queue",
         HEADS_AND_LEASES,
     ),
+    ("published plugins", PUBLISHED_PLUGINS),
 ];
+
+/// Plugin components by content, and each tenant's published one.
+const PUBLISHED_PLUGINS: &str = r#"
+CREATE TABLE plugin_components (
+    digest          TEXT PRIMARY KEY,
+    component       BLOB NOT NULL,
+    stored_at_ms    INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE plugin_pointers (
+    tenant          TEXT PRIMARY KEY,
+    digest          TEXT NOT NULL REFERENCES plugin_components (digest),
+    size            INTEGER NOT NULL,
+    published_at_ms INTEGER NOT NULL
+);
+"#;
 
 /// Brings `conn`'s schema to the newest version this binary knows; refuses a database written
 /// by a newer one (its schema may mean things this binary would get wrong).
@@ -235,6 +252,8 @@ pub struct SqliteStorage {
     /// Held while the store is open: one process per database file, so that at open every
     /// lease still in it belongs to a process that has stopped.
     _lock: std::fs::File,
+    /// One process per file: its own changes are all there are to hear.
+    changes: tokio::sync::broadcast::Sender<StoreChange>,
 }
 
 impl SqliteStorage {
@@ -311,6 +330,7 @@ impl SqliteStorage {
             readers: Arc::new(Mutex::new(Vec::new())),
             kv_counts,
             _lock: lock,
+            changes: tokio::sync::broadcast::channel(64).0,
         })
     }
 
@@ -927,6 +947,67 @@ impl Storage for SqliteStorage {
 
     async fn release(&self, lease: Lease, due_at_ms: u64) -> Result<bool> {
         self.write(move |c| release(c, lease, due_at_ms)).await
+    }
+
+    async fn publish_plugin(&self, tenant: &str, component: &[u8]) -> Result<PublishedPlugin> {
+        let published = PublishedPlugin {
+            tenant: tenant.to_string(),
+            digest: component_digest(component),
+            size: component.len() as u64,
+            published_at_ms: now_ms(),
+        };
+        let (row, component) = (published.clone(), component.to_vec());
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO plugin_components (digest, component, stored_at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (digest) DO NOTHING",
+            )?
+            .execute(params![row.digest, component, row.published_at_ms as i64])?;
+            c.prepare_cached(
+                "INSERT INTO plugin_pointers (tenant, digest, size, published_at_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (tenant) DO UPDATE SET digest = excluded.digest, size = excluded.size,
+                     published_at_ms = excluded.published_at_ms",
+            )?
+            .execute(params![row.tenant, row.digest, row.size as i64, row.published_at_ms as i64])?;
+            Ok(())
+        })
+        .await?;
+        let _ = self.changes.send(StoreChange::PluginPublished {
+            tenant: tenant.to_string(),
+        });
+        Ok(published)
+    }
+
+    async fn published_plugins(&self) -> Result<Vec<PublishedPlugin>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT tenant, digest, size, published_at_ms FROM plugin_pointers ORDER BY tenant",
+            )?
+            .query_map([], |r| {
+                Ok(PublishedPlugin {
+                    tenant: r.get(0)?,
+                    digest: r.get(1)?,
+                    size: r.get::<_, i64>(2)?.max(0) as u64,
+                    published_at_ms: r.get::<_, i64>(3)?.max(0) as u64,
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    async fn plugin_component(&self, digest: &str) -> Result<Option<Vec<u8>>> {
+        let digest = digest.to_string();
+        self.read(move |c| {
+            c.prepare_cached("SELECT component FROM plugin_components WHERE digest = ?1")?
+                .query_row(params![digest], |r| r.get(0))
+                .optional()
+        })
+        .await
+    }
+
+    fn changes(&self) -> tokio::sync::broadcast::Receiver<StoreChange> {
+        self.changes.subscribe()
     }
 
     async fn ping(&self) -> Result<()> {

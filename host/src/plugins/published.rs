@@ -1,0 +1,79 @@
+//! Published plugins reach every replica: each process follows the store's publications
+//! ([`Storage::changes`]) and loads a tenant's published component when it differs from what it
+//! serves (its own precompiled cache makes a version it compiled before quick to load). A resync
+//! (the store's notification connection came back: notifications may have been lost meanwhile)
+//! or a lagging receiver re-reads every tenant's pointer. Self-tests ran once, at publication.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast::error::RecvError;
+
+use super::PluginLoader;
+use crate::storage::{Storage, StoreChange};
+use crate::tenants::Tenants;
+
+/// Follows publications for as long as the store announces them.
+pub async fn follow(storage: Arc<dyn Storage>, loader: Arc<PluginLoader>, tenants: Arc<Tenants>) {
+    let mut changes = storage.changes();
+    sync(&storage, &loader, &tenants, None).await;
+    loop {
+        match changes.recv().await {
+            Ok(StoreChange::PluginPublished { tenant }) => {
+                sync(&storage, &loader, &tenants, Some(&tenant)).await
+            }
+            Ok(StoreChange::Resync) | Err(RecvError::Lagged(_)) => {
+                sync(&storage, &loader, &tenants, None).await
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Loads each configured tenant's published component (only `only`'s, when given) that this
+/// process does not serve yet.
+async fn sync(
+    storage: &Arc<dyn Storage>,
+    loader: &Arc<PluginLoader>,
+    tenants: &Tenants,
+    only: Option<&str>,
+) {
+    let pointers = match storage.published_plugins().await {
+        Ok(pointers) => pointers,
+        Err(e) => {
+            tracing::error!(
+                "cannot read the published plugins (retrying at the next change or resync): {e:#}"
+            );
+            return;
+        }
+    };
+    for published in pointers {
+        if only.is_some_and(|t| t != published.tenant) || tenants.get(&published.tenant).is_none() {
+            continue;
+        }
+        let registry = loader.registry();
+        let serving = registry
+            .get(&published.tenant)
+            .is_some_and(|p| published.digest.starts_with(&p.version))
+            && registry.is_published(&published.tenant);
+        if serving {
+            continue;
+        }
+        let component = match storage.plugin_component(&published.digest).await {
+            Ok(Some(component)) => component,
+            Ok(None) => {
+                tracing::error!(tenant = %published.tenant, digest = %published.digest, "a published plugin's component is missing from the store");
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(tenant = %published.tenant, "cannot read a published plugin: {e:#}");
+                continue;
+            }
+        };
+        let (tenant, digest) = (published.tenant.clone(), published.digest.clone());
+        let _ = loader
+            .in_background(move |loader| {
+                loader.load_published(&tenant, &digest, &component);
+            })
+            .await;
+    }
+}
