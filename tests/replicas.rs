@@ -538,3 +538,51 @@ async fn a_plugin_published_on_one_replica_is_served_by_every_replica() {
         "{detail}"
     );
 }
+
+/// A config reload on one replica (its file changed, then `POST /admin/config/reload`) is stored
+/// in the database and applied by every replica: a tenant added there takes webhooks on another
+/// replica, whose config status says where the change came from.
+#[tokio::test]
+async fn a_config_reload_on_one_replica_applies_on_every_replica() {
+    let Some(database) = fresh_database("config_reload").await else {
+        return;
+    };
+    let backend = Backend::start().await;
+    let shop = recorder_tenant(&backend);
+    let a_dir = tempfile::tempdir().unwrap();
+    let a_config = a_dir.path().join("hookhost.toml");
+    let a = Host::start_with_config(a_dir, &config_on(&database, &shop), &[]).await;
+    let b = Host::start_with_config(
+        tempfile::tempdir().unwrap(),
+        &config_on(&database, &shop),
+        &[],
+    )
+    .await;
+    let webhook = || fincart_status("L1", "#L1", "processing", "picked up", 1_700_000_000_000);
+    let r = b.send("late", "fincart", &[JSON, AUTH], webhook()).await;
+    assert_eq!(r.status(), 404, "no such tenant yet");
+
+    let late = TenantToml::new("late", &plugin("recorder"))
+        .allowed_hosts(&[&backend.addr])
+        .config("echo-url", &format!("http://{}/echo", backend.addr))
+        .fincart("fincart")
+        .toml();
+    std::fs::write(&a_config, config_on(&database, &format!("{shop}\n{late}"))).unwrap();
+    let (status, change) = a.admin_post("/admin/config/reload").await;
+    assert_eq!(status, 200, "{change}");
+    assert_eq!(change["added"], serde_json::json!(["late"]), "{change}");
+
+    common::wait_for(
+        "the other replica to apply the reload",
+        Duration::from_secs(20),
+        async || {
+            let config = b.admin("/admin/config").await;
+            (config["last_applied"]["from_another_replica"] == true).then_some(config)
+        },
+    )
+    .await;
+    let r = b.send("late", "fincart", &[JSON, AUTH], webhook()).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let events = b.wait_all_done("late", Duration::from_secs(60)).await;
+    assert_eq!(events.len(), 1, "{}", b.logs());
+}

@@ -183,7 +183,123 @@ pub fn replicas(secs: u64, connections: u32, events: usize) -> Result<Vec<Row>> 
             ratio: format!("{:.2}x", run.cpu_us_per_event / single.cpu_us_per_event),
         });
     }
+    let url = runtime.block_on(pg.fresh_database("publish"))?;
+    rows.push(publish_latency(&runtime, &url, 3, 10)?);
     Ok(rows)
+}
+
+/// `replicas` hookhost processes on `database` with the kv-set plugin, all serving; the
+/// processes and their admin URLs. They share a precompiled-plugin cache (one config folder).
+fn start_replicas(
+    runtime: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    database_line: &str,
+    replicas: usize,
+) -> Result<Vec<(crate::Process, String)>> {
+    let plugin = target_dir().join("wasm32-wasip2/release/kv_set.wasm");
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\n{database_line}\ncache_dir = \"cache\"\n[admin]\ntoken = \"{ADMIN}\"\n\
+         [tenants.bench]\nplugin = {plugin:?}\nlimits = {{ kv_max_keys = 100000000 }}\n\
+         [tenants.bench.sources.fincart]\nprovider = \"fincart\"\ntoken = \"{}\"\n",
+        crate::TOKEN
+    );
+    std::fs::write(dir.join("hookhost.toml"), config)?;
+    let mut hosts = Vec::new();
+    for _ in 0..replicas {
+        let mut command = Command::new(hookhost_binary());
+        command
+            .args(["serve", "--config"])
+            .arg(dir.join("hookhost.toml"))
+            .env("RUST_LOG", "warn");
+        hosts.push(spawn_listening(command, "hookhost listening on ")?);
+    }
+    let client = reqwest::Client::new();
+    for (_, base) in &hosts {
+        runtime.block_on(async {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while serving_version(&client, base).await?.is_none() {
+                if Instant::now() > deadline {
+                    bail!("the benchmark plugin did not load at {base}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok::<_, anyhow::Error>(())
+        })?;
+    }
+    Ok(hosts)
+}
+
+/// The version a replica serves for the benchmark's tenant.
+async fn serving_version(client: &reqwest::Client, base: &str) -> Result<Option<String>> {
+    let tenants = admin(client, base, "/admin/tenants").await?;
+    Ok(tenants["tenants"][0]["plugin"]["version"]
+        .as_str()
+        .map(str::to_string))
+}
+
+/// Publish → every replica serving: a new version of the kv-set plugin (its bytes changed by a
+/// custom section, so it is new content) published through one replica's admin API, timed until
+/// all `replicas` report serving it. Baseline: the publish call's own round trip (compile on
+/// the publishing replica, self-tests, store; the others then load from the shared cache).
+fn publish_latency(
+    runtime: &tokio::runtime::Runtime,
+    database: &str,
+    replicas: usize,
+    count: usize,
+) -> Result<Row> {
+    let dir = tempfile::tempdir()?;
+    let hosts = start_replicas(
+        runtime,
+        dir.path(),
+        &format!("database = {database:?}"),
+        replicas,
+    )?;
+    let component = std::fs::read(target_dir().join("wasm32-wasip2/release/kv_set.wasm"))?;
+    let client = reqwest::Client::new();
+    let (mut publish_ms, mut all_ms) = (Vec::new(), Vec::new());
+    for n in 0..count {
+        let variant = crate::with_nonce(&component, 1_000_000 + n);
+        let started = Instant::now();
+        let answer: serde_json::Value = runtime.block_on(async {
+            let r = client
+                .put(format!("{}/admin/tenants/bench/plugin", hosts[0].1))
+                .bearer_auth(ADMIN)
+                .body(variant)
+                .send()
+                .await?;
+            if !r.status().is_success() {
+                bail!("publish refused: {} {}", r.status(), r.text().await?);
+            }
+            Ok::<_, anyhow::Error>(r.json().await?)
+        })?;
+        publish_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        let version = answer["version"].as_str().unwrap_or_default().to_string();
+        runtime.block_on(async {
+            for (_, base) in &hosts {
+                while serving_version(&client, base).await?.as_deref() != Some(version.as_str()) {
+                    if started.elapsed() > Duration::from_secs(60) {
+                        bail!("{base} never served the published version");
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        })?;
+        all_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    let (publish, all) = (median(&mut publish_ms), median(&mut all_ms));
+    Ok(Row {
+        figure: format!(
+            "publish → all {replicas} replicas serving (median of {count}; Rust plugin, shared compile cache)"
+        ),
+        hookhost: format!("{all:.0} ms"),
+        baseline: format!("{publish:.0} ms (the publish call alone)"),
+        ratio: format!("{:.2}x", all / publish),
+    })
 }
 
 /// A unique event of order `o<n % 1000>`.
@@ -309,43 +425,12 @@ fn end_to_end(
     connections: u32,
 ) -> Result<EndToEnd> {
     let dir = tempfile::tempdir()?;
-    let plugin = target_dir().join("wasm32-wasip2/release/kv_set.wasm");
     let database_line = match database {
         Some((_, url)) => format!("database = {url:?}"),
         None => "database = \"bench.db\"".to_string(),
     };
-    let config = format!(
-        "listen = \"127.0.0.1:0\"\n{database_line}\ncache_dir = \"cache\"\n[admin]\ntoken = \"{ADMIN}\"\n\
-         [tenants.bench]\nplugin = {plugin:?}\nlimits = {{ kv_max_keys = 100000000 }}\n\
-         [tenants.bench.sources.fincart]\nprovider = \"fincart\"\ntoken = \"{}\"\n",
-        crate::TOKEN
-    );
-    std::fs::write(dir.path().join("hookhost.toml"), config)?;
-    let mut hosts = Vec::new();
-    for _ in 0..replicas {
-        let mut command = Command::new(hookhost_binary());
-        command
-            .args(["serve", "--config"])
-            .arg(dir.path().join("hookhost.toml"))
-            .env("RUST_LOG", "warn");
-        hosts.push(spawn_listening(command, "hookhost listening on ")?);
-    }
+    let hosts = start_replicas(runtime, dir.path(), &database_line, replicas)?;
     let client = reqwest::Client::new();
-    for (_, base) in &hosts {
-        runtime.block_on(async {
-            let deadline = Instant::now() + Duration::from_secs(120);
-            loop {
-                let tenants = admin(&client, base, "/admin/tenants").await?;
-                if tenants["tenants"][0]["plugin"]["version"].is_string() {
-                    return Ok::<_, anyhow::Error>(());
-                }
-                if Instant::now() > deadline {
-                    bail!("the benchmark plugin did not load: {tenants}");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })?;
-    }
     let pids = || {
         let mut pids: Vec<u32> = hosts.iter().map(|(p, _)| p.0.id()).collect();
         if let Some((pg, _)) = database {

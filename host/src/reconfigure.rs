@@ -3,7 +3,9 @@
 //! secrets, limits, allow-lists, retry policy, plugin file) — without a restart and without
 //! touching a webhook in flight. The whole new file is checked first; a file that does not load
 //! changes nothing and the error is reported. Settings of the process itself (listen address,
-//! database, admin token, workers…) need a restart and are reported as such.
+//! database, admin token, workers…) need a restart and are reported as such. With several
+//! replicas on one database, a reload on one is stored there and applied on all (each resolving
+//! its own `env:`/`file:` secrets); a replica that starts uses its own file.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -16,6 +18,7 @@ use sha2::Digest as _;
 use crate::config::Config;
 use crate::plugins::PluginLoader;
 use crate::reload::PluginWatcher;
+use crate::storage::{PublishedConfig, Storage};
 use crate::tenants::Tenants;
 
 /// What a config reload changed.
@@ -33,6 +36,9 @@ pub struct ConfigChange {
     pub plugin_changed: Vec<String>,
     /// Settings that changed in the file but only take effect after a restart.
     pub needs_restart: Vec<String>,
+    /// Whether it came from another replica (a reload there, stored in the shared database)
+    /// rather than this replica's own file.
+    pub from_another_replica: bool,
 }
 
 /// The last reload, as the admin API shows it.
@@ -59,6 +65,11 @@ pub struct Reconfigurer {
     status: Mutex<ConfigStatus>,
     /// One reload at a time.
     running: tokio::sync::Mutex<()>,
+    /// The store shared with other replicas, if any: a reload here is stored there for them.
+    shared: Option<Arc<dyn Storage>>,
+    /// The digest of the stored config this replica applied or stored last (at start: the one
+    /// stored then, so that a replica starting keeps its own file until the next reload).
+    applied_stored: Mutex<Option<String>>,
 }
 
 impl Reconfigurer {
@@ -83,15 +94,70 @@ impl Reconfigurer {
             started_with: process_settings(started_with),
             pool_memory_mib,
             running: tokio::sync::Mutex::new(()),
+            shared: None,
+            applied_stored: Mutex::new(None),
         }
+    }
+
+    /// Shares reloads through `storage` (several replicas on one database): a reload here is
+    /// stored, and one stored by another replica is applied here ([`Self::apply_published`]).
+    pub async fn share_through(mut self, storage: Arc<dyn Storage>) -> Reconfigurer {
+        match storage.published_config().await {
+            Ok(stored) => *self.applied_stored.get_mut().expect("lock") = stored.map(|c| c.digest),
+            Err(e) => tracing::warn!(
+                "cannot read the stored config (a later reload elsewhere will still apply): {e:#}"
+            ),
+        }
+        self.shared = Some(storage);
+        self
+    }
+
+    /// Applies the config another replica stored, unless this replica applied (or stored) it
+    /// already. Its secrets' `env:`/`file:` references resolve here; relative paths are relative
+    /// to this replica's config file.
+    pub async fn apply_published(&self, stored: PublishedConfig) -> Result<Option<ConfigChange>> {
+        let _one_at_a_time = self.running.lock().await;
+        if self.applied_stored.lock().expect("lock").as_deref() == Some(stored.digest.as_str()) {
+            return Ok(None);
+        }
+        let base = self.path.parent().unwrap_or(std::path::Path::new("."));
+        let result = Config::from_toml(&stored.text, base)
+            .context("the config another replica stored is invalid here")
+            .and_then(|config| self.apply(config));
+        let result = result.map(|mut change| {
+            change.from_another_replica = true;
+            change
+        });
+        *self.applied_stored.lock().expect("lock") = Some(stored.digest);
+        self.record(&result);
+        result.map(Some)
     }
 
     /// Re-reads the config file and applies its tenants. On error nothing changed.
     pub async fn reload(&self) -> Result<ConfigChange> {
         let _one_at_a_time = self.running.lock().await;
-        let result = self.apply().await;
+        let result = self.reload_file().await;
+        self.record(&result);
+        result
+    }
+
+    /// Reads, applies and (with other replicas) stores the file.
+    async fn reload_file(&self) -> Result<ConfigChange> {
+        let (config, text) = Config::load_with_text(&self.path)?;
+        let change = self.apply(config)?;
+        if let Some(storage) = &self.shared {
+            let stored = storage
+                .publish_config(&text)
+                .await
+                .context("applied on this replica, but not stored for the others (reload again)")?;
+            *self.applied_stored.lock().expect("lock") = Some(stored.digest);
+        }
+        Ok(change)
+    }
+
+    fn record(&self, result: &Result<ConfigChange>) {
         let mut status = self.status.lock().expect("config status lock");
-        match &result {
+        match result {
             Ok(change) => {
                 status.last_applied = Some(change.clone());
                 status.last_error = None;
@@ -104,7 +170,6 @@ impl Reconfigurer {
                 tracing::error!("config not reloaded; the running config stays: {e:#}");
             }
         }
-        result
     }
 
     /// The last reload's outcome.
@@ -112,8 +177,7 @@ impl Reconfigurer {
         self.status.lock().expect("config status lock").clone()
     }
 
-    async fn apply(&self) -> Result<ConfigChange> {
-        let config = Config::load(&self.path)?;
+    fn apply(&self, config: Config) -> Result<ConfigChange> {
         let next = Tenants::build(&config)
             .with_context(|| format!("config file {} is invalid", self.path.display()))?;
         let mut change = ConfigChange {

@@ -98,16 +98,25 @@ pub async fn serve_with(
 
     // Watch the plugin files first, so a change made while the initial loads run is not missed.
     let watcher = Arc::new(crate::reload::watch(loader.clone(), tenants.clone())?);
-    let reconfigurer = config.path.clone().map(|path| {
-        Arc::new(Reconfigurer::new(
-            path,
-            &config,
-            tenants.clone(),
-            loader.clone(),
-            watcher.clone(),
-            max_memory_mib,
-        ))
-    });
+    let reconfigurer = match config.path.clone() {
+        Some(path) => {
+            let reconfigurer = Reconfigurer::new(
+                path,
+                &config,
+                tenants.clone(),
+                loader.clone(),
+                watcher.clone(),
+                max_memory_mib,
+            );
+            // Several replicas on one database: a reload on one applies on all.
+            Some(Arc::new(if storage.is_shared() {
+                reconfigurer.share_through(storage.clone()).await
+            } else {
+                reconfigurer
+            }))
+        }
+        None => None,
+    };
     if let Some(reconfigurer) = reconfigurer.clone() {
         tokio::spawn(reload_on_sighup(reconfigurer));
     }
@@ -122,9 +131,10 @@ pub async fn serve_with(
     // any replica sharing the store).
     {
         let (storage, loader, tenants) = (storage.clone(), loader.clone(), tenants.clone());
+        let reconfigurer = reconfigurer.clone();
         tokio::spawn(async move {
             let _ = initial_loads.await;
-            crate::plugins::published::follow(storage, loader, tenants).await;
+            crate::plugins::published::follow(storage, loader, tenants, reconfigurer).await;
         });
     }
 

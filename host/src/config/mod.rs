@@ -283,6 +283,11 @@ impl Config {
 impl Config {
     /// Reads and validates a config file; relative paths in it become relative to its folder.
     pub fn load(path: &Path) -> Result<Config> {
+        Config::load_with_text(path).map(|(config, _)| config)
+    }
+
+    /// [`Self::load`], and the text it was read from (what a reload shares with other replicas).
+    pub fn load_with_text(path: &Path) -> Result<(Config, String)> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
         let config: Config = toml::from_str(&text).map_err(|e| {
@@ -294,7 +299,7 @@ impl Config {
         })?;
         let mut config = config.resolved(path.parent().unwrap_or(Path::new(".")))?;
         config.path = Some(path.to_path_buf());
-        Ok(config)
+        Ok((config, text))
     }
 
     /// Parses and validates a config's text; relative paths in it become relative to `base`.

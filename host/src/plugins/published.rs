@@ -3,17 +3,27 @@
 //! serves (its own precompiled cache makes a version it compiled before quick to load). A resync
 //! (the store's notification connection came back: notifications may have been lost meanwhile)
 //! or a lagging receiver re-reads every tenant's pointer. Self-tests ran once, at publication.
+//! Config reloads stored by other replicas are followed here too, before the plugins they may
+//! concern.
 
 use std::sync::Arc;
 
 use tokio::sync::broadcast::error::RecvError;
 
 use super::PluginLoader;
+use crate::reconfigure::Reconfigurer;
 use crate::storage::{Storage, StoreChange};
 use crate::tenants::Tenants;
 
-/// Follows publications for as long as the store announces them.
-pub async fn follow(storage: Arc<dyn Storage>, loader: Arc<PluginLoader>, tenants: Arc<Tenants>) {
+/// Follows publications for as long as the store announces them: plugins, and config reloads
+/// made on other replicas (applied through `reconfigurer`, then every plugin looked at again,
+/// since the reload may have added tenants with published plugins).
+pub async fn follow(
+    storage: Arc<dyn Storage>,
+    loader: Arc<PluginLoader>,
+    tenants: Arc<Tenants>,
+    reconfigurer: Option<Arc<Reconfigurer>>,
+) {
     let mut changes = storage.changes();
     sync(&storage, &loader, &tenants, None).await;
     loop {
@@ -21,11 +31,31 @@ pub async fn follow(storage: Arc<dyn Storage>, loader: Arc<PluginLoader>, tenant
             Ok(StoreChange::PluginPublished { tenant }) => {
                 sync(&storage, &loader, &tenants, Some(&tenant)).await
             }
+            Ok(StoreChange::ConfigPublished) => {
+                apply_config(&storage, reconfigurer.as_deref()).await;
+                sync(&storage, &loader, &tenants, None).await
+            }
             Ok(StoreChange::Resync) | Err(RecvError::Lagged(_)) => {
+                apply_config(&storage, reconfigurer.as_deref()).await;
                 sync(&storage, &loader, &tenants, None).await
             }
             Err(RecvError::Closed) => return,
         }
+    }
+}
+
+/// Applies the config stored by a reload on another replica, if this one has not yet.
+async fn apply_config(storage: &Arc<dyn Storage>, reconfigurer: Option<&Reconfigurer>) {
+    let Some(reconfigurer) = reconfigurer else {
+        return;
+    };
+    match storage.published_config().await {
+        Ok(Some(stored)) => {
+            // Errors are in the reconfigurer's status and log.
+            let _ = reconfigurer.apply_published(stored).await;
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!("cannot read the stored config: {e:#}"),
     }
 }
 

@@ -25,6 +25,7 @@ macro_rules! conformance_tests {
             a_tenant_bound_counts_every_holders_claims,
             a_duty_has_one_holder_at_a_time,
             published_plugins_are_kept_by_content_and_announced,
+            a_stored_config_replaces_the_last_and_is_announced,
             a_finish_is_fenced_by_its_lease,
             expired_leases_are_reaped_and_renewed_ones_are_not,
             pagination_of_events_and_kv,
@@ -544,6 +545,25 @@ pub async fn published_plugins_are_kept_by_content_and_announced(store: Arc<dyn 
         Some(&b"component two"[..])
     );
     assert_eq!(store.plugin_component("0000").await.unwrap(), None);
+}
+
+/// A config reload's text, stored for the other replicas: the newest replaces the last, and
+/// every subscriber hears of it.
+pub async fn a_stored_config_replaces_the_last_and_is_announced(store: Arc<dyn Storage>) {
+    let mut changes = store.changes();
+    assert_eq!(store.published_config().await.unwrap(), None);
+    let first = store.publish_config("[tenants.a]\n").await.unwrap();
+    assert_eq!(first.digest, super::component_digest(b"[tenants.a]\n"));
+    assert_eq!(
+        next_published(&mut changes).await,
+        StoreChange::ConfigPublished
+    );
+    let second = store.publish_config("[tenants.b]\n").await.unwrap();
+    let stored = store.published_config().await.unwrap().unwrap();
+    assert_eq!(
+        (stored.text.as_str(), stored.digest),
+        ("[tenants.b]\n", second.digest)
+    );
 }
 
 pub async fn a_finish_is_fenced_by_its_lease(store: Arc<dyn Storage>) {

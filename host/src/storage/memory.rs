@@ -11,8 +11,8 @@ use anyhow::{bail, Result};
 use super::{
     component_digest, kv_digest, Appended, AttemptOutcome, AttemptRecord, Claim, ClaimBatch,
     ClaimLimit, ClaimedEvent, EventDetail, EventFilter, EventState, EventSummary, ExpiredLease,
-    FinishResult, FinishedAttempt, KvConflict, KvEntry, KvWrite, Lease, NewEvent, PublishedPlugin,
-    Replay, Storage, StoreChange, StoredEvent,
+    FinishResult, FinishedAttempt, KvConflict, KvEntry, KvWrite, Lease, NewEvent, PublishedConfig,
+    PublishedPlugin, Replay, Storage, StoreChange, StoredEvent,
 };
 use crate::now_ms;
 
@@ -68,6 +68,8 @@ struct Published {
     components: HashMap<String, Vec<u8>>,
     /// Each tenant's pointer.
     pointers: BTreeMap<String, PublishedPlugin>,
+    /// The config text last stored.
+    config: Option<PublishedConfig>,
 }
 
 /// The in-memory store.
@@ -478,6 +480,26 @@ impl Storage for MemoryStorage {
     async fn plugin_component(&self, digest: &str) -> Result<Option<Vec<u8>>> {
         let plugins = self.plugins.lock().expect("memory store lock");
         Ok(plugins.components.get(digest).cloned())
+    }
+
+    async fn publish_config(&self, text: &str) -> Result<PublishedConfig> {
+        let published = PublishedConfig {
+            text: text.to_string(),
+            digest: component_digest(text.as_bytes()),
+            published_at_ms: now_ms(),
+        };
+        self.plugins.lock().expect("memory store lock").config = Some(published.clone());
+        let _ = self.changes.send(StoreChange::ConfigPublished);
+        Ok(published)
+    }
+
+    async fn published_config(&self) -> Result<Option<PublishedConfig>> {
+        Ok(self
+            .plugins
+            .lock()
+            .expect("memory store lock")
+            .config
+            .clone())
     }
 
     fn changes(&self) -> tokio::sync::broadcast::Receiver<StoreChange> {

@@ -215,9 +215,23 @@ pub enum StoreChange {
         /// The tenant.
         tenant: String,
     },
+    /// A config reload was stored (see [`Storage::publish_config`]).
+    ConfigPublished,
     /// Changes may have been missed (the connection that hears them was lost and is back):
     /// re-read everything.
     Resync,
+}
+
+/// The config text a reload stored for every replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedConfig {
+    /// The config file's text (secrets in it are `env:`/`file:` references, resolved by each
+    /// replica on its own machine, or literal ones the operator chose to write there).
+    pub text: String,
+    /// SHA-256 of the text (hex).
+    pub digest: String,
+    /// When it was stored (ms since the epoch).
+    pub published_at_ms: u64,
 }
 
 /// Work that one replica at a time does for all of them; see [`Storage::hold_duty`].
@@ -563,6 +577,11 @@ pub trait Storage: Send + Sync {
     async fn published_plugins(&self) -> Result<Vec<PublishedPlugin>>;
     /// A stored component, by its digest.
     async fn plugin_component(&self, digest: &str) -> Result<Option<Vec<u8>>>;
+    /// Stores a config text that a reload applied, for every process on this store to apply
+    /// ([`StoreChange::ConfigPublished`]); the newest replaces the last.
+    async fn publish_config(&self, text: &str) -> Result<PublishedConfig>;
+    /// The config text last stored, if any.
+    async fn published_config(&self) -> Result<Option<PublishedConfig>>;
     /// Changes made by any process (this one's included), as they commit. A receiver that
     /// lagged behind, or a [`StoreChange::Resync`], means: re-read everything.
     fn changes(&self) -> tokio::sync::broadcast::Receiver<StoreChange>;

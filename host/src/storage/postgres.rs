@@ -24,7 +24,8 @@ use tokio_postgres::{NoTls, Row};
 use super::{
     Appended, AttemptRecord, Claim, ClaimBatch, ClaimLimit, ClaimedEvent, Duty, EventDetail,
     EventFilter, EventState, EventSummary, ExpiredLease, FinishResult, FinishedAttempt, KvConflict,
-    KvEntry, KvWrite, Lease, NewEvent, PublishedPlugin, Replay, Storage, StoreChange, StoredEvent,
+    KvEntry, KvWrite, Lease, NewEvent, PublishedConfig, PublishedPlugin, Replay, Storage,
+    StoreChange, StoredEvent,
 };
 
 /// The schema's versions, in order; each runs once, in a transaction with its version's row, under
@@ -134,6 +135,11 @@ ALTER TABLE events SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyz
              tenant           text PRIMARY KEY,
              digest           text NOT NULL REFERENCES plugin_components (digest),
              size             bigint NOT NULL,
+             published_at_ms  bigint NOT NULL);
+         CREATE TABLE published_config (
+             one              integer PRIMARY KEY CHECK (one = 1),
+             text             text NOT NULL,
+             digest           text NOT NULL,
              published_at_ms  bigint NOT NULL);",
     ),
 ];
@@ -152,8 +158,12 @@ pub struct PostgresStorage {
     changes: Arc<broadcast::Sender<StoreChange>>,
 }
 
-/// The channel publications are notified on; the payload is the tenant.
+/// The channel publications are notified on; the payload is the tenant whose plugin changed,
+/// or [`CONFIG_PAYLOAD`] (not a tenant name: tenant names have no spaces).
 const PLUGINS_CHANNEL: &str = "hookhost_plugins";
+
+/// The payload saying a config reload was stored.
+const CONFIG_PAYLOAD: &str = "config reload";
 
 /// A write waiting for its group commit, and who waits for its outcome.
 struct Queued<W: GroupWrite> {
@@ -228,9 +238,13 @@ async fn listen_once(
         loop {
             tokio::select! {
                 message = hearing.recv() => match message {
-                    Some(Ok(tenant)) => {
+                    Some(Ok(payload)) => {
                         let Some(sender) = changes.upgrade() else { return Ok(()) };
-                        let _ = sender.send(StoreChange::PluginPublished { tenant });
+                        let _ = sender.send(if payload == CONFIG_PAYLOAD {
+                            StoreChange::ConfigPublished
+                        } else {
+                            StoreChange::PluginPublished { tenant: payload }
+                        });
                     }
                     Some(Err(e)) => return Err(anyhow::Error::from(e)),
                     None => anyhow::bail!("the notification connection closed"),
@@ -1225,6 +1239,58 @@ impl Storage for PostgresStorage {
             )
             .await?
             .map(|row| row.get(0)))
+    }
+
+    async fn publish_config(&self, text: &str) -> Result<PublishedConfig> {
+        let digest = super::component_digest(text.as_bytes());
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let published_at: i64 = tx
+            .query_one(
+                &tx.prepare_cached(
+                    "INSERT INTO published_config (one, text, digest, published_at_ms)
+                     VALUES (1, $1, $2, hookhost_now_ms())
+                     ON CONFLICT (one) DO UPDATE SET text = excluded.text, digest = excluded.digest,
+                         published_at_ms = excluded.published_at_ms
+                     RETURNING published_at_ms",
+                )
+                .await?,
+                &[&text, &digest],
+            )
+            .await?
+            .get(0);
+        tx.execute(
+            &tx.prepare_cached("SELECT pg_notify($1, $2)").await?,
+            &[&PLUGINS_CHANNEL, &CONFIG_PAYLOAD],
+        )
+        .await?;
+        tx.commit().await.context("database commit failed")?;
+        let _ = self.changes.send(StoreChange::ConfigPublished);
+        Ok(PublishedConfig {
+            text: text.to_string(),
+            digest,
+            published_at_ms: published_at.max(0) as u64,
+        })
+    }
+
+    async fn published_config(&self) -> Result<Option<PublishedConfig>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &client
+                    .prepare_cached("SELECT text, digest, published_at_ms FROM published_config")
+                    .await?,
+                &[],
+            )
+            .await?;
+        row.map(|r| {
+            Ok(PublishedConfig {
+                text: r.try_get(0)?,
+                digest: r.try_get(1)?,
+                published_at_ms: r.try_get::<_, i64>(2)?.max(0) as u64,
+            })
+        })
+        .transpose()
     }
 
     fn changes(&self) -> broadcast::Receiver<StoreChange> {

@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     component_digest, Appended, AttemptRecord, Claim, ClaimBatch, ClaimLimit, ClaimedEvent,
     EventDetail, EventFilter, EventState, EventSummary, ExpiredLease, FinishResult,
-    FinishedAttempt, KvConflict, KvEntry, KvWrite, Lease, NewEvent, PublishedPlugin, Replay,
-    Storage, StoreChange, StoredEvent,
+    FinishedAttempt, KvConflict, KvEntry, KvWrite, Lease, NewEvent, PublishedConfig,
+    PublishedPlugin, Replay, Storage, StoreChange, StoredEvent,
 };
 use crate::config::Durability;
 use crate::now_ms;
@@ -144,6 +144,12 @@ CREATE TABLE plugin_pointers (
     tenant          TEXT PRIMARY KEY,
     digest          TEXT NOT NULL REFERENCES plugin_components (digest),
     size            INTEGER NOT NULL,
+    published_at_ms INTEGER NOT NULL
+);
+CREATE TABLE published_config (
+    one             INTEGER PRIMARY KEY CHECK (one = 1),
+    text            TEXT NOT NULL,
+    digest          TEXT NOT NULL,
     published_at_ms INTEGER NOT NULL
 );
 "#;
@@ -1001,6 +1007,42 @@ impl Storage for SqliteStorage {
         self.read(move |c| {
             c.prepare_cached("SELECT component FROM plugin_components WHERE digest = ?1")?
                 .query_row(params![digest], |r| r.get(0))
+                .optional()
+        })
+        .await
+    }
+
+    async fn publish_config(&self, text: &str) -> Result<PublishedConfig> {
+        let published = PublishedConfig {
+            text: text.to_string(),
+            digest: component_digest(text.as_bytes()),
+            published_at_ms: now_ms(),
+        };
+        let row = published.clone();
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO published_config (one, text, digest, published_at_ms) VALUES (1, ?1, ?2, ?3)
+                 ON CONFLICT (one) DO UPDATE SET text = excluded.text, digest = excluded.digest,
+                     published_at_ms = excluded.published_at_ms",
+            )?
+            .execute(params![row.text, row.digest, row.published_at_ms as i64])?;
+            Ok(())
+        })
+        .await?;
+        let _ = self.changes.send(StoreChange::ConfigPublished);
+        Ok(published)
+    }
+
+    async fn published_config(&self) -> Result<Option<PublishedConfig>> {
+        self.read(|c| {
+            c.prepare_cached("SELECT text, digest, published_at_ms FROM published_config")?
+                .query_row([], |r| {
+                    Ok(PublishedConfig {
+                        text: r.get(0)?,
+                        digest: r.get(1)?,
+                        published_at_ms: r.get::<_, i64>(2)?.max(0) as u64,
+                    })
+                })
                 .optional()
         })
         .await
