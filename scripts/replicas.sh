@@ -14,6 +14,7 @@ bash scripts/build-plugins.sh demo/.data/plugins
 cargo build --release -p hookhost
 pids=()
 cleanup() {
+  trap '' INT TERM # a second Ctrl-C must not cut the cleanup short
   if [ ${#pids[@]} -gt 0 ]; then
     kill "${pids[@]}" 2>/dev/null || true
     wait "${pids[@]}" 2>/dev/null || true
