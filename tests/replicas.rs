@@ -342,7 +342,7 @@ async fn three_replicas_lose_nothing_when_one_is_killed_under_load() {
             let ran = killed
                 .metric("hookhost_attempts_total", &[("tenant", "shop")])
                 .await;
-            (acknowledged.load(std::sync::atomic::Ordering::SeqCst) >= EVENTS / 3 && ran >= 3.0)
+            (acknowledged.load(std::sync::atomic::Ordering::SeqCst) >= EVENTS / 3 && ran >= 1.0)
                 .then_some(())
         },
     )
