@@ -346,10 +346,7 @@ impl PostgresStorage {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| anyhow!("cannot reach the database: {e}"))
+        connection(&self.pool).await
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -410,6 +407,32 @@ impl PostgresStorage {
             .await?;
         result
     }
+}
+
+/// A pooled connection, or why there is none.
+async fn connection(pool: &Pool) -> Result<deadpool_postgres::Object> {
+    pool.get()
+        .await
+        .map_err(|e| anyhow!("cannot reach the database: {e}"))
+}
+
+/// Makes an order's head claimable again, due at `due_at_ms` (the head's event stays its head).
+async fn unclaim_head(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tenant: &str,
+    delivery_key: &str,
+    due_at_ms: i64,
+) -> Result<()> {
+    tx.execute(
+        &tx.prepare_cached(
+            "UPDATE order_heads SET claimed = false, due_at_ms = $3
+             WHERE tenant = $1 AND delivery_key = $2",
+        )
+        .await?,
+        &[&tenant, &delivery_key, &due_at_ms],
+    )
+    .await?;
+    Ok(())
 }
 
 /// An order's advisory lock key: appends, head moves and replays of one order serialize on it.
@@ -487,16 +510,7 @@ async fn advance_head(
     next_attempt_at_ms: i64,
 ) -> Result<()> {
     if next_state == EventState::Pending {
-        tx.execute(
-            &tx.prepare_cached(
-                "UPDATE order_heads SET claimed = false, due_at_ms = $3
-             WHERE tenant = $1 AND delivery_key = $2",
-            )
-            .await?,
-            &[&tenant, &delivery_key, &next_attempt_at_ms],
-        )
-        .await?;
-        return Ok(());
+        return unclaim_head(tx, tenant, delivery_key, next_attempt_at_ms).await;
     }
     let next = tx
         .query_opt(
@@ -555,15 +569,7 @@ async fn release_in(
         return Ok(false);
     };
     let (tenant, delivery_key): (String, String) = (row.get(0), row.get(1));
-    tx.execute(
-        &tx.prepare_cached(
-            "UPDATE order_heads SET claimed = false, due_at_ms = $3
-         WHERE tenant = $1 AND delivery_key = $2",
-        )
-        .await?,
-        &[&tenant, &delivery_key, &due_at_ms],
-    )
-    .await?;
+    unclaim_head(tx, &tenant, &delivery_key, due_at_ms).await?;
     Ok(true)
 }
 
@@ -684,10 +690,7 @@ fn refused_by_database(e: &anyhow::Error) -> bool {
 /// in commit order per order), then each insert deduplicated on its unique key (a duplicate within
 /// the batch is one too: the transaction sees its own rows).
 async fn append_batch(pool: &Pool, events: &[Arc<NewEvent>]) -> Result<Vec<Appended>> {
-    let mut client = pool
-        .get()
-        .await
-        .map_err(|e| anyhow!("cannot reach the database: {e}"))?;
+    let mut client = connection(pool).await?;
     let tx = client.transaction().await?;
     let keys: Vec<String> = events.iter().map(|e| e.event.delivery_key()).collect();
     let orders: Vec<String> = events
@@ -871,10 +874,7 @@ async fn finish_in(
 /// every finish of any group takes keys before orders, so no two transactions wait on each
 /// other in a circle); then the finishes; then the tenants' key counts, in tenant order.
 async fn finish_batch(pool: &Pool, finishes: &[FinishedAttempt]) -> Result<Vec<FinishResult>> {
-    let mut client = pool
-        .get()
-        .await
-        .map_err(|e| anyhow!("cannot reach the database: {e}"))?;
+    let mut client = connection(pool).await?;
     let tx = client.transaction().await?;
     // Only finishes that write validate their reads (and so lock them).
     let keys: Vec<String> = finishes
