@@ -561,3 +561,40 @@ async fn the_console_is_served_with_a_strict_content_security_policy() {
         );
     }
 }
+
+/// Publishing a plugin: the admin token first (a stranger's upload is refused before anything is
+/// read or compiled), then the tenant, then a host that can load plugins; nothing is stored.
+#[tokio::test]
+async fn a_plugin_upload_is_refused_without_the_token_for_an_unknown_tenant_or_without_a_loader() {
+    let app = TestApp::new(TENANTS, |_| {});
+    let upload = |token: Option<&str>, tenant: &str| {
+        let mut request = Request::builder()
+            .method(Method::PUT)
+            .uri(format!("/admin/tenants/{tenant}/plugin"));
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        request.body(Body::from(vec![0u8; 4096])).unwrap()
+    };
+    for token in [None, Some("wrong")] {
+        let (status, _, body) = app.call(upload(token, "t")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    }
+    let (status, _, body) = app.call(upload(Some(ADMIN_TOKEN), "nope")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, _, body) = app.call(upload(Some(ADMIN_TOKEN), "t")).await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "error": "this host does not load plugins" })
+        )
+    );
+    assert!(app
+        .state
+        .storage
+        .published_plugins()
+        .await
+        .unwrap()
+        .is_empty());
+}
