@@ -51,6 +51,66 @@ async fn wait_version(host: &Host, tenant: &str, not: Option<&str>) -> String {
     .await
 }
 
+/// Four senders keeping orders flowing to tenant `live` until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    sent: Arc<Mutex<Vec<i64>>>,
+    senders: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(host: &Arc<Host>) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(Mutex::new(Vec::<i64>::new()));
+        let mut senders = Vec::new();
+        for sender in 0..4 {
+            let (host, stop, sent) = (host.clone(), stop.clone(), sent.clone());
+            senders.push(tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let body = order(&format!("load-{sender}-{n}"));
+                    let seq = accepted(
+                        host.send("live", "fc", &[JSON, ("authorization", TOKEN)], body)
+                            .await,
+                    )
+                    .await;
+                    sent.lock().unwrap().push(seq);
+                    n += 1;
+                }
+            }));
+        }
+        Load {
+            stop,
+            sent,
+            senders,
+        }
+    }
+
+    /// Stops the senders: the events they got acknowledged.
+    async fn stop(self) -> Vec<i64> {
+        self.stop.store(true, Ordering::Relaxed);
+        for sender in self.senders {
+            sender.await.unwrap();
+        }
+        self.sent.lock().unwrap().clone()
+    }
+}
+
+/// Nothing lost, nothing doubled: `live`'s journal holds exactly the `count` acknowledged events,
+/// and each one's kv effect committed once.
+async fn assert_journaled_once(host: &Host, count: usize) {
+    let events = host.all_events("live").await;
+    assert_eq!(events.len(), count);
+    let kv = host.kv("live").await;
+    let times: Vec<&String> = kv
+        .iter()
+        .filter(|(k, _)| k.starts_with("times/"))
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(times.len(), count);
+    assert!(times.iter().all(|v| *v == "1"), "each effect once");
+}
+
 #[tokio::test]
 async fn fifty_swaps_under_load_lose_and_fail_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -63,26 +123,7 @@ async fn fifty_swaps_under_load_lose_and_fail_nothing() {
     let host = Arc::new(Host::start(&fincart_tenant("live", &live, TOKEN)).await);
     let mut current = wait_version(&host, "live", None).await;
 
-    // Four senders keep webhooks flowing until told to stop.
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(Mutex::new(Vec::<i64>::new()));
-    let mut senders = Vec::new();
-    for sender in 0..4 {
-        let (host, stop, sent) = (host.clone(), stop.clone(), sent.clone());
-        senders.push(tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let body = order(&format!("load-{sender}-{n}"));
-                let seq = accepted(
-                    host.send("live", "fc", &[JSON, ("authorization", TOKEN)], body)
-                        .await,
-                )
-                .await;
-                sent.lock().unwrap().push(seq);
-                n += 1;
-            }
-        }));
-    }
+    let load = Load::start(&host);
     let mut seen_versions = BTreeSet::from([current.clone()]);
     for swap in 1..=50 {
         replace_file(&live, &versions[swap % 2]);
@@ -106,11 +147,7 @@ async fn fifty_swaps_under_load_lose_and_fail_nothing() {
             .await,
         );
     }
-    stop.store(true, Ordering::Relaxed);
-    for s in senders {
-        s.await.unwrap();
-    }
-    let sent = sent.lock().unwrap().clone();
+    let sent = load.stop().await;
     assert!(
         sent.len() >= 50,
         "the load kept flowing: {} events",
@@ -142,18 +179,7 @@ async fn fifty_swaps_under_load_lose_and_fail_nothing() {
         "{} events across 50 swaps, by version: {ran_on:?}",
         sent.len() + after.len()
     );
-    // Nothing lost, nothing doubled: the journal holds exactly what was acknowledged, and each
-    // event's kv effect committed once.
-    let events = host.all_events("live").await;
-    assert_eq!(events.len(), sent.len() + after.len());
-    let kv = host.kv("live").await;
-    let times: Vec<&String> = kv
-        .iter()
-        .filter(|(k, _)| k.starts_with("times/"))
-        .map(|(_, v)| v)
-        .collect();
-    assert_eq!(times.len(), sent.len() + after.len());
-    assert!(times.iter().all(|v| *v == "1"), "each effect once");
+    assert_journaled_once(&host, sent.len() + after.len()).await;
 }
 
 #[tokio::test]
@@ -824,4 +850,336 @@ async fn a_version_failing_its_self_test_is_refused() {
         answer["error"].as_str().unwrap().contains("missing.json"),
         "{answer}"
     );
+}
+
+/// Sends an order to `shop` and waits for it: the plugin version its attempt ran.
+async fn ran_on(host: &Host, id: &str) -> String {
+    let seq = accepted(
+        host.send("shop", "fc", &[JSON, ("authorization", TOKEN)], order(id))
+            .await,
+    )
+    .await;
+    let event = host.wait_finished(seq, Duration::from_secs(30)).await;
+    event["attempts_detail"][0]["plugin_version"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Runs a CLI command as `token` that must succeed; its `--json` output.
+fn cli_json(host: &Host, token: &str, args: &[&str]) -> Value {
+    let out = host.cli_as(token, args);
+    assert!(
+        out.status.success(),
+        "hookhost {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "hookhost {args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Runs a CLI command as `token` that must fail; its error output.
+fn cli_fails(host: &Host, token: &str, args: &[&str]) -> String {
+    let out = host.cli_as(token, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "hookhost {args:?} succeeded");
+    stderr
+}
+
+/// A merchant ships with its own token: deploys (refused ones recorded and changing nothing),
+/// reads its history, rolls back, and cannot reach another tenant; the deployed version survives
+/// a restart and beats the plugin file; a revoked token deploys nothing.
+#[tokio::test]
+async fn a_merchant_deploys_and_rolls_back_with_its_own_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.wasm");
+    std::fs::copy(plugin("recorder"), &live).unwrap();
+    let case = dir.path().join("case.json");
+    std::fs::write(&case, common::misbehaving("self-test-order", "trap")).unwrap();
+    let tenants = format!(
+        "{}[[tenants.shop.self_test]]\nsource = \"fc\"\nfile = {case:?}\nexpect = \"done\"\n{}",
+        fincart_tenant("shop", &live, TOKEN),
+        fincart_tenant("other", &live, "other-token"),
+    );
+    let host = Host::start(&tenants).await;
+    let from_file = wait_version(&host, "shop", None).await;
+    let admin = common::ADMIN_TOKEN;
+
+    let created = cli_json(
+        &host,
+        admin,
+        &[
+            "tokens",
+            "create",
+            "--tenant",
+            "shop",
+            "--scope",
+            "read,deploy",
+            "--name",
+            "ci",
+            "--json",
+        ],
+    );
+    let deployer = created["token"].as_str().unwrap().to_string();
+    let reader = cli_json(
+        &host,
+        admin,
+        &[
+            "tokens",
+            "create",
+            "--tenant",
+            "shop",
+            "--name",
+            "dashboards",
+            "--json",
+        ],
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let who = cli_json(&host, &deployer, &["plugins", "--json"]);
+    assert_eq!(who["tenants"].as_array().unwrap().len(), 1, "{who}");
+
+    let file = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let a = file("a.wasm", &variant_of(&plugin("recorder"), "a"));
+    let b = file("b.wasm", &variant_of(&plugin("recorder"), "b"));
+    let deployed = cli_json(
+        &host,
+        &deployer,
+        &["deploy", "--tenant", "shop", &a, "--json"],
+    );
+    assert_eq!(deployed["deploy"]["number"], 1, "{deployed}");
+    assert!(deployed["timings_ms"]["total"].is_u64(), "{deployed}");
+    let version_a = deployed["version"].as_str().unwrap().to_string();
+    assert_ne!(version_a, from_file);
+    assert_eq!(
+        plugin_status(&host, "shop").await["version"],
+        version_a.as_str()
+    );
+
+    // Refused uploads: each says why, is recorded, and the serving version stays.
+    let other_world = std::fs::read(plugin("other-world")).unwrap();
+    let misbehave = std::fs::read(plugin("misbehave")).unwrap();
+    for (name, bytes, says) in [
+        ("world.wasm", &other_world[..], "hookhost:plugin"),
+        ("selftest.wasm", &misbehave[..], "failed its self-test"),
+        ("junk.wasm", &b"\0asm but not really"[..], "not deployed"),
+    ] {
+        let path = file(name, bytes);
+        let stderr = cli_fails(&host, &deployer, &["deploy", "--tenant", "shop", &path]);
+        assert!(
+            stderr.contains("422") && stderr.contains(says),
+            "{name}: {stderr}"
+        );
+        assert_eq!(
+            plugin_status(&host, "shop").await["version"],
+            version_a.as_str()
+        );
+    }
+    let stderr = cli_fails(&host, &reader, &["deploy", "--tenant", "shop", &b]);
+    assert!(
+        stderr.contains("403") && stderr.contains("`deploy` scope"),
+        "{stderr}"
+    );
+    let stderr = cli_fails(&host, &deployer, &["deploy", "--tenant", "other", &b]);
+    assert!(
+        stderr.contains("404") && stderr.contains("no tenant named"),
+        "{stderr}"
+    );
+    let stderr = cli_fails(&host, &deployer, &["tokens", "list"]);
+    assert!(stderr.contains("403"), "{stderr}");
+
+    let deployed = cli_json(
+        &host,
+        &deployer,
+        &["deploy", "--tenant", "shop", &b, "--json"],
+    );
+    assert_eq!(
+        deployed["deploy"]["number"], 5,
+        "after 1 deploy and 3 refusals"
+    );
+    let version_b = deployed["version"].as_str().unwrap().to_string();
+    assert_eq!(ran_on(&host, "on-b").await, version_b);
+
+    let history = cli_json(&host, &reader, &["versions", "--tenant", "shop", "--json"]);
+    assert_eq!(history["active"], 5);
+    let kinds: Vec<&str> = history["deploys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["deploy", "refused", "refused", "refused", "deploy"]);
+    let by = history["deploys"][0]["by"].as_str().unwrap();
+    assert!(
+        by.contains(created["id"].as_str().unwrap()) && by.contains("(ci)"),
+        "{by}"
+    );
+    let table = host.cli_as(&reader, &["versions", "--tenant", "shop"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("* v5") && table.contains("refused:"),
+        "{table}"
+    );
+
+    // Back to the version before, then forward to a chosen one.
+    let rolled = cli_json(
+        &host,
+        &deployer,
+        &["rollback", "--tenant", "shop", "--json"],
+    );
+    assert_eq!(
+        (
+            &rolled["deploy"]["number"],
+            &rolled["deploy"]["rollback_to"]
+        ),
+        (&json!(6), &json!(1)),
+        "{rolled}"
+    );
+    assert_eq!(
+        plugin_status(&host, "shop").await["version"],
+        version_a.as_str()
+    );
+    assert_eq!(ran_on(&host, "after-rollback").await, version_a);
+    cli_json(
+        &host,
+        &deployer,
+        &["rollback", "--tenant", "shop", "--to", "5", "--json"],
+    );
+    assert_eq!(
+        plugin_status(&host, "shop").await["version"],
+        version_b.as_str()
+    );
+    let stderr = cli_fails(
+        &host,
+        &deployer,
+        &["rollback", "--tenant", "shop", "--to", "2"],
+    );
+    assert!(
+        stderr.contains("409") && stderr.contains("was refused"),
+        "{stderr}"
+    );
+    let stderr = cli_fails(
+        &host,
+        &deployer,
+        &["rollback", "--tenant", "shop", "--to", "99"],
+    );
+    assert!(stderr.contains("404"), "{stderr}");
+    let stderr = cli_fails(&host, &reader, &["rollback", "--tenant", "shop"]);
+    assert!(stderr.contains("403"), "{stderr}");
+
+    // A restart serves the deployed version from the database, not the file.
+    let (_, dir_kept) = host.terminate(Duration::from_secs(30));
+    let host = Host::start_in(dir_kept, &tenants).await;
+    assert_eq!(wait_version(&host, "shop", None).await, version_b);
+    assert_eq!(ran_on(&host, "after-restart").await, version_b);
+
+    // Revoked: nothing more.
+    let listed = cli_json(
+        &host,
+        admin,
+        &["tokens", "list", "--tenant", "shop", "--json"],
+    );
+    assert_eq!(listed["tokens"].as_array().unwrap().len(), 2);
+    let revoke = host.cli(&["tokens", "revoke", created["id"].as_str().unwrap()]);
+    assert!(revoke.status.success());
+    let stderr = cli_fails(&host, &deployer, &["deploy", "--tenant", "shop", &a]);
+    assert!(
+        stderr.contains("401") && stderr.contains("revoked"),
+        "{stderr}"
+    );
+    assert!(
+        !host.logs().contains(&deployer) && !host.logs().contains(&reader),
+        "tokens are never logged"
+    );
+}
+
+/// Deploys and rollbacks through the API while webhooks flow: every acknowledged event runs
+/// once and ends done, each effect commits once, and deploys sent at once are numbered one
+/// after another with the newest serving.
+#[tokio::test]
+async fn deploys_and_rollbacks_under_load_lose_and_fail_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.wasm");
+    std::fs::copy(plugin("recorder"), &live).unwrap();
+    let host = Arc::new(Host::start(&fincart_tenant("live", &live, TOKEN)).await);
+    wait_version(&host, "live", None).await;
+    let variants: Vec<Vec<u8>> = ["a", "b", "c"]
+        .iter()
+        .map(|tag| variant_of(&plugin("recorder"), tag))
+        .collect();
+
+    let load = Load::start(&host);
+    let deploy = |bytes: Vec<u8>| {
+        let base = host.base.clone();
+        async move {
+            let response = common::client()
+                .put(format!("{base}/admin/tenants/live/plugin"))
+                .bearer_auth(common::ADMIN_TOKEN)
+                .body(bytes)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            let answer: Value = response.json().await.unwrap();
+            answer["deploy"]["number"].as_u64().unwrap()
+        }
+    };
+    for round in 0..6 {
+        // Three deploys at once: three numbers, and the newest serves.
+        let (x, y, z) = tokio::join!(
+            deploy(variants[0].clone()),
+            deploy(variants[1].clone()),
+            deploy(variants[2].clone()),
+        );
+        let numbers = [x, y, z];
+        let mut sorted = numbers.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 3, "round {round}: {numbers:?}");
+        let (status, history) = host_get(&host, "/admin/tenants/live/plugin/versions").await;
+        assert_eq!(status, 200);
+        assert_eq!(history["active"], *sorted.last().unwrap(), "{history}");
+        let digest = history["deploys"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            plugin_status(&host, "live").await["published"],
+            digest.as_str()
+        );
+        let (status, rolled) = host.admin_post("/admin/tenants/live/plugin/rollback").await;
+        assert_eq!(status, 200, "{rolled}");
+    }
+    let sent = load.stop().await;
+    assert!(sent.len() >= 20, "the load kept flowing: {}", sent.len());
+    for seq in &sent {
+        let event = host.wait_finished(*seq, Duration::from_secs(60)).await;
+        assert_eq!(
+            (event["state"].as_str(), event["attempts"].as_u64()),
+            (Some("done"), Some(1)),
+            "no event failed or was retried across the deploys: {event}"
+        );
+    }
+    assert_journaled_once(&host, sent.len()).await;
+    eprintln!("{} events across 18 deploys and 6 rollbacks", sent.len());
+}
+
+/// GETs an admin path as the operator: status and JSON.
+async fn host_get(host: &Host, path: &str) -> (u16, Value) {
+    let response = common::client()
+        .get(format!("{}{path}", host.base))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
 }

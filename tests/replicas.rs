@@ -488,7 +488,7 @@ async fn a_plugin_published_on_one_replica_is_served_by_every_replica() {
     let refused = a.cli(&["publish", "--tenant", "shop", junk.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        !refused.status.success() && stderr.contains("422") && stderr.contains("not published"),
+        !refused.status.success() && stderr.contains("422") && stderr.contains("not deployed"),
         "{stderr}"
     );
     assert_eq!(serving(&a).await.unwrap(), from_file);
@@ -537,6 +537,31 @@ async fn a_plugin_published_on_one_replica_is_served_by_every_replica() {
         detail["attempts_detail"][0]["plugin_version"], version,
         "{detail}"
     );
+
+    // A merchant token made on one replica works on the other, which shows the same history.
+    let created = a.cli(&[
+        "tokens", "create", "--tenant", "shop", "--name", "portal", "--scope", "read", "--json",
+    ]);
+    assert!(created.status.success());
+    let created: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    let history = b.cli_as(
+        created["token"].as_str().unwrap(),
+        &["versions", "--tenant", "shop", "--json"],
+    );
+    assert!(
+        history.status.success(),
+        "{}",
+        String::from_utf8_lossy(&history.stderr)
+    );
+    let history: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
+    let kinds: Vec<&str> = history["deploys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["deploy", "refused"], "{history}");
+    assert_eq!(history["active"], 2);
 }
 
 /// A config reload on one replica (its file changed, then `POST /admin/config/reload`) is stored

@@ -1,5 +1,5 @@
 //! The command line's view of a running host: `hookhost events`, `event`, `dead-letters`,
-//! `plugins`, `replay` and `publish` call the admin API and print readable tables (or the API's JSON with
+//! `plugins`, `replay`, `deploy`, `rollback`, `versions` and `tokens` call the admin API and print readable tables (or the API's JSON with
 //! `--json`), so an operator on a terminal sees what the console and the API show.
 
 use anyhow::{bail, Context, Result};
@@ -33,6 +33,21 @@ impl AdminClient {
     /// POST to an admin path; its JSON, or the server's error message.
     pub async fn post(&self, path: &str) -> Result<Value> {
         self.call(self.client.post(format!("{}{path}", self.url)))
+            .await
+    }
+
+    /// POST `body` (JSON, or nothing) to an admin path; its JSON, or the server's error message.
+    pub async fn post_json(&self, path: &str, body: Option<Value>) -> Result<Value> {
+        let mut request = self.client.post(format!("{}{path}", self.url));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        self.call(request).await
+    }
+
+    /// DELETE an admin path; its JSON, or the server's error message.
+    pub async fn delete(&self, path: &str) -> Result<Value> {
+        self.call(self.client.delete(format!("{}{path}", self.url)))
             .await
     }
 
@@ -70,15 +85,161 @@ impl AdminClient {
     }
 }
 
-/// What `hookhost publish` prints for the API's answer.
-pub fn published_text(p: &Value) -> String {
+/// What `hookhost deploy` prints for the API's answer.
+pub fn deployed_text(p: &Value) -> String {
+    let t = &p["timings_ms"];
     format!(
-        "published for {}: version {} ({} bytes; compiled in {} ms, self-tests {} ms); every replica on this database serves it",
+        "deployed v{} for {}: version {} ({} bytes; compiled in {} ms, self-tests {} ms, stored in {} ms, {} ms in all); every replica on this database serves it",
+        p["deploy"]["number"],
         p["tenant"].as_str().unwrap_or_default(),
         p["version"].as_str().unwrap_or_default(),
         p["size"],
-        p["compile_ms"],
-        p["self_tests_ms"],
+        t["compile"],
+        t["self_tests"],
+        t["store"],
+        t["total"],
+    )
+}
+
+/// What `hookhost rollback` prints for the API's answer.
+pub fn rolled_back_text(p: &Value) -> String {
+    let d = &p["deploy"];
+    format!(
+        "rolled back {} to v{}: now serving version {} as v{}",
+        p["tenant"].as_str().unwrap_or_default(),
+        d["rollback_to"],
+        short(d["digest"].as_str().unwrap_or_default(), 16),
+        d["number"],
+    )
+}
+
+/// A tenant's deploy history as a table.
+pub fn versions_table(p: &Value) -> String {
+    let active = p["active"].as_u64();
+    let rows: Vec<Vec<String>> = p["deploys"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|d| {
+            let number = d["number"].as_u64();
+            let what = match (d["kind"].as_str().unwrap_or_default(), &d["rollback_to"]) {
+                ("rollback", to) => format!("rollback to v{to}"),
+                ("refused", _) => format!(
+                    "refused: {}",
+                    short(
+                        &crate::cli_text::escape(d["message"].as_str().unwrap_or_default()),
+                        80
+                    )
+                ),
+                (kind, _) => kind.to_string(),
+            };
+            vec![
+                format!(
+                    "{}v{}",
+                    if number.is_some() && number == active {
+                        "* "
+                    } else {
+                        "  "
+                    },
+                    d["number"]
+                ),
+                short(d["digest"].as_str().unwrap_or_default(), 16),
+                d["size"].to_string(),
+                when(d["at_ms"].as_u64()),
+                crate::cli_text::escape(d["by"].as_str().unwrap_or_default()).into_owned(),
+                what,
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return format!(
+            "{} has no deploys: it serves its plugin file, if any (hookhost deploy --tenant {} plugin.wasm)",
+            p["tenant"].as_str().unwrap_or_default(),
+            p["tenant"].as_str().unwrap_or_default()
+        );
+    }
+    format!(
+        "{}\n* = serving",
+        table(&["VERSION", "DIGEST", "BYTES", "AT", "BY", "WHAT"], &rows)
+    )
+}
+
+/// What `hookhost tokens create` prints: the token, once, with what it is.
+pub fn token_created_text(p: &Value) -> String {
+    let expires = match p["expires_at_ms"].as_u64() {
+        Some(at) => format!("expires {}", when(Some(at))),
+        None => "does not expire".to_string(),
+    };
+    format!(
+        "{}\n\ntoken {} ({}) for {}, scopes {}, {expires}.\nThis is the only time it is shown: store it now (hookhost keeps only its hash).",
+        p["token"].as_str().unwrap_or_default(),
+        p["id"].as_str().unwrap_or_default(),
+        crate::cli_text::escape(p["name"].as_str().unwrap_or_default()),
+        p["tenant"].as_str().unwrap_or_default(),
+        scopes_of(p),
+    )
+}
+
+fn scopes_of(token: &Value) -> String {
+    token["scopes"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Tokens as a table.
+pub fn tokens_table(p: &Value) -> String {
+    let rows: Vec<Vec<String>> = p["tokens"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|t| {
+            let state = if t["revoked_at_ms"].is_u64() {
+                format!("revoked {}", when(t["revoked_at_ms"].as_u64()))
+            } else if t["expires_at_ms"]
+                .as_u64()
+                .is_some_and(|at| at <= crate::now_ms())
+            {
+                "expired".to_string()
+            } else {
+                "live".to_string()
+            };
+            vec![
+                t["id"].as_str().unwrap_or_default().to_string(),
+                t["tenant"].as_str().unwrap_or_default().to_string(),
+                crate::cli_text::escape(t["name"].as_str().unwrap_or_default()).into_owned(),
+                scopes_of(t),
+                when(t["created_at_ms"].as_u64()),
+                when(t["last_used_at_ms"].as_u64()),
+                match t["expires_at_ms"].as_u64() {
+                    Some(at) => when(Some(at)),
+                    None => "never".into(),
+                },
+                state,
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return "no tokens (hookhost tokens create --tenant T --name N --scope read)".into();
+    }
+    table(
+        &[
+            "ID",
+            "TENANT",
+            "NAME",
+            "SCOPES",
+            "CREATED",
+            "LAST USED",
+            "EXPIRES",
+            "STATE",
+        ],
+        &rows,
     )
 }
 

@@ -11,6 +11,7 @@
 //! CLI's admin commands, printed through [`cli_text`]) and
 //! [`devloop`] (`hookhost send`, `new`, `dev`).
 
+pub mod access;
 pub mod admin_cli;
 pub mod capabilities;
 pub mod cli_text;

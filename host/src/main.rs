@@ -107,10 +107,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Publish a plugin for a tenant: the host compiles it and runs the tenant's self-tests, then
-    /// stores it in its database, and every replica sharing that database serves it (a published
-    /// version wins over the tenant's plugin file).
-    Publish {
+    /// Deploy a plugin for a tenant: the host checks it is a component of its world, compiles it
+    /// and runs the tenant's self-tests, then stores it in its database as the tenant's next
+    /// version, and every replica sharing that database serves it (a deployed version wins over
+    /// the tenant's plugin file). A refused upload is recorded and the serving version stays.
+    #[command(alias = "publish")]
+    Deploy {
         #[command(flatten)]
         admin: AdminArgs,
         /// The tenant.
@@ -121,6 +123,40 @@ enum Command {
         /// Print the admin API's JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Make an earlier version of a tenant's plugin serve again (checked again first).
+    Rollback {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The deploy number to go back to (`hookhost versions` lists them); by default the
+        /// version before the active one.
+        #[arg(long)]
+        to: Option<u32>,
+        /// Print the admin API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A tenant's deploy history: every upload (refused ones too) and rollback, newest first.
+    Versions {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// How many entries (at most 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print the admin API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Merchant tokens (operator only): a token reaches only its tenant, within its scopes.
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
     },
     /// Send a webhook to a running host, authenticated and signed exactly as the provider would
     /// for that source (credentials from the config file), with a shipped sample or your file.
@@ -187,9 +223,51 @@ struct AdminArgs {
     /// The host's base URL.
     #[arg(long, default_value = "http://127.0.0.1:8080", env = "HOOKHOST_URL")]
     url: String,
-    /// The admin token.
+    /// The admin token, or a merchant token (`hhk_...`) for its tenant's commands.
     #[arg(long, env = "HOOKHOST_ADMIN_TOKEN", hide_env_values = true)]
     token: String,
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Make a token for a tenant; its text is printed once and never again.
+    Create {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// What it may do: `read`, `replay`, `deploy`, comma-separated.
+        #[arg(long, default_value = "read")]
+        scope: String,
+        /// A name for people ("ci deploys").
+        #[arg(long)]
+        name: String,
+        /// It stops working after this long: `90m`, `12h`, `30d` (default: never).
+        #[arg(long)]
+        expires: Option<String>,
+        /// Print the admin API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tokens, of one tenant or of all (never their text).
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Only this tenant's.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print the admin API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token for good.
+    Revoke {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The token's id (`hookhost tokens list` shows it).
+        id: String,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -304,7 +382,7 @@ fn run() -> Result<()> {
             let tenants = block_on(admin.client().get("/admin/tenants"))?;
             print_or_json(&tenants, json, admin_cli::plugins_table)
         }
-        Command::Publish {
+        Command::Deploy {
             admin,
             tenant,
             component,
@@ -312,13 +390,35 @@ fn run() -> Result<()> {
         } => {
             let bytes = std::fs::read(&component)
                 .with_context(|| format!("cannot read {}", component.display()))?;
-            let published = block_on(
+            let deployed = block_on(
                 admin
                     .client()
                     .put(&format!("/admin/tenants/{tenant}/plugin"), bytes),
             )?;
-            print_or_json(&published, json, admin_cli::published_text)
+            print_or_json(&deployed, json, admin_cli::deployed_text)
         }
+        Command::Rollback {
+            admin,
+            tenant,
+            to,
+            json,
+        } => {
+            let body = to.map(|to| serde_json::json!({ "to": to }));
+            let path = format!("/admin/tenants/{tenant}/plugin/rollback");
+            let rolled = block_on(admin.client().post_json(&path, body))?;
+            print_or_json(&rolled, json, admin_cli::rolled_back_text)
+        }
+        Command::Versions {
+            admin,
+            tenant,
+            limit,
+            json,
+        } => {
+            let path = format!("/admin/tenants/{tenant}/plugin/versions?limit={limit}");
+            let history = block_on(admin.client().get(&path))?;
+            print_or_json(&history, json, admin_cli::versions_table)
+        }
+        Command::Tokens { command } => tokens(command),
         Command::Send {
             provider,
             tenant,
@@ -428,19 +528,74 @@ fn parse_since(text: &str) -> Result<u64> {
     if let Some(ms) = hookhost::providers::parse_datetime_ms(text) {
         return Ok(ms);
     }
+    let ago = parse_duration_ms(text).with_context(|| {
+        format!("--since {text:?}: write 90m, 2h, 3d, an RFC 3339 time or epoch milliseconds")
+    })?;
+    Ok(hookhost::now_ms().saturating_sub(ago))
+}
+
+/// `90s`, `90m`, `2h`, `3d` in milliseconds.
+fn parse_duration_ms(text: &str) -> Result<u64> {
+    let text = text.trim();
     let (number, unit) = text.split_at(
         text.find(|c: char| !c.is_ascii_digit())
             .unwrap_or(text.len()),
     );
-    let n: u64 = number.parse().with_context(|| {
-        format!("--since {text:?}: write 90m, 2h, 3d, an RFC 3339 time or epoch milliseconds")
-    })?;
+    let n: u64 = number
+        .parse()
+        .with_context(|| format!("{text:?} is not a duration such as 90m, 2h or 3d"))?;
     let unit_ms = match unit {
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => bail!("--since {text:?}: the unit must be s, m, h or d"),
+        _ => bail!("{text:?}: the unit must be s, m, h or d"),
     };
-    Ok(hookhost::now_ms().saturating_sub(n * unit_ms))
+    Ok(n.saturating_mul(unit_ms))
+}
+
+/// `hookhost tokens ...`.
+fn tokens(command: TokensCommand) -> Result<()> {
+    match command {
+        TokensCommand::Create {
+            admin,
+            tenant,
+            scope,
+            name,
+            expires,
+            json,
+        } => {
+            let scopes = hookhost::access::parse_scopes(&scope).map_err(anyhow::Error::msg)?;
+            let mut body = serde_json::json!({ "name": name, "scopes": scopes });
+            if let Some(expires) = expires {
+                let ms = parse_duration_ms(&expires).context("--expires")?;
+                body["expires_in_secs"] = (ms / 1000).max(1).into();
+            }
+            let path = format!("/admin/tenants/{tenant}/tokens");
+            let created = block_on(admin.client().post_json(&path, Some(body)))?;
+            print_or_json(&created, json, admin_cli::token_created_text)
+        }
+        TokensCommand::List {
+            admin,
+            tenant,
+            json,
+        } => {
+            let path = match tenant {
+                Some(tenant) => format!("/admin/tenants/{tenant}/tokens"),
+                None => "/admin/tokens".to_string(),
+            };
+            let tokens = block_on(admin.client().get(&path))?;
+            print_or_json(&tokens, json, admin_cli::tokens_table)
+        }
+        TokensCommand::Revoke { admin, id } => {
+            let revoked = block_on(admin.client().delete(&format!("/admin/tokens/{id}")))?;
+            println!(
+                "revoked token {} ({}) of {}",
+                revoked["revoked"]["id"].as_str().unwrap_or_default(),
+                revoked["revoked"]["name"].as_str().unwrap_or_default(),
+                revoked["revoked"]["tenant"].as_str().unwrap_or_default(),
+            );
+            Ok(())
+        }
+    }
 }

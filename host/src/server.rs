@@ -96,6 +96,10 @@ pub async fn serve_with(
         ));
     }
 
+    // Hear the store's changes from now on, before reading the stored config and loading plugins,
+    // so that one made meanwhile (a publication or a reload on another replica) is acted on
+    // after them, not missed.
+    let changes = storage.changes();
     // Watch the plugin files first, so a change made while the initial loads run is not missed.
     let watcher = Arc::new(crate::reload::watch(loader.clone(), tenants.clone())?);
     let reconfigurer = match config.path.clone() {
@@ -120,11 +124,25 @@ pub async fn serve_with(
     if let Some(reconfigurer) = reconfigurer.clone() {
         tokio::spawn(reload_on_sighup(reconfigurer));
     }
-    // Compile plugins off the request path: webhooks are accepted at once and wait for them.
+    // Compile plugins off the request path: webhooks are accepted at once and wait for them. A
+    // tenant with a deployed version starts on it, never on its file (which it would serve
+    // until the follower below caught up).
+    let deployed = deployed_components(storage.as_ref()).await;
     let all = tenants.all();
     let initial_loads = loader.in_background(move |loader| {
         for tenant in all.values() {
-            loader.load(&tenant.name, &tenant.plugin_path);
+            match deployed.get(&tenant.name) {
+                Some((digest, component)) => {
+                    let outcome = loader.load_published(&tenant.name, digest, component);
+                    if matches!(outcome, crate::plugins::LoadOutcome::Failed(_)) {
+                        // Its file is better than nothing (the error shows in its status).
+                        loader.load(&tenant.name, &tenant.plugin_path);
+                    }
+                }
+                None => {
+                    loader.load(&tenant.name, &tenant.plugin_path);
+                }
+            }
         }
     });
     // Then the published versions, which win over the files (and every later publication, on
@@ -134,7 +152,8 @@ pub async fn serve_with(
         let reconfigurer = reconfigurer.clone();
         tokio::spawn(async move {
             let _ = initial_loads.await;
-            crate::plugins::published::follow(storage, loader, tenants, reconfigurer).await;
+            crate::plugins::published::follow(changes, storage, loader, tenants, reconfigurer)
+                .await;
         });
     }
 
@@ -270,4 +289,33 @@ async fn shutdown_signal() {
         }
     };
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Each tenant's deployed component (digest and bytes), read at start; on a store error, none
+/// (the files load, and the follower loads the deployed versions once the store answers).
+async fn deployed_components(
+    storage: &dyn Storage,
+) -> std::collections::HashMap<String, (String, Vec<u8>)> {
+    let mut deployed = std::collections::HashMap::new();
+    let pointers = match storage.published_plugins().await {
+        Ok(pointers) => pointers,
+        Err(e) => {
+            tracing::warn!("cannot read the deployed plugins at start: {e:#}");
+            return deployed;
+        }
+    };
+    for pointer in pointers {
+        match storage.plugin_component(&pointer.digest).await {
+            Ok(Some(component)) => {
+                deployed.insert(pointer.tenant, (pointer.digest, component));
+            }
+            Ok(None) => {
+                tracing::error!(tenant = %pointer.tenant, "a deployed plugin's component is missing from the store")
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %pointer.tenant, "cannot read a deployed plugin at start: {e:#}")
+            }
+        }
+    }
+    deployed
 }

@@ -526,10 +526,15 @@ impl Host {
 
     /// Runs `hookhost <args>` (a CLI command) against this host's admin API.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        self.cli_as(ADMIN_TOKEN, args)
+    }
+
+    /// Runs `hookhost <args>` against this host's admin API with `token` (a merchant's).
+    pub fn cli_as(&self, token: &str, args: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_hookhost"))
             .args(args)
             .env("HOOKHOST_URL", &self.base)
-            .env("HOOKHOST_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("HOOKHOST_ADMIN_TOKEN", token)
             .output()
             .expect("run the hookhost CLI")
     }

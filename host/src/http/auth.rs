@@ -1,39 +1,202 @@
 //! Who may call what: the bearer-token checks of the admin API and `/metrics`, as named
 //! middleware, and the guard of the development host against DNS rebinding.
+//!
+//! The admin API takes two kinds of token. [`authenticate`] finds out which one a request
+//! carries and records the [`Caller`]; each route then says what it needs (an [`Access`]) and
+//! [`authorize`] holds a merchant token to its own tenant and its scopes. A merchant asking for
+//! another tenant's resource gets the very answer a resource that does not exist gets.
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, RawPathParams, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::AppError;
 use super::state::AppState;
+use crate::access::{self, Scope, TokenInfo};
 use crate::config::Secrets;
 
 /// Whether the request carries `Authorization: Bearer <one of tokens>` (compared in constant
 /// time).
 pub fn bearer_matches(headers: &HeaderMap, tokens: &Secrets) -> bool {
+    bearer(headers).is_some_and(|p| crate::providers::matches_any_secret(p.as_bytes(), tokens))
+}
+
+/// Who is calling the admin API.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// The holder of the config's admin token: every tenant, every route.
+    Operator,
+    /// A merchant token: its tenant's routes, within its scopes.
+    Merchant(Arc<TokenInfo>),
+}
+
+impl Caller {
+    /// Who, as deploy records name them: `operator`, or `token <id> (<name>)`.
+    pub fn who(&self) -> String {
+        match self {
+            Caller::Operator => "operator".into(),
+            Caller::Merchant(token) => format!("token {} ({})", token.id, token.name),
+        }
+    }
+
+    /// Whether this caller may see `tenant`.
+    pub fn sees(&self, tenant: &str) -> bool {
+        match self {
+            Caller::Operator => true,
+            Caller::Merchant(token) => token.tenant == tenant,
+        }
+    }
+}
+
+/// What a route needs of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The operator's token.
+    Operator,
+    /// The operator's, or a merchant token with this scope for the tenant the route names
+    /// (`{tenant}`, or the tenant of the event `{seq}`); a route that names none shows a
+    /// merchant only its own tenant.
+    Merchant(Scope),
+    /// Any valid token (who am I).
+    AnyCaller,
+}
+
+/// How often a token's last use is written: a busy console must not write on every request.
+const LAST_USE_EVERY_MS: u64 = 60_000;
+
+/// Finds out who calls: the admin token makes the operator, a live merchant token its tenant's
+/// merchant; anything else is 401. A merchant token costs one indexed lookup, whatever is
+/// presented, and its secret is compared in constant time against the stored hash.
+pub async fn authenticate(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match caller(&state, request.headers()).await {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, AppError> {
+    const ASK: &str = "admin API needs `Authorization: Bearer <admin token or merchant token>`";
+    if let Some(token) = &state.admin_token {
+        if bearer_matches(headers, token) {
+            return Ok(Caller::Operator);
+        }
+    }
+    let Some(presented) = bearer(headers) else {
+        return Err(AppError::unauthorized(ASK));
+    };
+    let Some(id) = access::token_id(presented) else {
+        return Err(AppError::unauthorized(ASK));
+    };
+    let stored = state.storage.token(id).await.map_err(|e| {
+        tracing::warn!("cannot check a merchant token: {e:#}");
+        AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cannot check the token now: the database is unreachable",
+        )
+        .retry_after(1)
+    })?;
+    let Some(stored) = stored.filter(|s| access::token_matches(presented, &s.hash)) else {
+        return Err(AppError::unauthorized(ASK));
+    };
+    let now = crate::now_ms();
+    if stored.info.revoked_at_ms.is_some() {
+        return Err(AppError::unauthorized("this token was revoked"));
+    }
+    if !stored.info.is_live(now) {
+        return Err(AppError::unauthorized("this token has expired"));
+    }
+    if stored
+        .info
+        .last_used_at_ms
+        .is_none_or(|at| now.saturating_sub(at) >= LAST_USE_EVERY_MS)
+    {
+        let (storage, id) = (state.storage.clone(), stored.info.id.clone());
+        tokio::spawn(async move {
+            if let Err(e) = storage.token_used(&id, now).await {
+                tracing::warn!("cannot record a token's use: {e:#}");
+            }
+        });
+    }
+    Ok(Caller::Merchant(Arc::new(stored.info)))
+}
+
+/// The bearer token of a request, if it has one.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|p| crate::providers::matches_any_secret(p.trim().as_bytes(), tokens))
+        .map(str::trim)
 }
 
-/// Lets a request through only with the admin token. The admin routes exist only when a token
-/// is configured, so a missing one refuses everything.
-pub async fn require_admin(
-    State(state): State<Arc<AppState>>,
+/// Holds a merchant to what the route needs (`access`, this layer's state): its scope, then its
+/// tenant. A resource of another tenant is answered exactly as one that does not exist (404 with
+/// the same words), so a merchant cannot learn which tenants or events exist.
+pub async fn authorize(
+    State((state, access)): State<(Arc<AppState>, Access)>,
     request: Request,
     next: Next,
 ) -> Response {
-    match &state.admin_token {
-        Some(token) if bearer_matches(request.headers(), token) => next.run(request).await,
-        _ => AppError::unauthorized("admin API needs `Authorization: Bearer <admin token>`")
-            .into_response(),
+    let Some(caller) = request.extensions().get::<Caller>().cloned() else {
+        return AppError::unauthorized("admin API needs a token").into_response();
+    };
+    let Caller::Merchant(token) = caller else {
+        return next.run(request).await;
+    };
+    let scope = match access {
+        Access::AnyCaller => return next.run(request).await,
+        Access::Operator => {
+            return AppError::new(
+                StatusCode::FORBIDDEN,
+                "this route is the operator's: a merchant token cannot use it",
+            )
+            .into_response()
+        }
+        Access::Merchant(scope) => scope,
+    };
+    if !token.scopes.contains(&scope) {
+        return AppError::new(
+            StatusCode::FORBIDDEN,
+            format!("this token lacks the `{scope}` scope"),
+        )
+        .into_response();
     }
+    let (mut parts, body) = request.into_parts();
+    let params = match RawPathParams::from_request_parts(&mut parts, &()).await {
+        Ok(params) => params,
+        Err(e) => return AppError::bad_request(e.body_text()).into_response(),
+    };
+    for (key, value) in &params {
+        let owned = match key {
+            "tenant" if value == token.tenant => true,
+            "tenant" => {
+                return AppError::not_found(format!("no tenant named {value:?}")).into_response()
+            }
+            "seq" => match value.parse::<i64>() {
+                // Not a number: the handler says so.
+                Err(_) => true,
+                Ok(seq) => match state.storage.event_tenant(seq).await {
+                    Ok(tenant) => tenant.as_deref() == Some(token.tenant.as_str()),
+                    Err(e) => return AppError::internal(e).into_response(),
+                },
+            },
+            _ => true,
+        };
+        if !owned {
+            return AppError::not_found(format!("no event {value}")).into_response();
+        }
+    }
+    next.run(Request::from_parts(parts, body)).await
 }
 
 /// Lets a request through when no metrics token is configured, or with it.

@@ -34,6 +34,8 @@ pub use sink::Sink;
 pub use state::AppState;
 
 #[cfg(test)]
+mod access_tests;
+#[cfg(test)]
 mod tests;
 
 /// How long a caller may take to send its request and get its answer.
@@ -67,12 +69,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         );
     }
     if state.admin_token.is_some() {
-        router = router.merge(
-            admin::routes().route_layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                auth::require_admin,
-            )),
-        );
+        router = router.merge(admin::routes(&state).router);
     }
     if state.loopback_host_only {
         router = router.layer(axum::middleware::from_fn(auth::refuse_foreign_host));

@@ -1,6 +1,7 @@
 //! What every handler shares: the pipeline's parts and the HTTP settings, built once by the
 //! server (or by a test) and handed to [`super::app`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::Secrets;
@@ -44,6 +45,28 @@ pub struct AppState {
     pub loader: Option<Arc<crate::plugins::PluginLoader>>,
     /// Refuse requests whose `Host` is not a loopback name (`hookhost dev`).
     pub loopback_host_only: bool,
+    /// Serializes each tenant's deploys and rollbacks on this host.
+    pub deploy_locks: DeployLocks,
+}
+
+/// One lock per tenant, so that a tenant's deploys and rollbacks on this host run one at a time
+/// (check, store and install of one finish before the next starts; the store numbers deploys
+/// from several hosts in order).
+#[derive(Default)]
+pub struct DeployLocks(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl DeployLocks {
+    /// Waits for `tenant`'s turn.
+    pub async fn lock(&self, tenant: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .0
+            .lock()
+            .expect("deploy locks")
+            .entry(tenant.to_string())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
 }
 
 impl AppState {
@@ -74,6 +97,7 @@ impl AppState {
             reconfigurer: None,
             loader: None,
             loopback_host_only: false,
+            deploy_locks: DeployLocks::default(),
         }
     }
 }

@@ -25,11 +25,11 @@ use crate::tenants::Tenants;
 /// Request headers of a case.
 type Headers<'a> = &'a [(&'a str, &'a str)];
 
-const ADMIN_TOKEN: &str = "admin-token";
+pub(super) const ADMIN_TOKEN: &str = "admin-token";
 
 /// A tenant `t` with a Fincart source `fc` (token `fc-token`) and a generic source `g` that
 /// takes its token in the path.
-const TENANTS: &str = r#"
+pub(super) const TENANTS: &str = r#"
 [tenants.t]
 plugin = "absent.wasm"
 [tenants.t.sources.fc]
@@ -41,11 +41,11 @@ auth = { scheme = "token", token = "path-token", token_in = "path" }
 mapping = { id = "id", status = "status" }
 "#;
 
-const FINCART_BODY: &str = r#"{"status": "processing", "subStatus": "packed", "orderId": "o-1", "refNumber": "r-1", "statusUpdatedDate": 1738336796675}"#;
+pub(super) const FINCART_BODY: &str = r#"{"status": "processing", "subStatus": "packed", "orderId": "o-1", "refNumber": "r-1", "statusUpdatedDate": 1738336796675}"#;
 
 /// The app over a fresh in-memory store, with no plugin loaded (accepted events wait).
-struct TestApp {
-    state: Arc<AppState>,
+pub(super) struct TestApp {
+    pub(super) state: Arc<AppState>,
     router: Router,
     _dir: tempfile::TempDir,
 }
@@ -53,7 +53,7 @@ struct TestApp {
 impl TestApp {
     /// `tenants_toml` with the admin token set; `adjust` changes the state before the router is
     /// built.
-    fn new(tenants_toml: &str, adjust: impl FnOnce(&mut AppState)) -> TestApp {
+    pub(super) fn new(tenants_toml: &str, adjust: impl FnOnce(&mut AppState)) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let config = Config::from_toml(
             &format!("database = \"unused.db\"\n{tenants_toml}"),
@@ -107,7 +107,7 @@ impl TestApp {
 
     /// Sends `request` as if from 127.0.0.1; the answer's status, headers and JSON body (or the
     /// text as a JSON string).
-    async fn call(&self, mut request: Request<Body>) -> (StatusCode, HeaderMap, Value) {
+    pub(super) async fn call(&self, mut request: Request<Body>) -> (StatusCode, HeaderMap, Value) {
         request
             .extensions_mut()
             .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
@@ -119,7 +119,7 @@ impl TestApp {
         (parts.status, parts.headers, body)
     }
 
-    async fn webhook(
+    pub(super) async fn webhook(
         &self,
         path: &str,
         headers: &[(&str, &str)],
@@ -133,7 +133,7 @@ impl TestApp {
             .await
     }
 
-    async fn fincart(&self, body: &str) -> (StatusCode, HeaderMap, Value) {
+    pub(super) async fn fincart(&self, body: &str) -> (StatusCode, HeaderMap, Value) {
         self.webhook(
             "/hooks/t/fc",
             &[
@@ -145,7 +145,7 @@ impl TestApp {
         .await
     }
 
-    async fn admin(&self, method: Method, path: &str) -> (StatusCode, HeaderMap, Value) {
+    pub(super) async fn admin(&self, method: Method, path: &str) -> (StatusCode, HeaderMap, Value) {
         self.call(
             Request::builder()
                 .method(method)

@@ -15,16 +15,17 @@ use crate::reconfigure::Reconfigurer;
 use crate::storage::{Storage, StoreChange};
 use crate::tenants::Tenants;
 
-/// Follows publications for as long as the store announces them: plugins, and config reloads
-/// made on other replicas (applied through `reconfigurer`, then every plugin looked at again,
-/// since the reload may have added tenants with published plugins).
+/// Follows publications for as long as the store announces them (`changes`, taken before the
+/// process's first plugin loads, so nothing announced meanwhile is missed): plugins, and config
+/// reloads made on other replicas (applied through `reconfigurer`, then every plugin looked at
+/// again, since the reload may have added tenants with published plugins).
 pub async fn follow(
+    mut changes: tokio::sync::broadcast::Receiver<StoreChange>,
     storage: Arc<dyn Storage>,
     loader: Arc<PluginLoader>,
     tenants: Arc<Tenants>,
     reconfigurer: Option<Arc<Reconfigurer>>,
 ) {
-    let mut changes = storage.changes();
     sync(&storage, &loader, &tenants, None).await;
     loop {
         match changes.recv().await {

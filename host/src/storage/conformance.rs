@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use super::{
-    Appended, AttemptOutcome, AttemptRecord, Claim, ClaimLimit, Duty, EventFilter, EventState,
-    FinishResult, FinishedAttempt, KvConflict, KvWrite, Lease, LogLine, NewEvent, Replay, Storage,
-    StoreChange,
+    Appended, AttemptOutcome, AttemptRecord, Claim, ClaimLimit, DeployAction, DeployKind,
+    DeployRecord, Deployed, Duty, EventFilter, EventState, FinishResult, FinishedAttempt,
+    KvConflict, KvWrite, Lease, LogLine, NewDeploy, NewEvent, Replay, Storage, StoreChange,
 };
 use crate::event::{CanonicalStatus, EventKind, NormalizedEvent};
 use crate::now_ms;
@@ -25,6 +25,8 @@ macro_rules! conformance_tests {
             a_tenant_bound_counts_every_holders_claims,
             a_duty_has_one_holder_at_a_time,
             published_plugins_are_kept_by_content_and_announced,
+            deploys_are_numbered_and_rolled_back,
+            tokens_are_stored_listed_and_revoked,
             a_stored_config_replaces_the_last_and_is_announced,
             a_finish_is_fenced_by_its_lease,
             expired_leases_are_reaped_and_renewed_ones_are_not,
@@ -494,17 +496,32 @@ pub async fn next_published(
     }
 }
 
-/// Publishing stores a component by its content and moves the tenant's pointer; every
-/// subscriber hears of it; another tenant's pointer is its own.
+/// Deploys `component` for `tenant` as the operator; panics unless it was recorded.
+pub async fn activate(store: &Arc<dyn Storage>, tenant: &str, component: &[u8]) -> DeployRecord {
+    deploy(store, tenant, DeployAction::Activate(component.to_vec())).await
+}
+
+async fn deploy(store: &Arc<dyn Storage>, tenant: &str, action: DeployAction) -> DeployRecord {
+    let deploy = NewDeploy {
+        tenant: tenant.into(),
+        by: "operator".into(),
+        action,
+    };
+    match store.deploy(deploy).await.unwrap() {
+        Deployed::Recorded(record) => record,
+        Deployed::NoSuchEntry => panic!("not recorded"),
+    }
+}
+
+/// A deploy stores a component by its content and moves the tenant's pointer; every subscriber
+/// hears of it; another tenant's pointer is its own.
 pub async fn published_plugins_are_kept_by_content_and_announced(store: Arc<dyn Storage>) {
     let mut changes = store.changes();
     assert!(store.published_plugins().await.unwrap().is_empty());
-    let v1 = store
-        .publish_plugin("acme", b"component one")
-        .await
-        .unwrap();
+    let v1 = activate(&store, "acme", b"component one").await;
     assert_eq!(v1.digest, super::component_digest(b"component one"));
-    assert_eq!((v1.tenant.as_str(), v1.size), ("acme", 13));
+    assert_eq!((v1.tenant.as_str(), v1.size, v1.number), ("acme", 13, 1));
+    assert_eq!(v1.kind, DeployKind::Deploy);
     assert_eq!(
         next_published(&mut changes).await,
         StoreChange::PluginPublished {
@@ -512,16 +529,11 @@ pub async fn published_plugins_are_kept_by_content_and_announced(store: Arc<dyn 
         }
     );
     // The same component for another tenant: stored once, two pointers.
-    let same = store
-        .publish_plugin("other", b"component one")
-        .await
-        .unwrap();
-    assert_eq!(same.digest, v1.digest);
-    let v2 = store
-        .publish_plugin("acme", b"component two")
-        .await
-        .unwrap();
+    let same = activate(&store, "other", b"component one").await;
+    assert_eq!((same.digest.as_str(), same.number), (v1.digest.as_str(), 1));
+    let v2 = activate(&store, "acme", b"component two").await;
     assert_ne!(v2.digest, v1.digest);
+    assert_eq!(v2.number, 2);
     let pointers: Vec<(String, String)> = store
         .published_plugins()
         .await
@@ -545,6 +557,126 @@ pub async fn published_plugins_are_kept_by_content_and_announced(store: Arc<dyn 
         Some(&b"component two"[..])
     );
     assert_eq!(store.plugin_component("0000").await.unwrap(), None);
+}
+
+/// A tenant's history numbers every deploy, refused ones too; a rollback re-activates an earlier
+/// entry's component as a new entry; a rollback to an entry that activated nothing records
+/// nothing; many deploys at once get distinct numbers.
+pub async fn deploys_are_numbered_and_rolled_back(store: Arc<dyn Storage>) {
+    let v1 = activate(&store, "acme", b"one").await;
+    let v2 = activate(&store, "acme", b"two").await;
+    let refused = deploy(
+        &store,
+        "acme",
+        DeployAction::Refused {
+            digest: "bad".into(),
+            size: 3,
+            reason: "not a component".into(),
+        },
+    )
+    .await;
+    assert_eq!((refused.number, refused.kind), (3, DeployKind::Refused));
+    assert_eq!(refused.message.as_deref(), Some("not a component"));
+    // The refused upload changed nothing.
+    let pointer = |store: Arc<dyn Storage>| async move {
+        store.published_plugins().await.unwrap()[0].digest.clone()
+    };
+    assert_eq!(pointer(store.clone()).await, v2.digest);
+    assert_eq!(
+        store
+            .deploy(NewDeploy {
+                tenant: "acme".into(),
+                by: "operator".into(),
+                action: DeployAction::Rollback { to: 3 },
+            })
+            .await
+            .unwrap(),
+        Deployed::NoSuchEntry
+    );
+    let mut changes = store.changes();
+    let back = deploy(&store, "acme", DeployAction::Rollback { to: 1 }).await;
+    assert_eq!(
+        (back.number, back.kind, back.rollback_to),
+        (4, DeployKind::Rollback, Some(1))
+    );
+    assert_eq!((back.digest.as_str(), back.size), (v1.digest.as_str(), 3));
+    assert_eq!(pointer(store.clone()).await, v1.digest);
+    assert_eq!(
+        next_published(&mut changes).await,
+        StoreChange::PluginPublished {
+            tenant: "acme".into()
+        }
+    );
+    let history = store.deploys("acme", 10).await.unwrap();
+    let numbers: Vec<u32> = history.iter().map(|d| d.number).collect();
+    assert_eq!(numbers, [4, 3, 2, 1]);
+    assert_eq!(history[0], back);
+    assert_eq!(store.deploys("acme", 2).await.unwrap().len(), 2);
+    assert!(store.deploys("nobody", 10).await.unwrap().is_empty());
+    // Eight deploys at once: eight distinct numbers after the four.
+    let mut all = Vec::new();
+    for i in 0..8u8 {
+        let store = store.clone();
+        all.push(tokio::spawn(async move {
+            activate(&store, "acme", &[b'c', i]).await.number
+        }));
+    }
+    let mut numbers = Vec::new();
+    for one in all {
+        numbers.push(one.await.unwrap());
+    }
+    numbers.sort();
+    assert_eq!(numbers, (5..=12).collect::<Vec<u32>>());
+}
+
+/// Tokens are kept by id with their hash, listed per tenant, revoked for good, and their last
+/// use recorded.
+pub async fn tokens_are_stored_listed_and_revoked(store: Arc<dyn Storage>) {
+    use crate::access::{Scope, TokenInfo};
+    let info = |id: &str, tenant: &str, at: u64| TokenInfo {
+        id: id.into(),
+        tenant: tenant.into(),
+        name: format!("{tenant} token"),
+        scopes: [Scope::Read, Scope::Deploy].into(),
+        created_at_ms: at,
+        expires_at_ms: Some(at + 1000),
+        last_used_at_ms: None,
+        revoked_at_ms: None,
+    };
+    let a = info("0000000000aa", "acme", 10);
+    let b = info("0000000000bb", "other", 20);
+    store.create_token(&a, &[7; 32]).await.unwrap();
+    store.create_token(&b, &[8; 32]).await.unwrap();
+    assert!(
+        store.create_token(&a, &[9; 32]).await.is_err(),
+        "an id is taken once"
+    );
+    let stored = store.token(&a.id).await.unwrap().unwrap();
+    assert_eq!((stored.info, stored.hash), (a.clone(), vec![7; 32]));
+    assert!(store.token("0000000000cc").await.unwrap().is_none());
+    assert_eq!(
+        store.tokens(Some("acme")).await.unwrap(),
+        std::slice::from_ref(&a)
+    );
+    assert_eq!(store.tokens(None).await.unwrap(), [a.clone(), b.clone()]);
+    store.token_used(&a.id, 55).await.unwrap();
+    let revoked = store.revoke_token(&a.id).await.unwrap().unwrap();
+    assert_eq!(revoked.last_used_at_ms, Some(55));
+    let at = revoked.revoked_at_ms.expect("revoked");
+    // Revoking again keeps the first time.
+    let again = store.revoke_token(&a.id).await.unwrap().unwrap();
+    assert_eq!(again.revoked_at_ms, Some(at));
+    assert_eq!(store.revoke_token("0000000000cc").await.unwrap(), None);
+    assert_eq!(
+        store
+            .token(&b.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .info
+            .revoked_at_ms,
+        None
+    );
 }
 
 /// A config reload's text, stored for the other replicas: the newest replaces the last, and

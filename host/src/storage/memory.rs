@@ -14,6 +14,8 @@ use super::{
     FinishResult, FinishedAttempt, KvConflict, KvEntry, KvWrite, Lease, NewEvent, PublishedConfig,
     PublishedPlugin, Replay, Storage, StoreChange, StoredEvent,
 };
+use super::{DeployAction, DeployKind, DeployRecord, Deployed, NewDeploy};
+use crate::access::{StoredToken, TokenInfo};
 use crate::now_ms;
 
 /// One journaled event with its bookkeeping, as the SQLite `events` row holds it.
@@ -70,6 +72,10 @@ struct Published {
     pointers: BTreeMap<String, PublishedPlugin>,
     /// The config text last stored.
     config: Option<PublishedConfig>,
+    /// Each tenant's deploy history, oldest first.
+    deploys: BTreeMap<String, Vec<DeployRecord>>,
+    /// Merchant tokens by id.
+    tokens: BTreeMap<String, StoredToken>,
 }
 
 /// The in-memory store.
@@ -449,27 +455,132 @@ impl Storage for MemoryStorage {
         Ok(self.journal().release(lease, due_at_ms))
     }
 
-    async fn publish_plugin(&self, tenant: &str, component: &[u8]) -> Result<PublishedPlugin> {
-        let digest = component_digest(component);
-        let published = PublishedPlugin {
-            tenant: tenant.to_string(),
-            digest: digest.clone(),
-            size: component.len() as u64,
-            published_at_ms: now_ms(),
-        };
+    async fn deploy(&self, deploy: NewDeploy) -> Result<Deployed> {
+        let at_ms = now_ms();
         let mut plugins = self.plugins.lock().expect("memory store lock");
-        plugins
-            .components
-            .entry(digest)
-            .or_insert_with(|| component.to_vec());
-        plugins
-            .pointers
-            .insert(tenant.to_string(), published.clone());
-        drop(plugins);
-        let _ = self.changes.send(StoreChange::PluginPublished {
-            tenant: tenant.to_string(),
-        });
-        Ok(published)
+        let history = plugins.deploys.entry(deploy.tenant.clone()).or_default();
+        let number = history.last().map_or(1, |d| d.number + 1);
+        let (kind, digest, size, rollback_to, message, component) = match deploy.action {
+            DeployAction::Activate(component) => (
+                DeployKind::Deploy,
+                component_digest(&component),
+                component.len() as u64,
+                None,
+                None,
+                Some(component),
+            ),
+            DeployAction::Rollback { to } => {
+                let Some(target) = history
+                    .iter()
+                    .find(|d| d.number == to && d.kind.activates())
+                else {
+                    return Ok(Deployed::NoSuchEntry);
+                };
+                let (digest, size) = (target.digest.clone(), target.size);
+                (DeployKind::Rollback, digest, size, Some(to), None, None)
+            }
+            DeployAction::Refused {
+                digest,
+                size,
+                reason,
+            } => (DeployKind::Refused, digest, size, None, Some(reason), None),
+        };
+        let record = DeployRecord {
+            tenant: deploy.tenant.clone(),
+            number,
+            kind,
+            digest: digest.clone(),
+            size,
+            by: deploy.by,
+            at_ms,
+            rollback_to,
+            message,
+        };
+        history.push(record.clone());
+        if let Some(component) = component {
+            plugins
+                .components
+                .entry(digest.clone())
+                .or_insert(component);
+        }
+        if kind.activates() {
+            let pointer = PublishedPlugin {
+                tenant: deploy.tenant.clone(),
+                digest,
+                size,
+                published_at_ms: at_ms,
+            };
+            plugins.pointers.insert(deploy.tenant.clone(), pointer);
+            drop(plugins);
+            let _ = self.changes.send(StoreChange::PluginPublished {
+                tenant: deploy.tenant,
+            });
+        }
+        Ok(Deployed::Recorded(record))
+    }
+
+    async fn deploys(&self, tenant: &str, limit: u32) -> Result<Vec<DeployRecord>> {
+        let plugins = self.plugins.lock().expect("memory store lock");
+        Ok(plugins
+            .deploys
+            .get(tenant)
+            .map_or_else(Vec::new, |history| {
+                history.iter().rev().take(limit as usize).cloned().collect()
+            }))
+    }
+
+    async fn create_token(&self, info: &TokenInfo, hash: &[u8; 32]) -> Result<()> {
+        let mut plugins = self.plugins.lock().expect("memory store lock");
+        if plugins.tokens.contains_key(&info.id) {
+            bail!("a token with id {} exists", info.id);
+        }
+        let token = StoredToken {
+            info: info.clone(),
+            hash: hash.to_vec(),
+        };
+        plugins.tokens.insert(info.id.clone(), token);
+        Ok(())
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<StoredToken>> {
+        let plugins = self.plugins.lock().expect("memory store lock");
+        Ok(plugins.tokens.get(id).cloned())
+    }
+
+    async fn tokens(&self, tenant: Option<&str>) -> Result<Vec<TokenInfo>> {
+        let plugins = self.plugins.lock().expect("memory store lock");
+        let mut tokens: Vec<TokenInfo> = plugins
+            .tokens
+            .values()
+            .filter(|t| tenant.is_none_or(|name| t.info.tenant == name))
+            .map(|t| t.info.clone())
+            .collect();
+        tokens.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+        Ok(tokens)
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<Option<TokenInfo>> {
+        let mut plugins = self.plugins.lock().expect("memory store lock");
+        Ok(plugins.tokens.get_mut(id).map(|t| {
+            t.info.revoked_at_ms.get_or_insert_with(now_ms);
+            t.info.clone()
+        }))
+    }
+
+    async fn token_used(&self, id: &str, at_ms: u64) -> Result<()> {
+        let mut plugins = self.plugins.lock().expect("memory store lock");
+        if let Some(token) = plugins.tokens.get_mut(id) {
+            token.info.last_used_at_ms = Some(at_ms);
+        }
+        Ok(())
+    }
+
+    async fn event_tenant(&self, seq: i64) -> Result<Option<String>> {
+        Ok(self
+            .journal()
+            .events
+            .get(&seq)
+            .map(|row| row.new.tenant.clone()))
     }
 
     async fn published_plugins(&self) -> Result<Vec<PublishedPlugin>> {

@@ -4,10 +4,13 @@
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
+use crate::access::{StoredToken, TokenInfo};
 use crate::event::NormalizedEvent;
+pub use deploys::{DeployAction, DeployKind, DeployRecord, Deployed, NewDeploy};
 
 #[cfg(test)]
 mod conformance;
+pub mod deploys;
 pub mod memory;
 #[cfg(test)]
 pub mod pg_test;
@@ -569,10 +572,14 @@ pub trait Storage: Send + Sync {
     async fn hold_duty(&self, _duty: Duty, _owner: &str, _for_ms: u64) -> Result<bool> {
         Ok(true)
     }
-    /// Stores a plugin component (once per content: its SHA-256 is its address) and makes it
-    /// `tenant`'s published version, atomically; every process serving from this store hears of
-    /// it through [`Self::changes`].
-    async fn publish_plugin(&self, tenant: &str, component: &[u8]) -> Result<PublishedPlugin>;
+    /// Records a deploy as the next entry of its tenant's history. An activating one stores
+    /// its component (once per content: its SHA-256 is its address) and makes it the tenant's
+    /// published version in the same transaction; every process serving from this store hears of
+    /// it through [`Self::changes`]. Deploys of one tenant are numbered one after another, even
+    /// from several processes at once.
+    async fn deploy(&self, deploy: NewDeploy) -> Result<Deployed>;
+    /// A tenant's deploy history, newest first, at most `limit` entries.
+    async fn deploys(&self, tenant: &str, limit: u32) -> Result<Vec<DeployRecord>>;
     /// Every tenant's published plugin.
     async fn published_plugins(&self) -> Result<Vec<PublishedPlugin>>;
     /// A stored component, by its digest.
@@ -585,6 +592,19 @@ pub trait Storage: Send + Sync {
     /// Changes made by any process (this one's included), as they commit. A receiver that
     /// lagged behind, or a [`StoreChange::Resync`], means: re-read everything.
     fn changes(&self) -> tokio::sync::broadcast::Receiver<StoreChange>;
+    /// Stores a new merchant token (its hash, never its text).
+    async fn create_token(&self, info: &TokenInfo, hash: &[u8; 32]) -> Result<()>;
+    /// A token by its public id, with its hash.
+    async fn token(&self, id: &str) -> Result<Option<StoredToken>>;
+    /// Tokens, of one tenant or of all, oldest first.
+    async fn tokens(&self, tenant: Option<&str>) -> Result<Vec<TokenInfo>>;
+    /// Revokes a token for good (a revoked one stays, for the record); `None` if there is none
+    /// by that id.
+    async fn revoke_token(&self, id: &str) -> Result<Option<TokenInfo>>;
+    /// Records that a token was used at `at_ms`.
+    async fn token_used(&self, id: &str, at_ms: u64) -> Result<()>;
+    /// The tenant an event belongs to (who may see it), if it exists.
+    async fn event_tenant(&self, seq: i64) -> Result<Option<String>>;
     /// Proves the store can commit a write now (readiness): a no-op through the writer.
     async fn ping(&self) -> Result<()>;
     /// Sends a finished event (done, skipped or dead) back to pending, with a fresh retry budget.

@@ -21,6 +21,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_postgres::{NoTls, Row};
 
+use super::{DeployAction, DeployKind, DeployRecord, Deployed, NewDeploy};
+use crate::access::{scopes_text, stored_scopes, StoredToken, TokenInfo};
+
 use super::{
     Appended, AttemptRecord, Claim, ClaimBatch, ClaimLimit, ClaimedEvent, Duty, EventDetail,
     EventFilter, EventState, EventSummary, ExpiredLease, FinishResult, FinishedAttempt, KvConflict,
@@ -141,6 +144,34 @@ ALTER TABLE events SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyz
              text             text NOT NULL,
              digest           text NOT NULL,
              published_at_ms  bigint NOT NULL);",
+    ),
+    (
+        "deploy history and merchant tokens",
+        "CREATE TABLE plugin_deploys (
+             tenant       text NOT NULL,
+             number       integer NOT NULL,
+             kind         text NOT NULL,
+             digest       text NOT NULL,
+             size         bigint NOT NULL,
+             deployed_by  text NOT NULL,
+             at_ms        bigint NOT NULL,
+             rollback_to  integer,
+             message      text,
+             PRIMARY KEY (tenant, number));
+         INSERT INTO plugin_deploys (tenant, number, kind, digest, size, deployed_by, at_ms)
+             SELECT tenant, 1, 'deploy', digest, size, 'operator', published_at_ms
+             FROM plugin_pointers;
+         CREATE TABLE api_tokens (
+             id               text PRIMARY KEY,
+             tenant           text NOT NULL,
+             name             text NOT NULL,
+             scopes           text NOT NULL,
+             hash             bytea NOT NULL,
+             created_at_ms    bigint NOT NULL,
+             expires_at_ms    bigint,
+             last_used_at_ms  bigint,
+             revoked_at_ms    bigint);
+         CREATE INDEX api_tokens_by_tenant ON api_tokens (tenant, created_at_ms);",
     ),
 ];
 
@@ -1157,50 +1188,248 @@ impl Storage for PostgresStorage {
         Ok(released)
     }
 
-    async fn publish_plugin(&self, tenant: &str, component: &[u8]) -> Result<PublishedPlugin> {
-        let digest = super::component_digest(component);
+    async fn deploy(&self, deploy: NewDeploy) -> Result<Deployed> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        // Deploys of one tenant, from any replica, take their numbers one after another.
         tx.execute(
             &tx.prepare_cached(
-                "INSERT INTO plugin_components (digest, component, stored_at_ms)
-                 VALUES ($1, $2, hookhost_now_ms()) ON CONFLICT (digest) DO NOTHING",
+                "SELECT pg_advisory_xact_lock(hashtextextended('deploy/' || $1, 0))",
             )
             .await?,
-            &[&digest, &component],
+            &[&deploy.tenant],
         )
         .await?;
-        let published_at: i64 = tx
+        let number: i32 = tx
             .query_one(
+                &tx.prepare_cached(
+                    "SELECT COALESCE(MAX(number), 0) + 1 FROM plugin_deploys WHERE tenant = $1",
+                )
+                .await?,
+                &[&deploy.tenant],
+            )
+            .await?
+            .get(0);
+        let (kind, digest, size, rollback_to, message) = match &deploy.action {
+            DeployAction::Activate(component) => {
+                let digest = super::component_digest(component);
+                tx.execute(
+                    &tx.prepare_cached(
+                        "INSERT INTO plugin_components (digest, component, stored_at_ms)
+                         VALUES ($1, $2, hookhost_now_ms()) ON CONFLICT (digest) DO NOTHING",
+                    )
+                    .await?,
+                    &[&digest, component],
+                )
+                .await?;
+                (
+                    DeployKind::Deploy,
+                    digest,
+                    component.len() as i64,
+                    None,
+                    None,
+                )
+            }
+            DeployAction::Rollback { to } => {
+                let target = tx
+                    .query_opt(
+                        &tx.prepare_cached(
+                            "SELECT digest, size FROM plugin_deploys
+                             WHERE tenant = $1 AND number = $2 AND kind IN ('deploy', 'rollback')",
+                        )
+                        .await?,
+                        &[&deploy.tenant, &(*to as i32)],
+                    )
+                    .await?;
+                let Some(target) = target else {
+                    return Ok(Deployed::NoSuchEntry);
+                };
+                let to = *to as i32;
+                (
+                    DeployKind::Rollback,
+                    target.get(0),
+                    target.get(1),
+                    Some(to),
+                    None,
+                )
+            }
+            DeployAction::Refused {
+                digest,
+                size,
+                reason,
+            } => (
+                DeployKind::Refused,
+                digest.clone(),
+                *size as i64,
+                None,
+                Some(reason.clone()),
+            ),
+        };
+        if kind.activates() {
+            tx.execute(
                 &tx.prepare_cached(
                     "INSERT INTO plugin_pointers (tenant, digest, size, published_at_ms)
                      VALUES ($1, $2, $3, hookhost_now_ms())
                      ON CONFLICT (tenant) DO UPDATE SET digest = excluded.digest,
-                         size = excluded.size, published_at_ms = excluded.published_at_ms
-                     RETURNING published_at_ms",
+                         size = excluded.size, published_at_ms = excluded.published_at_ms",
                 )
                 .await?,
-                &[&tenant, &digest, &(component.len() as i64)],
+                &[&deploy.tenant, &digest, &size],
             )
-            .await?
-            .get(0);
-        // Delivered to every listener when (and only if) this commits.
-        tx.execute(
-            &tx.prepare_cached("SELECT pg_notify($1, $2)").await?,
-            &[&PLUGINS_CHANNEL, &tenant],
-        )
-        .await?;
+            .await?;
+            // Delivered to every listener when (and only if) this commits.
+            tx.execute(
+                &tx.prepare_cached("SELECT pg_notify($1, $2)").await?,
+                &[&PLUGINS_CHANNEL, &deploy.tenant],
+            )
+            .await?;
+        }
+        let row = tx
+            .query_one(
+                &tx.prepare_cached(&format!(
+                    "INSERT INTO plugin_deploys
+                         (tenant, number, kind, digest, size, deployed_by, at_ms, rollback_to, message)
+                     VALUES ($1, $2, $3, $4, $5, $6, hookhost_now_ms(), $7, $8)
+                     RETURNING {DEPLOY_COLUMNS}"
+                ))
+                .await?,
+                &[
+                    &deploy.tenant,
+                    &number,
+                    &kind.as_str(),
+                    &digest,
+                    &size,
+                    &deploy.by,
+                    &rollback_to,
+                    &message,
+                ],
+            )
+            .await?;
         tx.commit().await.context("database commit failed")?;
-        // This process hears it at once, whatever its listener's state.
-        let _ = self.changes.send(StoreChange::PluginPublished {
-            tenant: tenant.to_string(),
-        });
-        Ok(PublishedPlugin {
-            tenant: tenant.to_string(),
-            digest,
-            size: component.len() as u64,
-            published_at_ms: published_at.max(0) as u64,
-        })
+        if kind.activates() {
+            // This process hears it at once, whatever its listener's state.
+            let _ = self.changes.send(StoreChange::PluginPublished {
+                tenant: deploy.tenant.clone(),
+            });
+        }
+        Ok(Deployed::Recorded(deploy_record(&row)))
+    }
+
+    async fn deploys(&self, tenant: &str, limit: u32) -> Result<Vec<DeployRecord>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &client
+                    .prepare_cached(&format!(
+                        "SELECT {DEPLOY_COLUMNS} FROM plugin_deploys WHERE tenant = $1
+                         ORDER BY number DESC LIMIT $2"
+                    ))
+                    .await?,
+                &[&tenant, &(limit as i64)],
+            )
+            .await?;
+        Ok(rows.iter().map(deploy_record).collect())
+    }
+
+    async fn create_token(&self, info: &TokenInfo, hash: &[u8; 32]) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                &client
+                    .prepare_cached(
+                        "INSERT INTO api_tokens
+                             (id, tenant, name, scopes, hash, created_at_ms, expires_at_ms)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .await?,
+                &[
+                    &info.id,
+                    &info.tenant,
+                    &info.name,
+                    &scopes_text(&info.scopes),
+                    &hash.as_slice(),
+                    &(info.created_at_ms as i64),
+                    &info.expires_at_ms.map(|v| v as i64),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<StoredToken>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &client
+                    .prepare_cached(&format!(
+                        "SELECT {TOKEN_COLUMNS}, hash FROM api_tokens WHERE id = $1"
+                    ))
+                    .await?,
+                &[&id],
+            )
+            .await?;
+        Ok(row.map(|r| StoredToken {
+            info: token_info(&r),
+            hash: r.get(8),
+        }))
+    }
+
+    async fn tokens(&self, tenant: Option<&str>) -> Result<Vec<TokenInfo>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &client
+                    .prepare_cached(&format!(
+                        "SELECT {TOKEN_COLUMNS} FROM api_tokens
+                         WHERE $1::text IS NULL OR tenant = $1 ORDER BY created_at_ms, id"
+                    ))
+                    .await?,
+                &[&tenant],
+            )
+            .await?;
+        Ok(rows.iter().map(token_info).collect())
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<Option<TokenInfo>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &client
+                    .prepare_cached(&format!(
+                        "UPDATE api_tokens SET revoked_at_ms = COALESCE(revoked_at_ms, hookhost_now_ms())
+                         WHERE id = $1 RETURNING {TOKEN_COLUMNS}"
+                    ))
+                    .await?,
+                &[&id],
+            )
+            .await?;
+        Ok(row.as_ref().map(token_info))
+    }
+
+    async fn token_used(&self, id: &str, at_ms: u64) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                &client
+                    .prepare_cached("UPDATE api_tokens SET last_used_at_ms = $2 WHERE id = $1")
+                    .await?,
+                &[&id, &(at_ms as i64)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn event_tenant(&self, seq: i64) -> Result<Option<String>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &client
+                    .prepare_cached("SELECT tenant FROM events WHERE seq = $1")
+                    .await?,
+                &[&seq],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     async fn published_plugins(&self) -> Result<Vec<PublishedPlugin>> {
@@ -1593,6 +1822,44 @@ impl Storage for PostgresStorage {
     }
 }
 
+/// The columns [`deploy_record`] reads.
+const DEPLOY_COLUMNS: &str =
+    "tenant, number, kind, digest, size, deployed_by, at_ms, rollback_to, message";
+
+/// A `plugin_deploys` row.
+fn deploy_record(r: &Row) -> DeployRecord {
+    DeployRecord {
+        tenant: r.get(0),
+        number: r.get::<_, i32>(1).max(0) as u32,
+        kind: DeployKind::parse(r.get(2)),
+        digest: r.get(3),
+        size: r.get::<_, i64>(4).max(0) as u64,
+        by: r.get(5),
+        at_ms: r.get::<_, i64>(6).max(0) as u64,
+        rollback_to: r.get::<_, Option<i32>>(7).map(|v| v.max(0) as u32),
+        message: r.get(8),
+    }
+}
+
+/// The columns [`token_info`] reads.
+const TOKEN_COLUMNS: &str =
+    "id, tenant, name, scopes, created_at_ms, expires_at_ms, last_used_at_ms, revoked_at_ms";
+
+/// An `api_tokens` row (without its hash).
+fn token_info(r: &Row) -> TokenInfo {
+    let millis = |i: usize| r.get::<_, Option<i64>>(i).map(|v| v.max(0) as u64);
+    TokenInfo {
+        id: r.get(0),
+        tenant: r.get(1),
+        name: r.get(2),
+        scopes: stored_scopes(r.get(3)),
+        created_at_ms: millis(4).unwrap_or(0),
+        expires_at_ms: millis(5),
+        last_used_at_ms: millis(6),
+        revoked_at_ms: millis(7),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -1651,7 +1918,8 @@ mod tests {
                 .unwrap(),
             StoreChange::Resync
         );
-        a.publish_plugin("acme", b"v1").await.unwrap();
+        let a: Arc<dyn Storage> = Arc::new(a);
+        crate::storage::conformance::activate(&a, "acme", b"v1").await;
         assert_eq!(
             crate::storage::conformance::next_published(&mut heard).await,
             StoreChange::PluginPublished {

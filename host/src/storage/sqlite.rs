@@ -20,6 +20,8 @@ use super::{
     FinishedAttempt, KvConflict, KvEntry, KvWrite, Lease, NewEvent, PublishedConfig,
     PublishedPlugin, Replay, Storage, StoreChange, StoredEvent,
 };
+use super::{DeployAction, DeployKind, DeployRecord, Deployed, NewDeploy};
+use crate::access::{scopes_text, stored_scopes, StoredToken, TokenInfo};
 use crate::config::Durability;
 use crate::now_ms;
 
@@ -131,7 +133,39 @@ const MIGRATIONS: &[(&str, &str)] = &[
         HEADS_AND_LEASES,
     ),
     ("published plugins", PUBLISHED_PLUGINS),
+    ("deploy history and merchant tokens", DEPLOYS_AND_TOKENS),
 ];
+
+/// Each tenant's numbered deploy history (a published plugin from before it becomes entry 1),
+/// and merchant tokens, kept as hashes.
+const DEPLOYS_AND_TOKENS: &str = r#"
+CREATE TABLE plugin_deploys (
+    tenant       TEXT NOT NULL,
+    number       INTEGER NOT NULL,
+    kind         TEXT NOT NULL,
+    digest       TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    deployed_by  TEXT NOT NULL,
+    at_ms        INTEGER NOT NULL,
+    rollback_to  INTEGER,
+    message      TEXT,
+    PRIMARY KEY (tenant, number)
+) WITHOUT ROWID;
+INSERT INTO plugin_deploys (tenant, number, kind, digest, size, deployed_by, at_ms)
+    SELECT tenant, 1, 'deploy', digest, size, 'operator', published_at_ms FROM plugin_pointers;
+CREATE TABLE api_tokens (
+    id               TEXT PRIMARY KEY,
+    tenant           TEXT NOT NULL,
+    name             TEXT NOT NULL,
+    scopes           TEXT NOT NULL,
+    hash             BLOB NOT NULL,
+    created_at_ms    INTEGER NOT NULL,
+    expires_at_ms    INTEGER,
+    last_used_at_ms  INTEGER,
+    revoked_at_ms    INTEGER
+);
+CREATE INDEX api_tokens_by_tenant ON api_tokens (tenant, created_at_ms);
+"#;
 
 /// Plugin components by content, and each tenant's published one.
 const PUBLISHED_PLUGINS: &str = r#"
@@ -955,33 +989,113 @@ impl Storage for SqliteStorage {
         self.write(move |c| release(c, lease, due_at_ms)).await
     }
 
-    async fn publish_plugin(&self, tenant: &str, component: &[u8]) -> Result<PublishedPlugin> {
-        let published = PublishedPlugin {
-            tenant: tenant.to_string(),
-            digest: component_digest(component),
-            size: component.len() as u64,
-            published_at_ms: now_ms(),
-        };
-        let (row, component) = (published.clone(), component.to_vec());
+    async fn deploy(&self, deploy: NewDeploy) -> Result<Deployed> {
+        let at_ms = now_ms();
+        let outcome = self.write(move |c| deploy_in(c, &deploy, at_ms)).await?;
+        if let Deployed::Recorded(record) = &outcome {
+            if record.kind.activates() {
+                let _ = self.changes.send(StoreChange::PluginPublished {
+                    tenant: record.tenant.clone(),
+                });
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn deploys(&self, tenant: &str, limit: u32) -> Result<Vec<DeployRecord>> {
+        let tenant = tenant.to_string();
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT tenant, number, kind, digest, size, deployed_by, at_ms, rollback_to, message
+                 FROM plugin_deploys WHERE tenant = ?1 ORDER BY number DESC LIMIT ?2",
+            )?
+            .query_map(params![tenant, limit], deploy_record)?
+            .collect()
+        })
+        .await
+    }
+
+    async fn create_token(&self, info: &TokenInfo, hash: &[u8; 32]) -> Result<()> {
+        let (info, hash) = (info.clone(), *hash);
         self.write(move |c| {
             c.prepare_cached(
-                "INSERT INTO plugin_components (digest, component, stored_at_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (digest) DO NOTHING",
+                "INSERT INTO api_tokens (id, tenant, name, scopes, hash, created_at_ms, expires_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .execute(params![row.digest, component, row.published_at_ms as i64])?;
-            c.prepare_cached(
-                "INSERT INTO plugin_pointers (tenant, digest, size, published_at_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (tenant) DO UPDATE SET digest = excluded.digest, size = excluded.size,
-                     published_at_ms = excluded.published_at_ms",
-            )?
-            .execute(params![row.tenant, row.digest, row.size as i64, row.published_at_ms as i64])?;
+            .execute(params![
+                info.id,
+                info.tenant,
+                info.name,
+                scopes_text(&info.scopes),
+                hash.as_slice(),
+                info.created_at_ms as i64,
+                info.expires_at_ms.map(|v| v as i64),
+            ])?;
             Ok(())
         })
-        .await?;
-        let _ = self.changes.send(StoreChange::PluginPublished {
-            tenant: tenant.to_string(),
-        });
-        Ok(published)
+        .await
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<StoredToken>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {TOKEN_COLUMNS}, hash FROM api_tokens WHERE id = ?1"
+            ))?
+            .query_row(params![id], |r| {
+                Ok(StoredToken {
+                    info: token_info(r)?,
+                    hash: r.get(8)?,
+                })
+            })
+            .optional()
+        })
+        .await
+    }
+
+    async fn tokens(&self, tenant: Option<&str>) -> Result<Vec<TokenInfo>> {
+        let tenant = tenant.map(str::to_string);
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE ?1 IS NULL OR tenant = ?1
+                 ORDER BY created_at_ms, id"
+            ))?
+            .query_map(params![tenant], token_info)?
+            .collect()
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<Option<TokenInfo>> {
+        let (id, at_ms) = (id.to_string(), now_ms() as i64);
+        self.write(move |c| {
+            Ok(c.prepare_cached(&format!(
+                "UPDATE api_tokens SET revoked_at_ms = COALESCE(revoked_at_ms, ?2) WHERE id = ?1
+                 RETURNING {TOKEN_COLUMNS}"
+            ))?
+            .query_row(params![id, at_ms], token_info)
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn token_used(&self, id: &str, at_ms: u64) -> Result<()> {
+        let id = id.to_string();
+        self.write(move |c| {
+            c.prepare_cached("UPDATE api_tokens SET last_used_at_ms = ?2 WHERE id = ?1")?
+                .execute(params![id, at_ms as i64])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn event_tenant(&self, seq: i64) -> Result<Option<String>> {
+        self.read(move |c| {
+            c.prepare_cached("SELECT tenant FROM events WHERE seq = ?1")?
+                .query_row(params![seq], |r| r.get(0))
+                .optional()
+        })
+        .await
     }
 
     async fn published_plugins(&self) -> Result<Vec<PublishedPlugin>> {
@@ -1319,6 +1433,137 @@ impl Storage for SqliteStorage {
         })
         .await
     }
+}
+
+/// Records `deploy` as its tenant's next history entry (the writer runs one transaction at a
+/// time, so numbers follow each other).
+fn deploy_in(c: &Connection, deploy: &NewDeploy, at_ms: u64) -> Result<Deployed> {
+    let number: u32 = c
+        .prepare_cached(
+            "SELECT COALESCE(MAX(number), 0) + 1 FROM plugin_deploys WHERE tenant = ?1",
+        )?
+        .query_row(params![deploy.tenant], |r| r.get(0))?;
+    let (kind, digest, size, rollback_to, message) = match &deploy.action {
+        DeployAction::Activate(component) => {
+            let digest = component_digest(component);
+            c.prepare_cached(
+                "INSERT INTO plugin_components (digest, component, stored_at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (digest) DO NOTHING",
+            )?
+            .execute(params![digest, component, at_ms as i64])?;
+            (
+                DeployKind::Deploy,
+                digest,
+                component.len() as u64,
+                None,
+                None,
+            )
+        }
+        DeployAction::Rollback { to } => {
+            let target = c
+                .prepare_cached(
+                    "SELECT digest, size FROM plugin_deploys
+                     WHERE tenant = ?1 AND number = ?2 AND kind IN ('deploy', 'rollback')",
+                )?
+                .query_row(params![deploy.tenant, to], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })
+                .optional()?;
+            let Some((digest, size)) = target else {
+                return Ok(Deployed::NoSuchEntry);
+            };
+            (
+                DeployKind::Rollback,
+                digest,
+                size.max(0) as u64,
+                Some(*to),
+                None,
+            )
+        }
+        DeployAction::Refused {
+            digest,
+            size,
+            reason,
+        } => (
+            DeployKind::Refused,
+            digest.clone(),
+            *size,
+            None,
+            Some(reason.clone()),
+        ),
+    };
+    if kind.activates() {
+        c.prepare_cached(
+            "INSERT INTO plugin_pointers (tenant, digest, size, published_at_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (tenant) DO UPDATE SET digest = excluded.digest, size = excluded.size,
+                 published_at_ms = excluded.published_at_ms",
+        )?
+        .execute(params![deploy.tenant, digest, size as i64, at_ms as i64])?;
+    }
+    let record = DeployRecord {
+        tenant: deploy.tenant.clone(),
+        number,
+        kind,
+        digest,
+        size,
+        by: deploy.by.clone(),
+        at_ms,
+        rollback_to,
+        message,
+    };
+    c.prepare_cached(
+        "INSERT INTO plugin_deploys
+             (tenant, number, kind, digest, size, deployed_by, at_ms, rollback_to, message)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        record.tenant,
+        record.number,
+        record.kind.as_str(),
+        record.digest,
+        record.size as i64,
+        record.by,
+        record.at_ms as i64,
+        record.rollback_to,
+        record.message,
+    ])?;
+    Ok(Deployed::Recorded(record))
+}
+
+/// A `plugin_deploys` row.
+fn deploy_record(r: &Row) -> rusqlite::Result<DeployRecord> {
+    Ok(DeployRecord {
+        tenant: r.get(0)?,
+        number: r.get(1)?,
+        kind: DeployKind::parse(&r.get::<_, String>(2)?),
+        digest: r.get(3)?,
+        size: r.get::<_, i64>(4)?.max(0) as u64,
+        by: r.get(5)?,
+        at_ms: r.get::<_, i64>(6)?.max(0) as u64,
+        rollback_to: r.get(7)?,
+        message: r.get(8)?,
+    })
+}
+
+/// The columns [`token_info`] reads.
+const TOKEN_COLUMNS: &str =
+    "id, tenant, name, scopes, created_at_ms, expires_at_ms, last_used_at_ms, revoked_at_ms";
+
+/// An `api_tokens` row (without its hash).
+fn token_info(r: &Row) -> rusqlite::Result<TokenInfo> {
+    let millis = |i: usize| -> rusqlite::Result<Option<u64>> {
+        Ok(r.get::<_, Option<i64>>(i)?.map(|v| v.max(0) as u64))
+    };
+    Ok(TokenInfo {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        name: r.get(2)?,
+        scopes: stored_scopes(&r.get::<_, String>(3)?),
+        created_at_ms: millis(4)?.unwrap_or(0),
+        expires_at_ms: millis(5)?,
+        last_used_at_ms: millis(6)?,
+        revoked_at_ms: millis(7)?,
+    })
 }
 
 #[cfg(test)]
