@@ -1183,3 +1183,175 @@ async fn host_get(host: &Host, path: &str) -> (u16, Value) {
         .unwrap();
     (response.status().as_u16(), response.json().await.unwrap())
 }
+
+/// A backtest runs a candidate dry over the journal beside the serving version: the same code
+/// behaves the same (even where it reads and increments kv), a changed one is shown where it
+/// differs (kv changes and requests), and nothing is written or sent.
+#[tokio::test]
+async fn a_backtest_shows_where_a_candidate_would_behave_differently() {
+    let backend = common::Backend::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.wasm");
+    std::fs::copy(plugin("recorder"), &live).unwrap();
+    let tenants = TenantToml::new("shop", &live)
+        .allowed_hosts(&[&backend.addr])
+        .config("echo-url", &format!("http://{}/echo", backend.addr))
+        .fincart_with_token("fc", TOKEN)
+        .toml();
+    let host = Host::start(&tenants).await;
+    let serving = wait_version(&host, "shop", None).await;
+    let mut seqs = Vec::new();
+    for n in 0..20 {
+        seqs.push(
+            accepted(
+                host.send(
+                    "shop",
+                    "fc",
+                    &[JSON, ("authorization", TOKEN)],
+                    order(&format!("bt-{n}")),
+                )
+                .await,
+            )
+            .await,
+        );
+    }
+    for seq in &seqs {
+        assert_eq!(
+            host.wait_finished(*seq, Duration::from_secs(30)).await["state"],
+            "done"
+        );
+    }
+    let sent_before = backend.received().len();
+    let kv_before = host.kv("shop").await;
+    let deployer = cli_json(
+        &host,
+        common::ADMIN_TOKEN,
+        &[
+            "tokens",
+            "create",
+            "--tenant",
+            "shop",
+            "--scope",
+            "read,deploy",
+            "--name",
+            "bt",
+            "--json",
+        ],
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let same_code = path("same.wasm", &variant_of(&plugin("recorder"), "same"));
+    let other_code = path("other.wasm", &std::fs::read(plugin("misbehave")).unwrap());
+
+    let report = cli_json(
+        &host,
+        &deployer,
+        &[
+            "backtest", "--tenant", "shop", "--plugin", &same_code, "--json",
+        ],
+    );
+    assert_eq!(report["state"], "finished", "{report}");
+    assert_eq!(report["baseline"], serving.as_str());
+    assert_eq!(
+        (&report["events"], &report["same"], &report["differs"]),
+        (&json!(20), &json!(20), &json!(0)),
+        "{report}"
+    );
+    assert_eq!(report["candidate_outcomes"], json!({ "done": 20 }));
+
+    let report = cli_json(
+        &host,
+        &deployer,
+        &[
+            "backtest",
+            "--tenant",
+            "shop",
+            "--plugin",
+            &other_code,
+            "--json",
+        ],
+    );
+    assert_eq!(report["differs"], 20, "{report}");
+    let first = &report["differing"][0];
+    assert_eq!(first["seq"], seqs[0]);
+    assert_eq!(first["recorded_outcome"]["outcome"], "done");
+    let places: Vec<&str> = first["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["in"].as_str().unwrap())
+        .collect();
+    assert_eq!(places, ["kv", "requests"], "{first}");
+    // The serving side made the echo request; the candidate none, and neither was sent.
+    assert_eq!(
+        first["differences"][1]["serving"][0]["path"], "/echo",
+        "{first}"
+    );
+    let text = host.cli_as(
+        &deployer,
+        &[
+            "backtest",
+            "--tenant",
+            "shop",
+            "--plugin",
+            &other_code,
+            "--limit",
+            "3",
+        ],
+    );
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("3 events") && text.contains("different 3") && text.contains("requests:"),
+        "{text}"
+    );
+    let later = cli_json(
+        &host,
+        &deployer,
+        &[
+            "backtest",
+            "--tenant",
+            "shop",
+            "--plugin",
+            &same_code,
+            "--since",
+            "2099-01-01T00:00:00Z",
+            "--json",
+        ],
+    );
+    assert_eq!(later["events"], 0, "{later}");
+
+    assert_eq!(backend.received().len(), sent_before, "nothing was sent");
+    assert_eq!(host.kv("shop").await, kv_before, "nothing was written");
+    let junk = path("junk.wasm", b"\0asm nope");
+    let stderr = cli_fails(
+        &host,
+        &deployer,
+        &["backtest", "--tenant", "shop", "--plugin", &junk],
+    );
+    assert!(
+        stderr.contains("422") && stderr.contains("not backtested"),
+        "{stderr}"
+    );
+    let reader = cli_json(
+        &host,
+        common::ADMIN_TOKEN,
+        &[
+            "tokens", "create", "--tenant", "shop", "--name", "r", "--json",
+        ],
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stderr = cli_fails(
+        &host,
+        &reader,
+        &["backtest", "--tenant", "shop", "--plugin", &same_code],
+    );
+    assert!(stderr.contains("403"), "{stderr}");
+}

@@ -377,6 +377,7 @@ async fn claim_finish(store: Arc<dyn Storage>, events: usize) -> Result<f64> {
                                     outcome: AttemptOutcome::Done,
                                     logs: Vec::new(),
                                     logs_dropped: 0,
+                                    effects: None,
                                 },
                                 kv_writes: vec![KvWrite::Set(
                                     format!("seen/{}", c.event.seq),

@@ -45,6 +45,17 @@ impl AdminClient {
         self.call(request).await
     }
 
+    /// POST `body` (a component) to an admin path; its JSON, or the server's error message.
+    pub async fn post_bytes(&self, path: &str, body: Vec<u8>) -> Result<Value> {
+        self.call(
+            self.client
+                .post(format!("{}{path}", self.url))
+                .header("content-type", "application/wasm")
+                .body(body),
+        )
+        .await
+    }
+
     /// DELETE an admin path; its JSON, or the server's error message.
     pub async fn delete(&self, path: &str) -> Result<Value> {
         self.call(self.client.delete(format!("{}{path}", self.url)))
@@ -163,6 +174,68 @@ pub fn versions_table(p: &Value) -> String {
         "{}\n* = serving",
         table(&["VERSION", "DIGEST", "BYTES", "AT", "BY", "WHAT"], &rows)
     )
+}
+
+/// What `hookhost backtest` prints: the counts, then each differing event with its differences.
+pub fn backtest_text(r: &Value) -> String {
+    let count = |k: &str| r[k].as_u64().unwrap_or(0);
+    let outcomes: Vec<String> = r["candidate_outcomes"]
+        .as_object()
+        .map(|o| o.iter().map(|(k, v)| format!("{k} {v}")).collect())
+        .unwrap_or_default();
+    let mut text = format!(
+        "backtest {} of {} (candidate {} against {}): {} events in {} ms ({:.0}/s)\n  same {}, different {}, inconclusive {}, nothing to compare with {}\n  candidate outcomes: {}\n",
+        r["id"].as_str().unwrap_or_default(),
+        r["tenant"].as_str().unwrap_or_default(),
+        r["candidate_version"].as_str().unwrap_or_default(),
+        r["baseline"].as_str().unwrap_or_default(),
+        count("events"),
+        count("elapsed_ms"),
+        r["events_per_second"].as_f64().unwrap_or(0.0),
+        count("same"),
+        count("differs"),
+        count("inconclusive"),
+        count("unrecorded"),
+        if outcomes.is_empty() { "none".into() } else { outcomes.join(", ") },
+    );
+    let listed = r["differing"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for verdict in listed {
+        text.push_str(&format!(
+            "\nevent {} (order {}; recorded: {} by {}): {}\n",
+            verdict["seq"],
+            verdict["order_id"].as_str().unwrap_or("–"),
+            verdict["recorded_outcome"]["outcome"]
+                .as_str()
+                .unwrap_or("no attempt"),
+            verdict["recorded_version"].as_str().unwrap_or("–"),
+            verdict["verdict"].as_str().unwrap_or_default(),
+        ));
+        if let Some(reason) = verdict["reason"].as_str() {
+            text.push_str(&format!("  {}\n", crate::cli_text::escape(reason)));
+        }
+        for d in verdict["differences"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            text.push_str(&format!(
+                "  {}: serving {} · candidate {}\n",
+                d["in"].as_str().unwrap_or_default(),
+                short(&crate::cli_text::escape(&d["serving"].to_string()), 200),
+                short(&crate::cli_text::escape(&d["candidate"].to_string()), 200),
+            ));
+        }
+    }
+    if count("differs") + count("inconclusive") > listed.len() as u64 {
+        text.push_str(&format!(
+            "\n(the first {} are listed; --json has them as data)\n",
+            listed.len()
+        ));
+    }
+    text
 }
 
 /// What `hookhost tokens create` prints: the token, once, with what it is.

@@ -153,6 +153,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a candidate plugin dry over a tenant's journaled events and show where it behaves
+    /// differently from what the serving versions did (outcome, kv changes, requests). Nothing
+    /// is written or sent.
+    Backtest {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The candidate component (.wasm).
+        #[arg(long)]
+        plugin: PathBuf,
+        /// Only events received since: `90m`, `24h`, `7d` ago, an RFC 3339 time or epoch ms.
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many events (the oldest first).
+        #[arg(long, default_value_t = 100_000)]
+        limit: u32,
+        /// Print the final report's JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Merchant tokens (operator only): a token reaches only its tenant, within its scopes.
     Tokens {
         #[command(subcommand)]
@@ -419,6 +441,50 @@ fn run() -> Result<()> {
             print_or_json(&history, json, admin_cli::versions_table)
         }
         Command::Tokens { command } => tokens(command),
+        Command::Backtest {
+            admin,
+            tenant,
+            plugin,
+            since,
+            limit,
+            json,
+        } => {
+            let bytes = std::fs::read(&plugin)
+                .with_context(|| format!("cannot read {}", plugin.display()))?;
+            let mut path = format!("/admin/tenants/{tenant}/backtests?limit={limit}");
+            if let Some(since) = since {
+                path.push_str(&format!("&since_ms={}", parse_since(&since)?));
+            }
+            let client = admin.client();
+            let report = block_on(async {
+                let started = client.post_bytes(&path, bytes).await?;
+                let id = started["id"].as_str().unwrap_or_default().to_string();
+                let follow = format!("/admin/tenants/{tenant}/backtests/{id}");
+                loop {
+                    let report = client.get(&follow).await?;
+                    match report["state"].as_str() {
+                        Some("finished" | "failed") => return Ok::<_, anyhow::Error>(report),
+                        _ => {
+                            if !json {
+                                eprint!("\r{} events run…", report["events"]);
+                            }
+                            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        }
+                    }
+                }
+            })?;
+            if !json {
+                eprint!("\r");
+            }
+            print_or_json(&report, json, admin_cli::backtest_text)?;
+            if report["state"] == "failed" {
+                bail!(
+                    "the backtest failed: {}",
+                    report["error"].as_str().unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
         Command::Send {
             provider,
             tenant,

@@ -178,6 +178,9 @@ pub async fn serve_with(
     state.admin_token = admin_token;
     state.reconfigurer = reconfigurer;
     state.loader = Some(loader);
+    state.backtests = Some(Arc::new(crate::plugins::backtest::Backtests::new(
+        crate::plugins::dryrun::DryRunner::new(runtime.clone(), state.storage.clone())?,
+    )));
     state.loopback_host_only = config.loopback_host_only;
     let state = Arc::new(state);
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use reqwest::Url;
 
+pub use crate::storage::OutboundRequest;
+
 /// An HTTP method a plugin may use (mirrors WIT `http.method`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -239,12 +241,24 @@ pub struct HttpLimits {
     pub max_response_bytes: usize,
 }
 
+/// What becomes of an attempt's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outbound {
+    /// Sent (a real attempt).
+    Send,
+    /// Recorded, not sent (a dry attempt: shadow runs, backtests). The plugin gets a `200` with
+    /// an empty body and the header `x-hookhost-dry-run: true`.
+    Record,
+}
+
 /// One attempt's outbound HTTP.
 pub struct HttpCapability {
     client: reqwest::Client,
     allow: std::sync::Arc<AllowList>,
     limits: HttpLimits,
     sent: u32,
+    outbound: Outbound,
+    requested: Vec<OutboundRequest>,
 }
 
 impl HttpCapability {
@@ -260,7 +274,20 @@ impl HttpCapability {
             allow,
             limits,
             sent: 0,
+            outbound: Outbound::Send,
+            requested: Vec::new(),
         }
+    }
+
+    /// This capability in a dry attempt: requests are checked and recorded as usual, not sent.
+    pub fn dry(mut self) -> HttpCapability {
+        self.outbound = Outbound::Record;
+        self
+    }
+
+    /// The requests made (sent, or recorded in a dry attempt), in order.
+    pub fn take_requested(&mut self) -> Vec<OutboundRequest> {
+        std::mem::take(&mut self.requested)
     }
 
     /// A client shared by attempts: no redirects, rustls, no proxy from the environment. With
@@ -310,7 +337,7 @@ impl HttpCapability {
             .timeout_ms
             .map(|ms| Duration::from_millis(ms.into()).min(self.limits.timeout))
             .unwrap_or(self.limits.timeout);
-        let mut builder = self.client.request(method, url).timeout(timeout);
+        let mut builder = self.client.request(method, url.clone()).timeout(timeout);
         for (name, value) in &request.headers {
             if name.eq_ignore_ascii_case("host") {
                 return Err(HttpError::InvalidRequest(
@@ -322,6 +349,22 @@ impl HttpCapability {
             let value = reqwest::header::HeaderValue::from_str(value)
                 .map_err(|_| HttpError::InvalidRequest(format!("bad value for header {name}")))?;
             builder = builder.header(name, value);
+        }
+        self.requested.push(OutboundRequest {
+            method: format!("{:?}", request.method).to_uppercase(),
+            host: url_host(&url),
+            path: url.path().to_string(),
+            body_sha256: request
+                .body
+                .as_deref()
+                .map(|b| crate::storage::component_digest(b)[..16].to_string()),
+        });
+        if self.outbound == Outbound::Record {
+            return Ok(HttpResponse {
+                status: 200,
+                headers: vec![("x-hookhost-dry-run".into(), "true".into())],
+                body: Vec::new(),
+            });
         }
         if let Some(body) = request.body {
             builder = builder.body(body);
@@ -357,6 +400,15 @@ impl HttpCapability {
         tokio::time::timeout(timeout, read)
             .await
             .map_err(|_| HttpError::Timeout)?
+    }
+}
+
+/// `host` or `host:port` (the port only when it is not the scheme's default).
+fn url_host(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
     }
 }
 

@@ -324,6 +324,7 @@ mod tests {
                 outcome: AttemptOutcome::Done,
                 logs: vec![],
                 logs_dropped: 0,
+                effects: None,
             },
             kv_writes: writes,
             kv_reads: Vec::new(),

@@ -30,7 +30,7 @@ use crate::now_ms;
 use crate::plugins::PluginRegistry;
 use crate::runtime::{PluginOutcome, Runtime};
 use crate::storage::{
-    AttemptOutcome, AttemptRecord, ClaimBatch, ClaimLimit, ClaimedEvent, Duty, EventState,
+    AttemptOutcome, AttemptRecord, ClaimBatch, ClaimLimit, ClaimedEvent, Duty, Effects, EventState,
     ExpiredLease, FinishResult, FinishedAttempt, Lease, Storage,
 };
 use crate::tenants::{InstanceUse, Tenants};
@@ -792,6 +792,7 @@ async fn attempt(
             outcome,
             logs: report.logs,
             logs_dropped: report.logs_dropped,
+            effects: Some(Effects::of(&report.kv_writes, report.requests)),
         },
         kv_writes: report.kv_writes,
         kv_reads: report.kv_reads,
@@ -892,6 +893,7 @@ async fn reap(deps: &DispatchDeps, expired: ExpiredLease) -> anyhow::Result<()> 
                 outcome,
                 logs: Vec::new(),
                 logs_dropped: 0,
+                effects: None,
             },
             kv_writes: Vec::new(),
             kv_reads: Vec::new(),

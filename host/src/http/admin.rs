@@ -85,92 +85,35 @@ pub fn routes(state: &Arc<AppState>) -> AdminApi {
             table: Vec::new(),
         },
     };
-    let plugin_put = put(deploy_plugin).layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES));
+    let plugin_put: MethodRouter<Arc<AppState>> =
+        put(deploy_plugin).layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES));
+    let backtest_post: MethodRouter<Arc<AppState>> =
+        post(start_backtest).layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES));
+    // One line per route: the table is the documentation of who may call what.
+    #[rustfmt::skip]
     let mut api = routes
         .add(M::GET, "/admin/whoami", AnyCaller, get(whoami))
         .add(M::GET, "/admin/tenants", Merchant(Read), get(tenants))
-        .add(
-            M::GET,
-            "/admin/tenants/{tenant}/kv",
-            Merchant(Read),
-            get(kv),
-        )
-        .add(
-            M::GET,
-            "/admin/tenants/{tenant}/events",
-            Merchant(Read),
-            get(events),
-        )
-        .add(
-            M::GET,
-            "/admin/tenants/{tenant}/counts",
-            Merchant(Read),
-            get(counts),
-        )
+        .add(M::GET, "/admin/tenants/{tenant}/kv", Merchant(Read), get(kv))
+        .add(M::GET, "/admin/tenants/{tenant}/events", Merchant(Read), get(events))
+        .add(M::GET, "/admin/tenants/{tenant}/counts", Merchant(Read), get(counts))
         .add(M::GET, "/admin/events/{seq}", Merchant(Read), get(event))
-        .add(
-            M::POST,
-            "/admin/events/{seq}/replay",
-            Merchant(Replay),
-            post(replay_one),
-        )
-        .add(
-            M::GET,
-            "/admin/tenants/{tenant}/dead-letters",
-            Merchant(Read),
-            get(dead_letters),
-        )
-        .add(
-            M::POST,
-            "/admin/tenants/{tenant}/dead-letters/replay",
-            Merchant(Replay),
-            post(replay_dead),
-        )
-        .add(
-            M::PUT,
-            "/admin/tenants/{tenant}/plugin",
-            Merchant(Deploy),
-            plugin_put,
-        )
-        .add(
-            M::GET,
-            "/admin/tenants/{tenant}/plugin/versions",
-            Merchant(Read),
-            get(plugin_versions),
-        )
-        .add(
-            M::POST,
-            "/admin/tenants/{tenant}/plugin/rollback",
-            Merchant(Deploy),
-            post(rollback_plugin),
-        )
-        .add(
-            M::POST,
-            "/admin/tenants/{tenant}/tokens",
-            Operator,
-            post(create_token),
-        )
-        .add(
-            M::GET,
-            "/admin/tenants/{tenant}/tokens",
-            Operator,
-            get(tenant_tokens),
-        )
+        .add(M::POST, "/admin/events/{seq}/replay", Merchant(Replay), post(replay_one))
+        .add(M::GET, "/admin/tenants/{tenant}/dead-letters", Merchant(Read), get(dead_letters))
+        .add(M::POST, "/admin/tenants/{tenant}/dead-letters/replay", Merchant(Replay), post(replay_dead))
+        .add(M::PUT, "/admin/tenants/{tenant}/plugin", Merchant(Deploy), plugin_put)
+        .add(M::GET, "/admin/tenants/{tenant}/plugin/versions", Merchant(Read), get(plugin_versions))
+        .add(M::POST, "/admin/tenants/{tenant}/plugin/rollback", Merchant(Deploy), post(rollback_plugin))
+        .add(M::POST, "/admin/tenants/{tenant}/backtests", Merchant(Deploy), backtest_post)
+        .add(M::GET, "/admin/tenants/{tenant}/backtests", Merchant(Read), get(backtests))
+        .add(M::GET, "/admin/tenants/{tenant}/backtests/{id}", Merchant(Read), get(backtest))
+        .add(M::POST, "/admin/tenants/{tenant}/tokens", Operator, post(create_token))
+        .add(M::GET, "/admin/tenants/{tenant}/tokens", Operator, get(tenant_tokens))
         .add(M::GET, "/admin/tokens", Operator, get(all_tokens))
-        .add(
-            M::DELETE,
-            "/admin/tokens/{id}",
-            Operator,
-            delete(revoke_token),
-        )
+        .add(M::DELETE, "/admin/tokens/{id}", Operator, delete(revoke_token))
         .add(M::GET, "/admin/sink", Operator, get(sink))
         .add(M::GET, "/admin/config", Operator, get(config_status))
-        .add(
-            M::POST,
-            "/admin/config/reload",
-            Operator,
-            post(config_reload),
-        )
+        .add(M::POST, "/admin/config/reload", Operator, post(config_reload))
         .api;
     api.router = api.router.route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
@@ -444,6 +387,95 @@ async fn rollback_plugin(
         .install_published(&tenant.name, &record.digest, Arc::new(checked.plugin));
     tracing::info!(tenant = %tenant.name, number = record.number, to = target.number, by = %record.by, "plugin rolled back");
     Ok(Json(json!({ "tenant": tenant.name, "deploy": record })))
+}
+
+#[derive(Deserialize)]
+struct BacktestQuery {
+    /// Events received at or after this time (ms since the epoch); all when absent.
+    since_ms: Option<u64>,
+    /// At most this many events (default and most: 100,000).
+    limit: Option<u32>,
+}
+
+/// Starts a backtest of the uploaded candidate (the body) over the tenant's journaled events:
+/// 202 with the job's first report; `GET .../backtests/{id}` follows it. The candidate is
+/// compiled here (a component of another world is 422) but needs no self-test: seeing what a
+/// broken version would do is the point.
+async fn start_backtest(
+    State(state): State<Arc<AppState>>,
+    KnownTenant(tenant): KnownTenant,
+    AdminQuery(q): AdminQuery<BacktestQuery>,
+    ComponentBody(component): ComponentBody,
+) -> Result<Response, AppError> {
+    let (Some(loader), Some(backtests)) = (state.loader.clone(), state.backtests.clone()) else {
+        return Err(AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this host does not load plugins",
+        ));
+    };
+    if component.is_empty() {
+        return Err(AppError::bad_request(
+            "the body must be the candidate component (a .wasm file)",
+        ));
+    }
+    let compiled = tokio::task::spawn_blocking(move || {
+        loader.runtime().load_bytes(
+            &component,
+            std::path::Path::new("backtest candidate"),
+            std::time::Instant::now(),
+        )
+    })
+    .await
+    .map_err(|e| AppError::internal(anyhow::anyhow!("the compile did not finish: {e}")))?
+    .map_err(|e| {
+        AppError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("not backtested: {e:#}"),
+        )
+    })?;
+    let limit = q.limit.unwrap_or(crate::plugins::backtest::MAX_EVENTS);
+    if limit == 0 || limit > crate::plugins::backtest::MAX_EVENTS {
+        return Err(AppError::bad_request(format!(
+            "limit is 1 to {}",
+            crate::plugins::backtest::MAX_EVENTS
+        )));
+    }
+    let baseline = state.registry.get(&tenant.name);
+    let report = backtests.start(tenant, compiled, baseline, q.since_ms.unwrap_or(0), limit);
+    tracing::info!(tenant = %report.tenant, id = %report.id, candidate = %report.candidate_version, "backtest started");
+    Ok((StatusCode::ACCEPTED, Json(report)).into_response())
+}
+
+/// The tenant's backtests on this host, newest first (counts only).
+async fn backtests(
+    State(state): State<Arc<AppState>>,
+    KnownTenant(tenant): KnownTenant,
+) -> Json<Value> {
+    let reports = state
+        .backtests
+        .as_ref()
+        .map(|b| b.reports(&tenant.name))
+        .unwrap_or_default();
+    Json(json!({ "tenant": tenant.name, "backtests": reports }))
+}
+
+/// One backtest's report: progress, counts and the differing events.
+async fn backtest(
+    State(state): State<Arc<AppState>>,
+    KnownTenant(tenant): KnownTenant,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Json<crate::plugins::backtest::BacktestReport>, AppError> {
+    state
+        .backtests
+        .as_ref()
+        .and_then(|b| b.report(&tenant.name, &id))
+        .map(Json)
+        .ok_or_else(|| {
+            AppError::not_found(format!(
+                "no backtest {id:?} of {:?} on this host (a host keeps its latest 50)",
+                tenant.name
+            ))
+        })
 }
 
 /// Who the token is and what it may do (the console asks this first).

@@ -47,6 +47,8 @@ pub struct AppState {
     pub loopback_host_only: bool,
     /// Serializes each tenant's deploys and rollbacks on this host.
     pub deploy_locks: DeployLocks,
+    /// Runs backtests, when the host loads plugins.
+    pub backtests: Option<Arc<crate::plugins::backtest::Backtests>>,
 }
 
 /// One lock per tenant, so that a tenant's deploys and rollbacks on this host run one at a time
@@ -98,6 +100,7 @@ impl AppState {
             loader: None,
             loopback_host_only: false,
             deploy_locks: DeployLocks::default(),
+            backtests: None,
         }
     }
 }

@@ -29,7 +29,7 @@ use crate::capabilities::config::ConfigValues;
 use crate::capabilities::http::HttpCapability;
 use crate::capabilities::kv::KvTxn;
 use crate::capabilities::log::{Level, LogCapture};
-use crate::storage::{KvRead, KvWrite, LogLine, StoredEvent};
+use crate::storage::{KvRead, KvWrite, LogLine, OutboundRequest, StoredEvent};
 
 mod cache;
 mod store;
@@ -152,6 +152,8 @@ pub struct AttemptReport {
     pub logs: Vec<LogLine>,
     /// Log lines dropped.
     pub logs_dropped: u32,
+    /// The outbound requests it made (sent, or in a dry attempt recorded only).
+    pub requests: Vec<OutboundRequest>,
     /// How long the attempt took.
     pub duration: Duration,
 }
@@ -411,6 +413,7 @@ impl Runtime {
         }
         warm.printed = printed.len();
         let (logs, logs_dropped) = caps.log.finish();
+        let requests = caps.http.take_requested();
         // Only a handled event (done or skipped) commits its kv writes; retry-after, errors,
         // traps and timeouts leave no change behind.
         let (kv_writes, kv_reads) = match result {
@@ -435,6 +438,7 @@ impl Runtime {
             result,
             logs,
             logs_dropped,
+            requests,
             duration: started.elapsed(),
         }
     }

@@ -27,6 +27,7 @@ macro_rules! conformance_tests {
             published_plugins_are_kept_by_content_and_announced,
             deploys_are_numbered_and_rolled_back,
             tokens_are_stored_listed_and_revoked,
+            the_journal_pages_in_order_with_the_latest_attempt,
             a_stored_config_replaces_the_last_and_is_announced,
             a_finish_is_fenced_by_its_lease,
             expired_leases_are_reaped_and_renewed_ones_are_not,
@@ -154,6 +155,7 @@ pub fn record(attempt: u32, outcome: AttemptOutcome) -> AttemptRecord {
             message: "hi".into(),
         }],
         logs_dropped: 0,
+        effects: None,
     }
 }
 
@@ -627,6 +629,58 @@ pub async fn deploys_are_numbered_and_rolled_back(store: Arc<dyn Storage>) {
     }
     numbers.sort();
     assert_eq!(numbers, (5..=12).collect::<Vec<u32>>());
+}
+
+/// The journal, paged oldest first for backtests: one tenant's events with their latest attempt
+/// (its effects kept).
+pub async fn the_journal_pages_in_order_with_the_latest_attempt(store: Arc<dyn Storage>) {
+    let first = accepted(&store, event_for("acme", "j1", None)).await;
+    accepted(&store, event_for("other", "j2", None)).await;
+    let second = accepted(&store, event_for("acme", "j3", Some("o3"))).await;
+    let third = accepted(&store, event_for("acme", "j4", Some("o4"))).await;
+    let claims = claim_all(&store).await;
+    let mut done = finished(
+        lease_of(&claims, first),
+        1,
+        AttemptOutcome::Done,
+        EventState::Done,
+    );
+    done.record.effects = Some(super::Effects {
+        kv: vec![super::KvEffect {
+            key: "k".into(),
+            value_sha256: Some("0123456789abcdef".into()),
+        }],
+        requests: vec![super::OutboundRequest {
+            method: "POST".into(),
+            host: "example.com".into(),
+            path: "/x".into(),
+            body_sha256: None,
+        }],
+    });
+    let effects = done.record.effects.clone();
+    assert_eq!(
+        store.finish_attempt(done).await.unwrap(),
+        FinishResult::Committed
+    );
+    let page = store.journal_page("acme", 0, 0, 2).await.unwrap();
+    let seqs: Vec<i64> = page.iter().map(|j| j.event.seq).collect();
+    assert_eq!(seqs, [first, second]);
+    assert_eq!(page[0].state, EventState::Done);
+    let last = page[0].last_attempt.as_ref().expect("its attempt");
+    assert_eq!((last.attempt, &last.effects), (1, &effects));
+    assert!(page[1].last_attempt.is_none());
+    assert_eq!(page[1].event.body, event_for("acme", "j3", Some("o3")).body);
+    let rest = store.journal_page("acme", second, 0, 10).await.unwrap();
+    assert_eq!(
+        rest.iter().map(|j| j.event.seq).collect::<Vec<_>>(),
+        [third]
+    );
+    let received = page[0].event.received_at_ms;
+    let later = store
+        .journal_page("acme", 0, received + 1_000_000, 10)
+        .await
+        .unwrap();
+    assert!(later.is_empty());
 }
 
 /// Tokens are kept by id with their hash, listed per tenant, revoked for good, and their last

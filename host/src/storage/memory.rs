@@ -14,7 +14,7 @@ use super::{
     FinishResult, FinishedAttempt, KvConflict, KvEntry, KvWrite, Lease, NewEvent, PublishedConfig,
     PublishedPlugin, Replay, Storage, StoreChange, StoredEvent,
 };
-use super::{DeployAction, DeployKind, DeployRecord, Deployed, NewDeploy};
+use super::{DeployAction, DeployKind, DeployRecord, Deployed, JournaledEvent, NewDeploy};
 use crate::access::{StoredToken, TokenInfo};
 use crate::now_ms;
 
@@ -573,6 +573,27 @@ impl Storage for MemoryStorage {
             token.info.last_used_at_ms = Some(at_ms);
         }
         Ok(())
+    }
+
+    async fn journal_page(
+        &self,
+        tenant: &str,
+        after_seq: i64,
+        since_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<JournaledEvent>> {
+        let journal = self.journal();
+        Ok(journal
+            .events
+            .range(after_seq.saturating_add(1)..)
+            .filter(|(_, row)| row.new.tenant == tenant && row.new.received_at_ms >= since_ms)
+            .take(limit as usize)
+            .map(|(seq, row)| JournaledEvent {
+                event: row.stored(*seq),
+                state: row.state,
+                last_attempt: row.history.last().cloned(),
+            })
+            .collect())
     }
 
     async fn event_tenant(&self, seq: i64) -> Result<Option<String>> {

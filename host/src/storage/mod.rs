@@ -344,6 +344,73 @@ pub struct AttemptRecord {
     pub logs: Vec<LogLine>,
     /// Log lines dropped over the limit.
     pub logs_dropped: u32,
+    /// Its kv changes and requests; `None` for attempts recorded before hookhost kept them
+    /// (and for attempts that never ran: an interrupted one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effects: Option<Effects>,
+}
+
+/// An outbound request as an attempt records it: enough to compare what two plugin versions did
+/// (shadow runs, backtests) without keeping bodies or query strings, which may hold secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundRequest {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// The URL's host (and port, when not the scheme's default).
+    pub host: String,
+    /// The URL's path.
+    pub path: String,
+    /// The first 16 hex digits of the body's SHA-256, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_sha256: Option<String>,
+}
+
+/// A kv change an attempt made, as recorded: the key and a digest of the value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvEffect {
+    /// The key.
+    pub key: String,
+    /// The first 16 hex digits of the value's SHA-256; absent for a delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_sha256: Option<String>,
+}
+
+/// What an attempt did outside itself, recorded so that two plugin versions' behaviour on one
+/// event can be compared (shadow runs, backtests): the kv changes it committed (or, dry, would
+/// have) and the requests it made.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Effects {
+    /// kv changes, in the order made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kv: Vec<KvEffect>,
+    /// Outbound requests, in the order made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<OutboundRequest>,
+}
+
+impl Effects {
+    /// The effects of kv `writes` and `requests`.
+    pub fn of(writes: &[KvWrite], requests: Vec<OutboundRequest>) -> Effects {
+        let kv = writes
+            .iter()
+            .map(|w| match w {
+                KvWrite::Set(key, value) => KvEffect {
+                    key: key.clone(),
+                    value_sha256: Some(component_digest(value)[..16].to_string()),
+                },
+                KvWrite::Delete(key) => KvEffect {
+                    key: key.clone(),
+                    value_sha256: None,
+                },
+            })
+            .collect();
+        Effects { kv, requests }
+    }
+
+    /// Whether it did nothing.
+    pub fn is_empty(&self) -> bool {
+        self.kv.is_empty() && self.requests.is_empty()
+    }
 }
 
 /// One kv change of an attempt, applied only if the attempt succeeds.
@@ -495,6 +562,18 @@ pub struct EventDetail {
     pub attempts_detail: Vec<AttemptRecord>,
 }
 
+/// A journaled event with its last attempt: what a backtest runs a candidate on and compares
+/// with.
+#[derive(Debug, Clone)]
+pub struct JournaledEvent {
+    /// The event as attempts get it.
+    pub event: StoredEvent,
+    /// Where it is in its life.
+    pub state: EventState,
+    /// Its latest attempt, if it had one.
+    pub last_attempt: Option<AttemptRecord>,
+}
+
 /// What a replay request found.
 #[derive(Debug)]
 pub enum Replay {
@@ -603,6 +682,15 @@ pub trait Storage: Send + Sync {
     async fn revoke_token(&self, id: &str) -> Result<Option<TokenInfo>>;
     /// Records that a token was used at `at_ms`.
     async fn token_used(&self, id: &str, at_ms: u64) -> Result<()>;
+    /// A tenant's events after `after_seq` received at or after `since_ms`, oldest first, at most
+    /// `limit`, each with its latest attempt (backtests page through the journal with it).
+    async fn journal_page(
+        &self,
+        tenant: &str,
+        after_seq: i64,
+        since_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<JournaledEvent>>;
     /// The tenant an event belongs to (who may see it), if it exists.
     async fn event_tenant(&self, seq: i64) -> Result<Option<String>>;
     /// Proves the store can commit a write now (readiness): a no-op through the writer.

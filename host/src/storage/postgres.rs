@@ -21,7 +21,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_postgres::{NoTls, Row};
 
-use super::{DeployAction, DeployKind, DeployRecord, Deployed, NewDeploy};
+use super::{DeployAction, DeployKind, DeployRecord, Deployed, JournaledEvent, NewDeploy};
 use crate::access::{scopes_text, stored_scopes, StoredToken, TokenInfo};
 
 use super::{
@@ -1417,6 +1417,44 @@ impl Storage for PostgresStorage {
             )
             .await?;
         Ok(())
+    }
+
+    async fn journal_page(
+        &self,
+        tenant: &str,
+        after_seq: i64,
+        since_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<JournaledEvent>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &client
+                    .prepare_cached(
+                        "SELECT e.seq, e.tenant, e.source, e.received_at_ms, e.body, e.event, e.state,
+                             (SELECT a.record FROM attempts a WHERE a.event_seq = e.seq
+                              ORDER BY a.attempt DESC LIMIT 1) AS last_attempt
+                         FROM events e
+                         WHERE e.tenant = $1 AND e.seq > $2 AND e.received_at_ms >= $3
+                         ORDER BY e.seq LIMIT $4",
+                    )
+                    .await?,
+                &[&tenant, &after_seq, &(since_ms as i64), &(limit as i64)],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let last_attempt: Option<String> = r.try_get("last_attempt")?;
+                Ok(JournaledEvent {
+                    event: stored(r)?,
+                    state: state_of(r, "state")?,
+                    last_attempt: last_attempt
+                        .map(|text| serde_json::from_str::<AttemptRecord>(&text))
+                        .transpose()
+                        .context("a stored attempt is not valid JSON")?,
+                })
+            })
+            .collect()
     }
 
     async fn event_tenant(&self, seq: i64) -> Result<Option<String>> {

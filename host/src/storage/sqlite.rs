@@ -20,7 +20,7 @@ use super::{
     FinishedAttempt, KvConflict, KvEntry, KvWrite, Lease, NewEvent, PublishedConfig,
     PublishedPlugin, Replay, Storage, StoreChange, StoredEvent,
 };
-use super::{DeployAction, DeployKind, DeployRecord, Deployed, NewDeploy};
+use super::{DeployAction, DeployKind, DeployRecord, Deployed, JournaledEvent, NewDeploy};
 use crate::access::{scopes_text, stored_scopes, StoredToken, TokenInfo};
 use crate::config::Durability;
 use crate::now_ms;
@@ -1085,6 +1085,45 @@ impl Storage for SqliteStorage {
             c.prepare_cached("UPDATE api_tokens SET last_used_at_ms = ?2 WHERE id = ?1")?
                 .execute(params![id, at_ms as i64])?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn journal_page(
+        &self,
+        tenant: &str,
+        after_seq: i64,
+        since_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<JournaledEvent>> {
+        let tenant = tenant.to_string();
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT e.seq, e.tenant, e.source, e.received_at_ms, e.body, e.event, e.state,
+                     (SELECT a.record FROM attempts a WHERE a.event_seq = e.seq
+                      ORDER BY a.attempt DESC LIMIT 1)
+                 FROM events e WHERE e.tenant = ?1 AND e.seq > ?2 AND e.received_at_ms >= ?3
+                 ORDER BY e.seq LIMIT ?4",
+            )?
+            .query_map(params![tenant, after_seq, since_ms as i64, limit], |r| {
+                let last_attempt = r
+                    .get::<_, Option<String>>(7)?
+                    .map(|text| serde_json::from_str::<AttemptRecord>(&text))
+                    .transpose()
+                    .map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            7,
+                            rusqlite::types::Type::Text,
+                            Box::new(e),
+                        )
+                    })?;
+                Ok(JournaledEvent {
+                    event: stored(r)?,
+                    state: state_column(r, 6)?,
+                    last_attempt,
+                })
+            })?
+            .collect()
         })
         .await
     }
