@@ -1039,7 +1039,7 @@ async fn a_merchant_deploys_and_rolls_back_with_its_own_token() {
     assert_eq!(
         (
             &rolled["deploy"]["number"],
-            &rolled["deploy"]["rollback_to"]
+            &rolled["deploy"]["reactivates"]
         ),
         (&json!(6), &json!(1)),
         "{rolled}"
@@ -1354,4 +1354,191 @@ async fn a_backtest_shows_where_a_candidate_would_behave_differently() {
         &["backtest", "--tenant", "shop", "--plugin", &same_code],
     );
     assert!(stderr.contains("403"), "{stderr}");
+}
+
+/// A staged version shadows the active one on live traffic: the active attempts are untouched,
+/// each shadow run is compared with its attempt (changed code differs in kv and requests; the
+/// same code agrees, even on a read-modify-write counter), the shadow writes and sends nothing;
+/// promote makes it active and ends the shadow.
+#[tokio::test]
+async fn a_staged_version_shadows_live_traffic_and_is_promoted() {
+    let backend = common::Backend::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.wasm");
+    std::fs::copy(plugin("recorder"), &live).unwrap();
+    let tenants = TenantToml::new("shop", &live)
+        .allowed_hosts(&[&backend.addr])
+        .config("echo-url", &format!("http://{}/echo", backend.addr))
+        .fincart_with_token("fc", TOKEN)
+        .toml();
+    let host = Host::start(&tenants).await;
+    let serving = wait_version(&host, "shop", None).await;
+    let admin = common::ADMIN_TOKEN;
+    let file = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let other = file("other.wasm", &std::fs::read(plugin("misbehave")).unwrap());
+    let staged = cli_json(
+        &host,
+        admin,
+        &["deploy", "--tenant", "shop", &other, "--stage", "--json"],
+    );
+    assert_eq!(staged["deploy"]["kind"], "staged", "{staged}");
+    assert_eq!(
+        plugin_status(&host, "shop").await["version"],
+        serving.as_str()
+    );
+    let out = host.cli(&[
+        "shadow",
+        "start",
+        "--tenant",
+        "shop",
+        "--version",
+        "1",
+        "--share",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let send = |prefix: &'static str, n: usize| {
+        let (host, serving) = (&host, &serving);
+        async move {
+            let mut seqs = Vec::new();
+            for i in 0..n {
+                let body = order(&format!("{prefix}-{i}"));
+                seqs.push(
+                    accepted(
+                        host.send("shop", "fc", &[JSON, ("authorization", TOKEN)], body)
+                            .await,
+                    )
+                    .await,
+                );
+            }
+            for seq in &seqs {
+                let event = host.wait_finished(*seq, Duration::from_secs(30)).await;
+                assert_eq!(
+                    event["state"], "done",
+                    "the active attempt is untouched: {event}"
+                );
+                assert_eq!(
+                    event["attempts_detail"][0]["plugin_version"],
+                    serving.as_str()
+                );
+            }
+        }
+    };
+    send("sh", 10).await;
+    let status = wait_for("ten shadow runs", Duration::from_secs(30), async || {
+        let s = cli_json(
+            &host,
+            admin,
+            &["shadow", "status", "--tenant", "shop", "--json"],
+        );
+        (s["counts"]["differs"] == 10).then_some(s)
+    })
+    .await;
+    let places: Vec<&str> = status["differing"][0]["comparison"]["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["in"].as_str().unwrap())
+        .collect();
+    assert_eq!(places, ["kv", "requests"], "{status}");
+    assert_eq!(
+        backend.received().len(),
+        10,
+        "only the active attempts' requests were sent"
+    );
+    assert!(
+        host.kv("shop")
+            .await
+            .keys()
+            .all(|k| !k.starts_with("touched/")),
+        "the shadow's kv writes were dropped"
+    );
+    let text = host.cli(&["shadow", "status", "--tenant", "shop"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("different 10") && text.contains("kv: active"),
+        "{text}"
+    );
+
+    // The same code, staged and shadowing: it agrees (or, when an attempt's commit beat the
+    // shadow's read, says it cannot tell); never a difference.
+    let same = file("same.wasm", &variant_of(&plugin("recorder"), "shadow"));
+    let staged = cli_json(
+        &host,
+        admin,
+        &["deploy", "--tenant", "shop", &same, "--stage", "--json"],
+    );
+    let number = staged["deploy"]["number"].as_u64().unwrap().to_string();
+    let same_version = staged["version"].as_str().unwrap().to_string();
+    let out = host.cli(&["shadow", "start", "--tenant", "shop", "--version", &number]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    send("same", 5).await;
+    let status = wait_for("five shadow runs", Duration::from_secs(30), async || {
+        let s = cli_json(
+            &host,
+            admin,
+            &["shadow", "status", "--tenant", "shop", "--json"],
+        );
+        let counts = &s["counts"];
+        let runs = counts["same"].as_u64().unwrap_or(0)
+            + counts["inconclusive"].as_u64().unwrap_or(0)
+            + counts["differs"].as_u64().unwrap_or(0);
+        (runs == 5).then_some(s)
+    })
+    .await;
+    assert!(status["counts"]["differs"].is_null(), "{status}");
+
+    let out = host.cli(&["shadow", "promote", "--tenant", "shop"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        plugin_status(&host, "shop").await["version"],
+        same_version.as_str()
+    );
+    let history = cli_json(&host, admin, &["versions", "--tenant", "shop", "--json"]);
+    assert_eq!(history["deploys"][0]["kind"], "promote");
+    assert_eq!(
+        history["deploys"][0]["reactivates"],
+        staged["deploy"]["number"]
+    );
+    let status = cli_json(
+        &host,
+        admin,
+        &["shadow", "status", "--tenant", "shop", "--json"],
+    );
+    assert!(status["shadow"].is_null(), "{status}");
+    let stderr = cli_fails(&host, admin, &["shadow", "discard", "--tenant", "shop"]);
+    assert!(stderr.contains("404"), "{stderr}");
+    let stderr = cli_fails(
+        &host,
+        admin,
+        &["shadow", "start", "--tenant", "shop", "--version", "99"],
+    );
+    assert!(stderr.contains("404"), "{stderr}");
+    let active = history["deploys"][0]["number"].to_string();
+    let stderr = cli_fails(
+        &host,
+        admin,
+        &["shadow", "start", "--tenant", "shop", "--version", &active],
+    );
+    assert!(
+        stderr.contains("409") && stderr.contains("active"),
+        "{stderr}"
+    );
 }

@@ -56,6 +56,12 @@ impl AdminClient {
         .await
     }
 
+    /// PUT `body` (JSON) to an admin path; its JSON, or the server's error message.
+    pub async fn put_json(&self, path: &str, body: Value) -> Result<Value> {
+        self.call(self.client.put(format!("{}{path}", self.url)).json(&body))
+            .await
+    }
+
     /// DELETE an admin path; its JSON, or the server's error message.
     pub async fn delete(&self, path: &str) -> Result<Value> {
         self.call(self.client.delete(format!("{}{path}", self.url)))
@@ -99,6 +105,17 @@ impl AdminClient {
 /// What `hookhost deploy` prints for the API's answer.
 pub fn deployed_text(p: &Value) -> String {
     let t = &p["timings_ms"];
+    if p["deploy"]["kind"] == "staged" {
+        let tenant = p["tenant"].as_str().unwrap_or_default();
+        return format!(
+            "staged v{} for {tenant}: version {} ({} bytes, checked in {} ms), not active; try it beside the active one with hookhost shadow start --tenant {tenant} --version {}",
+            p["deploy"]["number"],
+            p["version"].as_str().unwrap_or_default(),
+            p["size"],
+            t["total"],
+            p["deploy"]["number"],
+        );
+    }
     format!(
         "deployed v{} for {}: version {} ({} bytes; compiled in {} ms, self-tests {} ms, stored in {} ms, {} ms in all); every replica on this database serves it",
         p["deploy"]["number"],
@@ -118,7 +135,7 @@ pub fn rolled_back_text(p: &Value) -> String {
     format!(
         "rolled back {} to v{}: now serving version {} as v{}",
         p["tenant"].as_str().unwrap_or_default(),
-        d["rollback_to"],
+        d["reactivates"],
         short(d["digest"].as_str().unwrap_or_default(), 16),
         d["number"],
     )
@@ -134,7 +151,7 @@ pub fn versions_table(p: &Value) -> String {
         .iter()
         .map(|d| {
             let number = d["number"].as_u64();
-            let what = match (d["kind"].as_str().unwrap_or_default(), &d["rollback_to"]) {
+            let what = match (d["kind"].as_str().unwrap_or_default(), &d["reactivates"]) {
                 ("rollback", to) => format!("rollback to v{to}"),
                 ("refused", _) => format!(
                     "refused: {}",
@@ -234,6 +251,58 @@ pub fn backtest_text(r: &Value) -> String {
             "\n(the first {} are listed; --json has them as data)\n",
             listed.len()
         ));
+    }
+    text
+}
+
+/// What `hookhost shadow status` prints.
+pub fn shadow_text(s: &Value) -> String {
+    let tenant = s["tenant"].as_str().unwrap_or_default();
+    let shadow = &s["shadow"];
+    if shadow.is_null() {
+        return format!(
+            "{tenant} has no shadow (hookhost deploy --stage, then hookhost shadow start --tenant {tenant} --version N)"
+        );
+    }
+    let count = |k: &str| s["counts"][k].as_u64().unwrap_or(0);
+    let mut text = format!(
+        "v{} shadows {tenant} on {:.0}% of attempts since {} (by {})\n  same {}, different {}, inconclusive {}\n",
+        shadow["number"],
+        shadow["share"].as_f64().unwrap_or(0.0) * 100.0,
+        when(shadow["since_ms"].as_u64()),
+        crate::cli_text::escape(shadow["by"].as_str().unwrap_or_default()),
+        count("same"),
+        count("differs"),
+        count("inconclusive"),
+    );
+    for run in s["differing"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        text.push_str(&format!(
+            "\nevent {} attempt {}: {} ({} µs active, {} µs shadow)\n",
+            run["seq"],
+            run["attempt"],
+            run["verdict"].as_str().unwrap_or_default(),
+            run["serving_us"],
+            run["shadow_us"]
+        ));
+        if let Some(reason) = run["comparison"]["reason"].as_str() {
+            text.push_str(&format!("  {}\n", crate::cli_text::escape(reason)));
+        }
+        for d in run["comparison"]["differences"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            text.push_str(&format!(
+                "  {}: active {} · shadow {}\n",
+                d["in"].as_str().unwrap_or_default(),
+                short(&crate::cli_text::escape(&d["serving"].to_string()), 200),
+                short(&crate::cli_text::escape(&d["candidate"].to_string()), 200),
+            ));
+        }
     }
     text
 }

@@ -120,9 +120,19 @@ enum Command {
         tenant: String,
         /// The component (.wasm).
         component: PathBuf,
+        /// Store it as a staged version without making it active (then `hookhost shadow start`
+        /// to try it beside the active one, and `hookhost shadow promote`).
+        #[arg(long)]
+        stage: bool,
         /// Print the admin API's JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// A shadow: a staged version run dry beside a share of the active version's attempts, each
+    /// run compared with the attempt (outcome, kv changes, requests).
+    Shadow {
+        #[command(subcommand)]
+        command: ShadowCommand,
     },
     /// Make an earlier version of a tenant's plugin serve again (checked again first).
     Rollback {
@@ -248,6 +258,51 @@ struct AdminArgs {
     /// The admin token, or a merchant token (`hhk_...`) for its tenant's commands.
     #[arg(long, env = "HOOKHOST_ADMIN_TOKEN", hide_env_values = true)]
     token: String,
+}
+
+#[derive(Subcommand)]
+enum ShadowCommand {
+    /// Start (or change) the shadow: deploy VERSION runs beside SHARE of live attempts.
+    Start {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The deploy number (`hookhost versions`; usually a staged one).
+        #[arg(long)]
+        version: u32,
+        /// The share of live attempts, more than 0 and at most 1.
+        #[arg(long, default_value_t = 1.0)]
+        share: f64,
+    },
+    /// What the shadow found: counts by verdict and the newest differing runs.
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Print the admin API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the shadowing version the active one (checked again first).
+    Promote {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// End the shadow; the active version is untouched.
+    Discard {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -408,15 +463,16 @@ fn run() -> Result<()> {
             admin,
             tenant,
             component,
+            stage,
             json,
         } => {
             let bytes = std::fs::read(&component)
                 .with_context(|| format!("cannot read {}", component.display()))?;
-            let deployed = block_on(
-                admin
-                    .client()
-                    .put(&format!("/admin/tenants/{tenant}/plugin"), bytes),
-            )?;
+            let path = match stage {
+                true => format!("/admin/tenants/{tenant}/plugin?activate=false"),
+                false => format!("/admin/tenants/{tenant}/plugin"),
+            };
+            let deployed = block_on(admin.client().put(&path, bytes))?;
             print_or_json(&deployed, json, admin_cli::deployed_text)
         }
         Command::Rollback {
@@ -441,6 +497,7 @@ fn run() -> Result<()> {
             print_or_json(&history, json, admin_cli::versions_table)
         }
         Command::Tokens { command } => tokens(command),
+        Command::Shadow { command } => shadow(command),
         Command::Backtest {
             admin,
             tenant,
@@ -618,6 +675,57 @@ fn parse_duration_ms(text: &str) -> Result<u64> {
         _ => bail!("{text:?}: the unit must be s, m, h or d"),
     };
     Ok(n.saturating_mul(unit_ms))
+}
+
+/// `hookhost shadow ...`.
+fn shadow(command: ShadowCommand) -> Result<()> {
+    match command {
+        ShadowCommand::Start {
+            admin,
+            tenant,
+            version,
+            share,
+        } => {
+            let body = serde_json::json!({ "version": version, "share": share });
+            let path = format!("/admin/tenants/{tenant}/plugin/shadow");
+            block_on(admin.client().put_json(&path, body))?;
+            println!(
+                "v{version} shadows {tenant}'s active version on {:.0}% of its attempts (hookhost shadow status --tenant {tenant})",
+                share * 100.0
+            );
+            Ok(())
+        }
+        ShadowCommand::Status {
+            admin,
+            tenant,
+            json,
+        } => {
+            let status = block_on(
+                admin
+                    .client()
+                    .get(&format!("/admin/tenants/{tenant}/plugin/shadow")),
+            )?;
+            print_or_json(&status, json, admin_cli::shadow_text)
+        }
+        ShadowCommand::Promote { admin, tenant } => {
+            let path = format!("/admin/tenants/{tenant}/plugin/shadow/promote");
+            let promoted = block_on(admin.client().post(&path))?;
+            println!(
+                "promoted: v{} of {tenant} is active as v{}",
+                promoted["deploy"]["reactivates"], promoted["deploy"]["number"]
+            );
+            Ok(())
+        }
+        ShadowCommand::Discard { admin, tenant } => {
+            let path = format!("/admin/tenants/{tenant}/plugin/shadow");
+            let discarded = block_on(admin.client().delete(&path))?;
+            println!(
+                "discarded the shadow of {tenant} (v{}); the active version is unchanged",
+                discarded["discarded"]["number"]
+            );
+            Ok(())
+        }
+    }
 }
 
 /// `hookhost tokens ...`.

@@ -34,6 +34,12 @@ pub const KV_CONFLICTS: &str = "hookhost_kv_conflicts_total";
 /// outcome and kv writes were discarded and the event ran again.
 pub const LEASES_LOST: &str = "hookhost_leases_lost_total";
 
+/// Shadowed attempts by tenant and verdict (`same`, `differs`, `inconclusive`, and `skipped`:
+/// the tenant's shadows were all busy, so none ran beside that attempt).
+pub const SHADOW_RUNS: &str = "hookhost_shadow_runs_total";
+/// Time spent in shadow runs (dry), per tenant: what shadowing costs.
+pub const SHADOW_SECONDS: &str = "hookhost_shadow_seconds";
+
 /// A label value for a name not in the config (never the caller's text).
 pub const UNKNOWN: &str = "_unknown";
 

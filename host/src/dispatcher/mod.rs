@@ -749,6 +749,7 @@ async fn attempt(
     {
         tracing::error!(seq = lease.seq, "cannot mark the attempt as started: {e:#}");
     }
+    let shadow = start_shadow(deps, &tenant, &event, number);
     let report = deps.runtime.run(&plugin, &event, number, cx).await;
     let outcome = match report.result {
         Ok(PluginOutcome::Done) => AttemptOutcome::Done,
@@ -781,6 +782,21 @@ async fn attempt(
         AttemptOutcome::RetryAfter { .. } => "retry",
         AttemptOutcome::Error { .. } => "error",
     };
+    let effects = Effects::of(&report.kv_writes, report.requests);
+    if let Some(shadow) = shadow {
+        shadow.compare_with(
+            deps,
+            ServingAttempt {
+                seq: lease.seq,
+                attempt: number,
+                version: plugin.version.clone(),
+                outcome: outcome.clone(),
+                effects: effects.clone(),
+                kv_reads: report.kv_reads.clone(),
+                duration: report.duration,
+            },
+        );
+    }
     let finished = FinishedAttempt {
         lease,
         tenant: claim.tenant.clone(),
@@ -792,7 +808,7 @@ async fn attempt(
             outcome,
             logs: report.logs,
             logs_dropped: report.logs_dropped,
-            effects: Some(Effects::of(&report.kv_writes, report.requests)),
+            effects: Some(effects),
         },
         kv_writes: report.kv_writes,
         kv_reads: report.kv_reads,
@@ -848,6 +864,100 @@ async fn attempt(
             tracing::error!(tenant = %claim.tenant, seq = lease.seq, "cannot record the attempt; it will run again: {e:#}");
             give_back(NO_PLUGIN_WAIT_MS).await
         }
+    }
+}
+
+/// A shadow's dry run of one attempt's event, running beside it.
+struct ShadowAttempt {
+    tenant: String,
+    number: u32,
+    run: tokio::task::JoinHandle<crate::plugins::dryrun::DryAttempt>,
+}
+
+/// What the active attempt did, for its shadow to be compared with.
+struct ServingAttempt {
+    seq: i64,
+    attempt: u32,
+    version: String,
+    outcome: AttemptOutcome,
+    effects: Effects,
+    kv_reads: Vec<crate::storage::KvRead>,
+    duration: Duration,
+}
+
+/// Starts `tenant`'s shadow on `event` beside attempt `number`, if it has one, this attempt
+/// falls in its share, and one of its runs is free (the attempt itself never waits for it).
+fn start_shadow(
+    deps: &DispatchDeps,
+    tenant: &Arc<crate::tenants::Tenant>,
+    event: &crate::storage::StoredEvent,
+    number: u32,
+) -> Option<ShadowAttempt> {
+    let shadow = deps.registry.shadow(&tenant.name)?;
+    if rand::random::<f64>() >= shadow.share {
+        return None;
+    }
+    let Ok(permit) = shadow.running.clone().try_acquire_owned() else {
+        metrics::counter!(crate::telemetry::SHADOW_RUNS, "tenant" => tenant.name.clone(), "verdict" => "skipped")
+            .increment(1);
+        return None;
+    };
+    let runner = crate::plugins::dryrun::DryRunner::from_parts(
+        deps.runtime.clone(),
+        deps.storage.clone(),
+        deps.http_client.clone(),
+    );
+    let (for_run, event) = (tenant.clone(), event.clone());
+    let plugin = shadow.plugin.clone();
+    let run = tokio::spawn(async move {
+        let _permit = permit;
+        runner.run(&for_run, &plugin, &event, number).await
+    });
+    Some(ShadowAttempt {
+        tenant: tenant.name.clone(),
+        number: shadow.number,
+        run,
+    })
+}
+
+impl ShadowAttempt {
+    /// Once the shadow's run ends, compares it with `serving` and records the verdict, in a
+    /// task of its own: the attempt goes on at once.
+    fn compare_with(self, deps: &DispatchDeps, serving: ServingAttempt) {
+        let storage = deps.storage.clone();
+        tokio::spawn(async move {
+            let Ok(dry) = self.run.await else {
+                return;
+            };
+            let observed = crate::plugins::dryrun::Observed {
+                outcome: &serving.outcome,
+                effects: Some(&serving.effects),
+                kv_reads: Some(&serving.kv_reads),
+            };
+            let comparison = crate::plugins::dryrun::compare(&observed, &dry);
+            let verdict = comparison.verdict();
+            use crate::telemetry as m;
+            metrics::counter!(m::SHADOW_RUNS, "tenant" => self.tenant.clone(), "verdict" => verdict)
+                .increment(1);
+            metrics::histogram!(m::SHADOW_SECONDS, "tenant" => self.tenant.clone())
+                .record(dry.duration.as_secs_f64());
+            let run = crate::storage::ShadowRun {
+                tenant: self.tenant,
+                number: self.number,
+                seq: serving.seq,
+                attempt: serving.attempt,
+                at_ms: now_ms(),
+                serving_version: serving.version,
+                shadow_version: dry.version.clone(),
+                verdict: verdict.to_string(),
+                comparison: serde_json::to_value(&comparison).unwrap_or_default(),
+                serving_us: serving.duration.as_micros() as u64,
+                shadow_us: dry.duration.as_micros() as u64,
+            };
+            if let Err(e) = storage.record_shadow_run(&run).await {
+                tracing::warn!(tenant = %run.tenant, seq = run.seq, "cannot record a shadow run: {e:#}");
+            }
+        });
     }
 }
 

@@ -104,6 +104,10 @@ pub fn routes(state: &Arc<AppState>) -> AdminApi {
         .add(M::PUT, "/admin/tenants/{tenant}/plugin", Merchant(Deploy), plugin_put)
         .add(M::GET, "/admin/tenants/{tenant}/plugin/versions", Merchant(Read), get(plugin_versions))
         .add(M::POST, "/admin/tenants/{tenant}/plugin/rollback", Merchant(Deploy), post(rollback_plugin))
+        .add(M::GET, "/admin/tenants/{tenant}/plugin/shadow", Merchant(Read), get(shadow_status))
+        .add(M::PUT, "/admin/tenants/{tenant}/plugin/shadow", Merchant(Deploy), put(set_shadow))
+        .add(M::DELETE, "/admin/tenants/{tenant}/plugin/shadow", Merchant(Deploy), delete(discard_shadow))
+        .add(M::POST, "/admin/tenants/{tenant}/plugin/shadow/promote", Merchant(Deploy), post(promote_shadow))
         .add(M::POST, "/admin/tenants/{tenant}/backtests", Merchant(Deploy), backtest_post)
         .add(M::GET, "/admin/tenants/{tenant}/backtests", Merchant(Read), get(backtests))
         .add(M::GET, "/admin/tenants/{tenant}/backtests/{id}", Merchant(Read), get(backtest))
@@ -136,6 +140,7 @@ async fn deploy_plugin(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     KnownTenant(tenant): KnownTenant,
+    AdminQuery(q): AdminQuery<DeployQuery>,
     ComponentBody(component): ComponentBody,
 ) -> Result<Json<Value>, AppError> {
     let loader = plugin_loader(&state)?;
@@ -170,10 +175,14 @@ async fn deploy_plugin(
         }
     };
     let stored_at = std::time::Instant::now();
+    let activate = q.activate.unwrap_or(true);
     let deploy = NewDeploy {
         tenant: tenant.name.clone(),
         by,
-        action: DeployAction::Activate(component.to_vec()),
+        action: match activate {
+            true => DeployAction::Activate(component.to_vec()),
+            false => DeployAction::Stage(component.to_vec()),
+        },
     };
     let record = match state.storage.deploy(deploy).await.map_err(store_refused)? {
         Deployed::Recorded(record) => record,
@@ -185,10 +194,12 @@ async fn deploy_plugin(
     };
     let store = stored_at.elapsed();
     let version = checked.plugin.version.clone();
-    loader
-        .registry()
-        .install_published(&tenant.name, &record.digest, Arc::new(checked.plugin));
-    tracing::info!(tenant = %tenant.name, number = record.number, %version, size = record.size, by = %record.by, "plugin deployed");
+    if activate {
+        loader
+            .registry()
+            .install_published(&tenant.name, &record.digest, Arc::new(checked.plugin));
+    }
+    tracing::info!(tenant = %tenant.name, number = record.number, %version, size = record.size, by = %record.by, activate, "plugin deployed");
     Ok(Json(json!({
         "tenant": tenant.name,
         "deploy": record,
@@ -202,6 +213,213 @@ async fn deploy_plugin(
             "total": started.elapsed().as_millis() as u64,
         },
     })))
+}
+
+#[derive(Deserialize)]
+struct DeployQuery {
+    /// `false`: store the version without making it active (to shadow it, then promote it).
+    activate: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShadowRequest {
+    /// The deploy (history entry) that shadows.
+    version: u32,
+    /// The share of live attempts it runs beside, from 0 (exclusive) to 1.
+    share: f64,
+}
+
+#[derive(Deserialize)]
+struct ShadowQuery {
+    /// Differing runs listed (default 50, at most 500).
+    limit: Option<u32>,
+}
+
+/// Starts (or changes) the tenant's shadow: a deployed version that is not the active one runs
+/// dry beside a share of live attempts, and each run is compared with the attempt.
+async fn set_shadow(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    KnownTenant(tenant): KnownTenant,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, AppError> {
+    let request: ShadowRequest = serde_json::from_slice(&body).map_err(|e| {
+        AppError::bad_request(format!(
+            "the body must be {{\"version\": <deploy number>, \"share\": <0 to 1>}}: {e}"
+        ))
+    })?;
+    if !(request.share > 0.0 && request.share <= 1.0) {
+        return Err(AppError::bad_request(
+            "share is a fraction of live attempts: more than 0, at most 1",
+        ));
+    }
+    let loader = plugin_loader(&state)?;
+    let _one_at_a_time = state.deploy_locks.lock(&tenant.name).await;
+    let history = state.storage.deploys(&tenant.name, u32::MAX).await?;
+    let entry = history
+        .iter()
+        .find(|d| d.number == request.version)
+        .ok_or_else(|| {
+            AppError::not_found(format!(
+                "tenant {:?} has no deploy {}",
+                tenant.name, request.version
+            ))
+        })?;
+    if !entry.kind.has_component() {
+        return Err(AppError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "deploy {} was refused: it has nothing to shadow with",
+                entry.number
+            ),
+        ));
+    }
+    let active = crate::storage::deploys::active_entry(&history);
+    if active.is_some_and(|a| a.digest == entry.digest) {
+        return Err(AppError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "deploy {} is the active version: a shadow must be another one",
+                entry.number
+            ),
+        ));
+    }
+    let setting = crate::storage::ShadowSetting {
+        tenant: tenant.name.clone(),
+        number: entry.number,
+        digest: entry.digest.clone(),
+        share: request.share,
+        since_ms: crate::now_ms(),
+        by: caller.who(),
+    };
+    state
+        .storage
+        .set_shadow(&tenant.name, Some(setting.clone()))
+        .await
+        .map_err(store_refused)?;
+    crate::plugins::published::install_shadow(&state.storage, &loader, &tenant, Some(&setting))
+        .await
+        .map_err(|e| AppError::internal(e.context("stored, but not loaded here")))?;
+    tracing::info!(tenant = %tenant.name, number = setting.number, share = setting.share, by = %setting.by, "shadow started");
+    Ok(Json(json!({ "tenant": tenant.name, "shadow": setting })))
+}
+
+/// The tenant's shadow and what it found: counts by verdict and the newest differing runs.
+async fn shadow_status(
+    State(state): State<Arc<AppState>>,
+    KnownTenant(tenant): KnownTenant,
+    AdminQuery(q): AdminQuery<ShadowQuery>,
+) -> Result<Json<Value>, AppError> {
+    let setting = state
+        .storage
+        .shadows()
+        .await?
+        .into_iter()
+        .find(|s| s.tenant == tenant.name);
+    let Some(setting) = setting else {
+        return Ok(Json(json!({ "tenant": tenant.name, "shadow": null })));
+    };
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let report = state
+        .storage
+        .shadow_report(&tenant.name, setting.number, limit)
+        .await?;
+    Ok(Json(json!({
+        "tenant": tenant.name,
+        "shadow": setting,
+        "counts": report.counts,
+        "differing": report.differing,
+    })))
+}
+
+/// Ends the tenant's shadow without promoting it (its findings are forgotten).
+async fn discard_shadow(
+    State(state): State<Arc<AppState>>,
+    KnownTenant(tenant): KnownTenant,
+) -> Result<Json<Value>, AppError> {
+    let loader = plugin_loader(&state)?;
+    let _one_at_a_time = state.deploy_locks.lock(&tenant.name).await;
+    let had = state
+        .storage
+        .shadows()
+        .await?
+        .into_iter()
+        .find(|s| s.tenant == tenant.name)
+        .ok_or_else(|| AppError::not_found(format!("tenant {:?} has no shadow", tenant.name)))?;
+    state
+        .storage
+        .set_shadow(&tenant.name, None)
+        .await
+        .map_err(store_refused)?;
+    crate::plugins::published::install_shadow(&state.storage, &loader, &tenant, None)
+        .await
+        .map_err(AppError::internal)?;
+    tracing::info!(tenant = %tenant.name, number = had.number, "shadow discarded");
+    Ok(Json(json!({ "tenant": tenant.name, "discarded": had })))
+}
+
+/// Makes the shadowing version the active one (checked again first, self-tests included), as a
+/// new history entry, and ends the shadow.
+async fn promote_shadow(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    KnownTenant(tenant): KnownTenant,
+) -> Result<Json<Value>, AppError> {
+    let loader = plugin_loader(&state)?;
+    let _one_at_a_time = state.deploy_locks.lock(&tenant.name).await;
+    let shadow = state
+        .storage
+        .shadows()
+        .await?
+        .into_iter()
+        .find(|s| s.tenant == tenant.name)
+        .ok_or_else(|| {
+            AppError::new(
+                StatusCode::CONFLICT,
+                format!("tenant {:?} has no shadow to promote", tenant.name),
+            )
+        })?;
+    let component = state
+        .storage
+        .plugin_component(&shadow.digest)
+        .await?
+        .ok_or_else(|| AppError::internal(anyhow::anyhow!("the shadow's component is missing")))?;
+    let checked = check_component(&loader, &tenant.name, component)
+        .await?
+        .map_err(|reason| {
+            AppError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("not promoted, the serving version stays: {reason}"),
+            )
+        })?;
+    let promote = NewDeploy {
+        tenant: tenant.name.clone(),
+        by: caller.who(),
+        action: DeployAction::Promote { to: shadow.number },
+    };
+    let record = match state.storage.deploy(promote).await.map_err(store_refused)? {
+        Deployed::Recorded(record) => record,
+        Deployed::NoSuchEntry => {
+            return Err(AppError::internal(anyhow::anyhow!(
+                "deploy {} is gone from the history",
+                shadow.number
+            )))
+        }
+    };
+    loader
+        .registry()
+        .install_published(&tenant.name, &record.digest, Arc::new(checked.plugin));
+    state
+        .storage
+        .set_shadow(&tenant.name, None)
+        .await
+        .map_err(store_refused)?;
+    crate::plugins::published::install_shadow(&state.storage, &loader, &tenant, None)
+        .await
+        .map_err(AppError::internal)?;
+    tracing::info!(tenant = %tenant.name, number = record.number, from = shadow.number, by = %record.by, "shadow promoted");
+    Ok(Json(json!({ "tenant": tenant.name, "deploy": record })))
 }
 
 /// An uploaded component: the body, refused with the API's JSON error when it is over
@@ -324,7 +542,7 @@ async fn rollback_plugin(
             let entry = history.iter().find(|d| d.number == to).ok_or_else(|| {
                 AppError::not_found(format!("tenant {:?} has no deploy {to}", tenant.name))
             })?;
-            if !entry.kind.activates() {
+            if !entry.kind.has_component() {
                 return Err(AppError::new(
                     StatusCode::CONFLICT,
                     format!("deploy {to} was refused: it has no component to roll back to"),

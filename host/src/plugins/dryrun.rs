@@ -54,6 +54,19 @@ impl DryRunner {
         })
     }
 
+    /// A runner that takes an HTTP client already built (it never sends with it).
+    pub fn from_parts(
+        runtime: Arc<Runtime>,
+        storage: Arc<dyn Storage>,
+        client: reqwest::Client,
+    ) -> DryRunner {
+        DryRunner {
+            runtime,
+            storage,
+            client,
+        }
+    }
+
     /// The store its kv reads come from.
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
@@ -83,6 +96,17 @@ impl DryRunner {
             effects: Effects::of(&report.kv_writes, report.requests),
             kv_reads: report.kv_reads,
             duration: report.duration,
+        }
+    }
+}
+
+impl Comparison {
+    /// Its verdict's name: `same`, `differs`, `inconclusive`.
+    pub fn verdict(&self) -> &'static str {
+        match self {
+            Comparison::Same => "same",
+            Comparison::Differs { .. } => "differs",
+            Comparison::Inconclusive { .. } => "inconclusive",
         }
     }
 }

@@ -27,18 +27,22 @@ pub async fn follow(
     reconfigurer: Option<Arc<Reconfigurer>>,
 ) {
     sync(&storage, &loader, &tenants, None).await;
+    sync_shadows(&storage, &loader, &tenants, None).await;
     loop {
         match changes.recv().await {
             Ok(StoreChange::PluginPublished { tenant }) => {
-                sync(&storage, &loader, &tenants, Some(&tenant)).await
+                sync(&storage, &loader, &tenants, Some(&tenant)).await;
+                sync_shadows(&storage, &loader, &tenants, Some(&tenant)).await
             }
             Ok(StoreChange::ConfigPublished) => {
                 apply_config(&storage, reconfigurer.as_deref()).await;
-                sync(&storage, &loader, &tenants, None).await
+                sync(&storage, &loader, &tenants, None).await;
+                sync_shadows(&storage, &loader, &tenants, None).await
             }
             Ok(StoreChange::Resync) | Err(RecvError::Lagged(_)) => {
                 apply_config(&storage, reconfigurer.as_deref()).await;
-                sync(&storage, &loader, &tenants, None).await
+                sync(&storage, &loader, &tenants, None).await;
+                sync_shadows(&storage, &loader, &tenants, None).await
             }
             Err(RecvError::Closed) => return,
         }
@@ -107,4 +111,80 @@ async fn sync(
             })
             .await;
     }
+}
+
+/// Makes each configured tenant's shadow (only `only`'s, when given) the one the store says:
+/// loads a new one, changes a share, ends one the store no longer has.
+async fn sync_shadows(
+    storage: &Arc<dyn Storage>,
+    loader: &Arc<PluginLoader>,
+    tenants: &Tenants,
+    only: Option<&str>,
+) {
+    let settings = match storage.shadows().await {
+        Ok(settings) => settings,
+        Err(e) => {
+            tracing::error!(
+                "cannot read the shadows (retrying at the next change or resync): {e:#}"
+            );
+            return;
+        }
+    };
+    for tenant in tenants.all().values() {
+        if only.is_some_and(|t| t != tenant.name) {
+            continue;
+        }
+        let setting = settings.iter().find(|s| s.tenant == tenant.name);
+        if let Err(e) = install_shadow(storage, loader, tenant, setting).await {
+            tracing::error!(tenant = %tenant.name, "cannot load the shadow: {e:#}");
+        }
+    }
+}
+
+/// Makes `setting` `tenant`'s shadow on this process (`None`: no shadow), loading its component
+/// unless it is the one already shadowing.
+pub async fn install_shadow(
+    storage: &Arc<dyn Storage>,
+    loader: &Arc<PluginLoader>,
+    tenant: &crate::tenants::Tenant,
+    setting: Option<&crate::storage::ShadowSetting>,
+) -> anyhow::Result<()> {
+    let registry = loader.registry();
+    let Some(setting) = setting else {
+        registry.set_shadow(&tenant.name, None);
+        return Ok(());
+    };
+    let current = registry.shadow(&tenant.name);
+    let plugin = match current.filter(|c| setting.digest.starts_with(&c.plugin.version)) {
+        Some(current) => current.plugin.clone(),
+        None => {
+            let component = storage
+                .plugin_component(&setting.digest)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("its component is missing from the store"))?;
+            let runtime = loader.runtime().clone();
+            let origin = format!("shadow {}", &setting.digest[..16.min(setting.digest.len())]);
+            let compiled = tokio::task::spawn_blocking(move || {
+                runtime.load_bytes(
+                    &component,
+                    std::path::Path::new(&origin),
+                    std::time::Instant::now(),
+                )
+            })
+            .await??;
+            Arc::new(compiled)
+        }
+    };
+    registry.set_shadow(
+        &tenant.name,
+        Some(super::registry::ShadowPlugin {
+            number: setting.number,
+            share: setting.share,
+            plugin,
+            running: Arc::new(tokio::sync::Semaphore::new(
+                tenant.limits.max_concurrency.max(1),
+            )),
+        }),
+    );
+    Ok(())
 }

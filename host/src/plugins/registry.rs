@@ -85,14 +85,57 @@ impl PluginStatus {
     }
 }
 
-/// Which plugin serves each tenant.
+/// A version shadowing a tenant's active one: run dry beside a share of its attempts.
+pub struct ShadowPlugin {
+    /// The history entry it is.
+    pub number: u32,
+    /// The share of attempts it runs beside, from 0 to 1.
+    pub share: f64,
+    /// The compiled version.
+    pub plugin: Arc<LoadedPlugin>,
+    /// Its runs at once, at most the tenant's concurrency (a run that finds none free is
+    /// skipped, not queued: a shadow never holds back the active version).
+    pub running: Arc<tokio::sync::Semaphore>,
+}
+
+/// Which plugin serves each tenant (and which shadows it).
 #[derive(Default)]
 pub struct PluginRegistry {
     plugins: ArcSwap<HashMap<String, Arc<LoadedPlugin>>>,
     status: Mutex<HashMap<String, PluginStatus>>,
+    shadows: ArcSwap<HashMap<String, Arc<ShadowPlugin>>>,
 }
 
 impl PluginRegistry {
+    /// The version shadowing `tenant`, if any.
+    pub fn shadow(&self, tenant: &str) -> Option<Arc<ShadowPlugin>> {
+        self.shadows.load().get(tenant).cloned()
+    }
+
+    /// Sets (or ends, with `None`) `tenant`'s shadow.
+    pub fn set_shadow(&self, tenant: &str, shadow: Option<ShadowPlugin>) {
+        self.shadows.rcu(|shadows| {
+            let mut shadows = HashMap::clone(shadows);
+            match &shadow {
+                Some(s) => {
+                    shadows.insert(
+                        tenant.to_string(),
+                        Arc::new(ShadowPlugin {
+                            number: s.number,
+                            share: s.share,
+                            plugin: s.plugin.clone(),
+                            running: s.running.clone(),
+                        }),
+                    );
+                }
+                None => {
+                    shadows.remove(tenant);
+                }
+            }
+            shadows
+        });
+    }
+
     /// The plugin serving `tenant`, if one is loaded.
     pub fn get(&self, tenant: &str) -> Option<Arc<LoadedPlugin>> {
         self.plugins.load().get(tenant).cloned()

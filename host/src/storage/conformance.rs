@@ -27,6 +27,7 @@ macro_rules! conformance_tests {
             published_plugins_are_kept_by_content_and_announced,
             deploys_are_numbered_and_rolled_back,
             tokens_are_stored_listed_and_revoked,
+            staged_versions_shadow_and_are_promoted,
             the_journal_pages_in_order_with_the_latest_attempt,
             a_stored_config_replaces_the_last_and_is_announced,
             a_finish_is_fenced_by_its_lease,
@@ -598,7 +599,7 @@ pub async fn deploys_are_numbered_and_rolled_back(store: Arc<dyn Storage>) {
     let mut changes = store.changes();
     let back = deploy(&store, "acme", DeployAction::Rollback { to: 1 }).await;
     assert_eq!(
-        (back.number, back.kind, back.rollback_to),
+        (back.number, back.kind, back.reactivates),
         (4, DeployKind::Rollback, Some(1))
     );
     assert_eq!((back.digest.as_str(), back.size), (v1.digest.as_str(), 3));
@@ -681,6 +682,113 @@ pub async fn the_journal_pages_in_order_with_the_latest_attempt(store: Arc<dyn S
         .await
         .unwrap();
     assert!(later.is_empty());
+}
+
+/// A staged deploy stores its component without activating it; a promotion activates it; a
+/// shadow is set, announced, replaced (forgetting its runs) and reports what it found.
+pub async fn staged_versions_shadow_and_are_promoted(store: Arc<dyn Storage>) {
+    let active = activate(&store, "acme", b"active").await;
+    let staged = deploy(&store, "acme", DeployAction::Stage(b"candidate".to_vec())).await;
+    assert_eq!((staged.number, staged.kind), (2, DeployKind::Staged));
+    assert_eq!(
+        store.published_plugins().await.unwrap()[0].digest,
+        active.digest,
+        "staging activates nothing"
+    );
+    assert_eq!(
+        store
+            .plugin_component(&staged.digest)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"candidate"[..])
+    );
+    let mut changes = store.changes();
+    let setting = super::ShadowSetting {
+        tenant: "acme".into(),
+        number: 2,
+        digest: staged.digest.clone(),
+        share: 0.5,
+        since_ms: 7,
+        by: "operator".into(),
+    };
+    store
+        .set_shadow("acme", Some(setting.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_published(&mut changes).await,
+        StoreChange::PluginPublished {
+            tenant: "acme".into()
+        }
+    );
+    assert_eq!(store.shadows().await.unwrap(), std::slice::from_ref(&setting));
+    let run = |seq: i64, verdict: &str| super::ShadowRun {
+        tenant: "acme".into(),
+        number: 2,
+        seq,
+        attempt: 1,
+        at_ms: seq as u64,
+        serving_version: "a".into(),
+        shadow_version: "b".into(),
+        verdict: verdict.into(),
+        comparison: serde_json::json!({ "verdict": verdict }),
+        serving_us: 1,
+        shadow_us: 2,
+    };
+    for (seq, verdict) in [
+        (1, "same"),
+        (2, "differs"),
+        (3, "same"),
+        (4, "inconclusive"),
+    ] {
+        store.record_shadow_run(&run(seq, verdict)).await.unwrap();
+    }
+    // The same attempt again replaces its run.
+    store.record_shadow_run(&run(2, "differs")).await.unwrap();
+    let report = store.shadow_report("acme", 2, 10).await.unwrap();
+    assert_eq!(
+        report.counts,
+        [
+            ("differs".to_string(), 1),
+            ("inconclusive".to_string(), 1),
+            ("same".to_string(), 2)
+        ]
+        .into()
+    );
+    let seqs: Vec<i64> = report.differing.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, [4, 2]);
+    assert_eq!(report.differing[1], run(2, "differs"));
+    assert_eq!(
+        store
+            .shadow_report("acme", 2, 1)
+            .await
+            .unwrap()
+            .differing
+            .len(),
+        1
+    );
+    let promoted = deploy(&store, "acme", DeployAction::Promote { to: 2 }).await;
+    assert_eq!(
+        (
+            promoted.kind,
+            promoted.reactivates,
+            promoted.digest.as_str()
+        ),
+        (DeployKind::Promote, Some(2), staged.digest.as_str())
+    );
+    assert_eq!(
+        store.published_plugins().await.unwrap()[0].digest,
+        staged.digest
+    );
+    store.set_shadow("acme", None).await.unwrap();
+    assert!(store.shadows().await.unwrap().is_empty());
+    assert!(store
+        .shadow_report("acme", 2, 10)
+        .await
+        .unwrap()
+        .counts
+        .is_empty());
 }
 
 /// Tokens are kept by id with their hash, listed per tenant, revoked for good, and their last

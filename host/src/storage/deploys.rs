@@ -10,8 +10,13 @@ use serde::Serialize;
 pub enum DeployKind {
     /// An uploaded component passed its checks, was stored and made active.
     Deploy,
+    /// An uploaded component passed its checks and was stored, not made active (to shadow the
+    /// active one, then be promoted or discarded).
+    Staged,
     /// An earlier entry's component was made active again.
     Rollback,
+    /// A staged entry's component was made active (after shadowing).
+    Promote,
     /// An uploaded component failed its checks: recorded, not stored, nothing changed.
     Refused,
 }
@@ -21,7 +26,9 @@ impl DeployKind {
     pub fn as_str(self) -> &'static str {
         match self {
             DeployKind::Deploy => "deploy",
+            DeployKind::Staged => "staged",
             DeployKind::Rollback => "rollback",
+            DeployKind::Promote => "promote",
             DeployKind::Refused => "refused",
         }
     }
@@ -31,14 +38,25 @@ impl DeployKind {
     pub fn parse(text: &str) -> DeployKind {
         match text {
             "deploy" => DeployKind::Deploy,
+            "staged" => DeployKind::Staged,
             "rollback" => DeployKind::Rollback,
+            "promote" => DeployKind::Promote,
             _ => DeployKind::Refused,
         }
     }
 
     /// Whether an entry of this kind made its component the active one.
     pub fn activates(self) -> bool {
-        matches!(self, DeployKind::Deploy | DeployKind::Rollback)
+        matches!(
+            self,
+            DeployKind::Deploy | DeployKind::Rollback | DeployKind::Promote
+        )
+    }
+
+    /// Whether an entry of this kind stored a component (one a rollback or promotion can
+    /// activate).
+    pub fn has_component(self) -> bool {
+        self != DeployKind::Refused
     }
 }
 
@@ -59,8 +77,8 @@ pub struct DeployRecord {
     pub by: String,
     /// When (ms since the epoch).
     pub at_ms: u64,
-    /// For a rollback, the entry whose component it re-activated.
-    pub rollback_to: Option<u32>,
+    /// For a rollback or promotion, the entry whose component it made active.
+    pub reactivates: Option<u32>,
     /// For a refused upload, why.
     pub message: Option<String>,
 }
@@ -81,8 +99,15 @@ pub struct NewDeploy {
 pub enum DeployAction {
     /// Store this component (checked by the caller) and make it active.
     Activate(Vec<u8>),
+    /// Store this component (checked by the caller), not active.
+    Stage(Vec<u8>),
     /// Make entry `to`'s component active again (checked by the caller).
     Rollback {
+        /// The entry.
+        to: u32,
+    },
+    /// Make staged entry `to`'s component active (checked by the caller).
+    Promote {
         /// The entry.
         to: u32,
     },
@@ -97,13 +122,104 @@ pub enum DeployAction {
     },
 }
 
+impl DeployAction {
+    /// The kind of entry it records.
+    pub fn kind(&self) -> DeployKind {
+        match self {
+            DeployAction::Activate(_) => DeployKind::Deploy,
+            DeployAction::Stage(_) => DeployKind::Staged,
+            DeployAction::Rollback { .. } => DeployKind::Rollback,
+            DeployAction::Promote { .. } => DeployKind::Promote,
+            DeployAction::Refused { .. } => DeployKind::Refused,
+        }
+    }
+
+    /// The component it stores, if it uploads one.
+    pub fn component(&self) -> Option<&[u8]> {
+        match self {
+            DeployAction::Activate(component) | DeployAction::Stage(component) => Some(component),
+            _ => None,
+        }
+    }
+
+    /// The earlier entry whose component it makes active, if any.
+    pub fn target(&self) -> Option<u32> {
+        match self {
+            DeployAction::Rollback { to } | DeployAction::Promote { to } => Some(*to),
+            _ => None,
+        }
+    }
+
+    /// Why an upload was refused.
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            DeployAction::Refused { reason, .. } => Some(reason.clone()),
+            _ => None,
+        }
+    }
+}
+
 /// What recording a deploy came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Deployed {
     /// Recorded (and, unless refused, active).
     Recorded(DeployRecord),
-    /// A rollback named an entry that does not exist or activated nothing.
+    /// A rollback or promotion named an entry that does not exist or has no component.
     NoSuchEntry,
+}
+
+/// A tenant's shadow: a deployed, not active, version run dry beside the active one on a share
+/// of live events, until it is promoted or discarded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShadowSetting {
+    /// The tenant.
+    pub tenant: String,
+    /// The history entry whose component shadows.
+    pub number: u32,
+    /// Its component's SHA-256 (hex).
+    pub digest: String,
+    /// The share of live attempts it runs beside, from 0 to 1.
+    pub share: f64,
+    /// When it started shadowing (ms since the epoch).
+    pub since_ms: u64,
+    /// Who started it.
+    pub by: String,
+}
+
+/// One shadowed attempt: how the shadow's dry run compared with the active attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ShadowRun {
+    /// The tenant.
+    pub tenant: String,
+    /// The shadowing entry.
+    pub number: u32,
+    /// The event.
+    pub seq: i64,
+    /// The attempt it ran beside.
+    pub attempt: u32,
+    /// When (ms since the epoch).
+    pub at_ms: u64,
+    /// The active version.
+    pub serving_version: String,
+    /// The shadow's version.
+    pub shadow_version: String,
+    /// `same`, `differs`, `inconclusive` (the comparison's verdict).
+    pub verdict: String,
+    /// The comparison, as the API shows it (verdict, differences or reason).
+    pub comparison: serde_json::Value,
+    /// How long the active attempt took (µs).
+    pub serving_us: u64,
+    /// How long the shadow took (µs).
+    pub shadow_us: u64,
+}
+
+/// What a tenant's shadow found so far.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ShadowReport {
+    /// Shadowed attempts by verdict.
+    pub counts: std::collections::BTreeMap<String, u64>,
+    /// The newest ones that were not the same, newest first.
+    pub differing: Vec<ShadowRun>,
 }
 
 /// The entry whose component serves now: the newest that activated one.
@@ -134,7 +250,7 @@ mod tests {
             size: 1,
             by: "operator".into(),
             at_ms: number as u64,
-            rollback_to: None,
+            reactivates: None,
             message: None,
         }
     }

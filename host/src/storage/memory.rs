@@ -14,7 +14,10 @@ use super::{
     FinishResult, FinishedAttempt, KvConflict, KvEntry, KvWrite, Lease, NewEvent, PublishedConfig,
     PublishedPlugin, Replay, Storage, StoreChange, StoredEvent,
 };
-use super::{DeployAction, DeployKind, DeployRecord, Deployed, JournaledEvent, NewDeploy};
+use super::{
+    DeployAction, DeployRecord, Deployed, JournaledEvent, NewDeploy, ShadowReport, ShadowRun,
+    ShadowSetting,
+};
 use crate::access::{StoredToken, TokenInfo};
 use crate::now_ms;
 
@@ -76,6 +79,10 @@ struct Published {
     deploys: BTreeMap<String, Vec<DeployRecord>>,
     /// Merchant tokens by id.
     tokens: BTreeMap<String, StoredToken>,
+    /// Each tenant's shadow.
+    shadows: BTreeMap<String, ShadowSetting>,
+    /// Shadowed attempts by (tenant, number, seq, attempt).
+    shadow_runs: BTreeMap<(String, u32, i64, u32), ShadowRun>,
 }
 
 /// The in-memory store.
@@ -460,30 +467,21 @@ impl Storage for MemoryStorage {
         let mut plugins = self.plugins.lock().expect("memory store lock");
         let history = plugins.deploys.entry(deploy.tenant.clone()).or_default();
         let number = history.last().map_or(1, |d| d.number + 1);
-        let (kind, digest, size, rollback_to, message, component) = match deploy.action {
-            DeployAction::Activate(component) => (
-                DeployKind::Deploy,
-                component_digest(&component),
-                component.len() as u64,
-                None,
-                None,
-                Some(component),
-            ),
-            DeployAction::Rollback { to } => {
-                let Some(target) = history
+        let kind = deploy.action.kind();
+        let (reactivates, message) = (deploy.action.target(), deploy.action.reason());
+        let component = deploy.action.component().map(<[u8]>::to_vec);
+        let (digest, size) = match (&deploy.action, &component) {
+            (_, Some(component)) => (component_digest(component), component.len() as u64),
+            (DeployAction::Refused { digest, size, .. }, None) => (digest.clone(), *size),
+            (_, None) => {
+                let target = history
                     .iter()
-                    .find(|d| d.number == to && d.kind.activates())
-                else {
+                    .find(|d| Some(d.number) == reactivates && d.kind.has_component());
+                let Some(target) = target else {
                     return Ok(Deployed::NoSuchEntry);
                 };
-                let (digest, size) = (target.digest.clone(), target.size);
-                (DeployKind::Rollback, digest, size, Some(to), None, None)
+                (target.digest.clone(), target.size)
             }
-            DeployAction::Refused {
-                digest,
-                size,
-                reason,
-            } => (DeployKind::Refused, digest, size, None, Some(reason), None),
         };
         let record = DeployRecord {
             tenant: deploy.tenant.clone(),
@@ -493,7 +491,7 @@ impl Storage for MemoryStorage {
             size,
             by: deploy.by,
             at_ms,
-            rollback_to,
+            reactivates,
             message,
         };
         history.push(record.clone());
@@ -527,6 +525,51 @@ impl Storage for MemoryStorage {
             .map_or_else(Vec::new, |history| {
                 history.iter().rev().take(limit as usize).cloned().collect()
             }))
+    }
+
+    async fn set_shadow(&self, tenant: &str, setting: Option<ShadowSetting>) -> Result<()> {
+        let mut plugins = self.plugins.lock().expect("memory store lock");
+        plugins.shadow_runs.retain(|(t, ..), _| t != tenant);
+        match setting {
+            Some(setting) => plugins.shadows.insert(tenant.to_string(), setting),
+            None => plugins.shadows.remove(tenant),
+        };
+        drop(plugins);
+        let _ = self.changes.send(StoreChange::PluginPublished {
+            tenant: tenant.to_string(),
+        });
+        Ok(())
+    }
+
+    async fn shadows(&self) -> Result<Vec<ShadowSetting>> {
+        let plugins = self.plugins.lock().expect("memory store lock");
+        Ok(plugins.shadows.values().cloned().collect())
+    }
+
+    async fn record_shadow_run(&self, run: &ShadowRun) -> Result<()> {
+        let key = (run.tenant.clone(), run.number, run.seq, run.attempt);
+        let mut plugins = self.plugins.lock().expect("memory store lock");
+        plugins.shadow_runs.insert(key, run.clone());
+        Ok(())
+    }
+
+    async fn shadow_report(&self, tenant: &str, number: u32, limit: u32) -> Result<ShadowReport> {
+        let plugins = self.plugins.lock().expect("memory store lock");
+        let mut report = ShadowReport::default();
+        let runs = plugins
+            .shadow_runs
+            .values()
+            .filter(|r| r.tenant == tenant && r.number == number);
+        for run in runs.clone() {
+            *report.counts.entry(run.verdict.clone()).or_default() += 1;
+        }
+        report.differing = runs
+            .rev()
+            .filter(|r| r.verdict != "same")
+            .take(limit as usize)
+            .cloned()
+            .collect();
+        Ok(report)
     }
 
     async fn create_token(&self, info: &TokenInfo, hash: &[u8; 32]) -> Result<()> {

@@ -6,7 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::{StoredToken, TokenInfo};
 use crate::event::NormalizedEvent;
-pub use deploys::{DeployAction, DeployKind, DeployRecord, Deployed, NewDeploy};
+pub use deploys::{
+    DeployAction, DeployKind, DeployRecord, Deployed, NewDeploy, ShadowReport, ShadowRun,
+    ShadowSetting,
+};
 
 #[cfg(test)]
 mod conformance;
@@ -659,6 +662,16 @@ pub trait Storage: Send + Sync {
     async fn deploy(&self, deploy: NewDeploy) -> Result<Deployed>;
     /// A tenant's deploy history, newest first, at most `limit` entries.
     async fn deploys(&self, tenant: &str, limit: u32) -> Result<Vec<DeployRecord>>;
+    /// Sets (or, with `None`, ends) `tenant`'s shadow, forgetting the runs of the one before;
+    /// every process hears of it as a [`StoreChange::PluginPublished`].
+    async fn set_shadow(&self, tenant: &str, setting: Option<ShadowSetting>) -> Result<()>;
+    /// Every tenant's shadow.
+    async fn shadows(&self) -> Result<Vec<ShadowSetting>>;
+    /// Records a shadowed attempt (again for the same attempt: replaced).
+    async fn record_shadow_run(&self, run: &ShadowRun) -> Result<()>;
+    /// What `tenant`'s shadow of entry `number` found: counts, and the newest `limit` runs that
+    /// were not the same.
+    async fn shadow_report(&self, tenant: &str, number: u32, limit: u32) -> Result<ShadowReport>;
     /// Every tenant's published plugin.
     async fn published_plugins(&self) -> Result<Vec<PublishedPlugin>>;
     /// A stored component, by its digest.

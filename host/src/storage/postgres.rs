@@ -21,7 +21,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_postgres::{NoTls, Row};
 
-use super::{DeployAction, DeployKind, DeployRecord, Deployed, JournaledEvent, NewDeploy};
+use super::{
+    DeployAction, DeployKind, DeployRecord, Deployed, JournaledEvent, NewDeploy, ShadowReport,
+    ShadowRun, ShadowSetting,
+};
 use crate::access::{scopes_text, stored_scopes, StoredToken, TokenInfo};
 
 use super::{
@@ -155,7 +158,7 @@ ALTER TABLE events SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyz
              size         bigint NOT NULL,
              deployed_by  text NOT NULL,
              at_ms        bigint NOT NULL,
-             rollback_to  integer,
+             reactivates  integer,
              message      text,
              PRIMARY KEY (tenant, number));
          INSERT INTO plugin_deploys (tenant, number, kind, digest, size, deployed_by, at_ms)
@@ -171,7 +174,23 @@ ALTER TABLE events SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyz
              expires_at_ms    bigint,
              last_used_at_ms  bigint,
              revoked_at_ms    bigint);
-         CREATE INDEX api_tokens_by_tenant ON api_tokens (tenant, created_at_ms);",
+         CREATE INDEX api_tokens_by_tenant ON api_tokens (tenant, created_at_ms);
+         CREATE TABLE plugin_shadows (
+             tenant     text PRIMARY KEY,
+             number     integer NOT NULL,
+             digest     text NOT NULL,
+             share      double precision NOT NULL,
+             since_ms   bigint NOT NULL,
+             set_by     text NOT NULL);
+         CREATE TABLE shadow_runs (
+             tenant   text NOT NULL,
+             number   integer NOT NULL,
+             seq      bigint NOT NULL,
+             attempt  integer NOT NULL,
+             verdict  text NOT NULL,
+             record   text NOT NULL,
+             PRIMARY KEY (tenant, number, seq, attempt));
+         CREATE INDEX shadow_runs_by_verdict ON shadow_runs (tenant, number, verdict, seq);",
     ),
 ];
 
@@ -1210,8 +1229,11 @@ impl Storage for PostgresStorage {
             )
             .await?
             .get(0);
-        let (kind, digest, size, rollback_to, message) = match &deploy.action {
-            DeployAction::Activate(component) => {
+        let kind = deploy.action.kind();
+        let reactivates = deploy.action.target().map(|to| to as i32);
+        let message = deploy.action.reason();
+        let (digest, size): (String, i64) = match (&deploy.action, deploy.action.component()) {
+            (_, Some(component)) => {
                 let digest = super::component_digest(component);
                 tx.execute(
                     &tx.prepare_cached(
@@ -1219,51 +1241,28 @@ impl Storage for PostgresStorage {
                          VALUES ($1, $2, hookhost_now_ms()) ON CONFLICT (digest) DO NOTHING",
                     )
                     .await?,
-                    &[&digest, component],
+                    &[&digest, &component],
                 )
                 .await?;
-                (
-                    DeployKind::Deploy,
-                    digest,
-                    component.len() as i64,
-                    None,
-                    None,
-                )
+                (digest, component.len() as i64)
             }
-            DeployAction::Rollback { to } => {
+            (DeployAction::Refused { digest, size, .. }, None) => (digest.clone(), *size as i64),
+            (_, None) => {
                 let target = tx
                     .query_opt(
                         &tx.prepare_cached(
                             "SELECT digest, size FROM plugin_deploys
-                             WHERE tenant = $1 AND number = $2 AND kind IN ('deploy', 'rollback')",
+                             WHERE tenant = $1 AND number = $2 AND kind <> 'refused'",
                         )
                         .await?,
-                        &[&deploy.tenant, &(*to as i32)],
+                        &[&deploy.tenant, &reactivates],
                     )
                     .await?;
                 let Some(target) = target else {
                     return Ok(Deployed::NoSuchEntry);
                 };
-                let to = *to as i32;
-                (
-                    DeployKind::Rollback,
-                    target.get(0),
-                    target.get(1),
-                    Some(to),
-                    None,
-                )
+                (target.get(0), target.get(1))
             }
-            DeployAction::Refused {
-                digest,
-                size,
-                reason,
-            } => (
-                DeployKind::Refused,
-                digest.clone(),
-                *size as i64,
-                None,
-                Some(reason.clone()),
-            ),
         };
         if kind.activates() {
             tx.execute(
@@ -1288,7 +1287,7 @@ impl Storage for PostgresStorage {
             .query_one(
                 &tx.prepare_cached(&format!(
                     "INSERT INTO plugin_deploys
-                         (tenant, number, kind, digest, size, deployed_by, at_ms, rollback_to, message)
+                         (tenant, number, kind, digest, size, deployed_by, at_ms, reactivates, message)
                      VALUES ($1, $2, $3, $4, $5, $6, hookhost_now_ms(), $7, $8)
                      RETURNING {DEPLOY_COLUMNS}"
                 ))
@@ -1300,7 +1299,7 @@ impl Storage for PostgresStorage {
                     &digest,
                     &size,
                     &deploy.by,
-                    &rollback_to,
+                    &reactivates,
                     &message,
                 ],
             )
@@ -1329,6 +1328,140 @@ impl Storage for PostgresStorage {
             )
             .await?;
         Ok(rows.iter().map(deploy_record).collect())
+    }
+
+    async fn set_shadow(&self, tenant: &str, setting: Option<ShadowSetting>) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            &tx.prepare_cached("DELETE FROM shadow_runs WHERE tenant = $1")
+                .await?,
+            &[&tenant],
+        )
+        .await?;
+        tx.execute(
+            &tx.prepare_cached("DELETE FROM plugin_shadows WHERE tenant = $1")
+                .await?,
+            &[&tenant],
+        )
+        .await?;
+        if let Some(s) = &setting {
+            tx.execute(
+                &tx.prepare_cached(
+                    "INSERT INTO plugin_shadows (tenant, number, digest, share, since_ms, set_by)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .await?,
+                &[
+                    &s.tenant,
+                    &(s.number as i32),
+                    &s.digest,
+                    &s.share,
+                    &(s.since_ms as i64),
+                    &s.by,
+                ],
+            )
+            .await?;
+        }
+        tx.execute(
+            &tx.prepare_cached("SELECT pg_notify($1, $2)").await?,
+            &[&PLUGINS_CHANNEL, &tenant],
+        )
+        .await?;
+        tx.commit().await.context("database commit failed")?;
+        let _ = self.changes.send(StoreChange::PluginPublished {
+            tenant: tenant.to_string(),
+        });
+        Ok(())
+    }
+
+    async fn shadows(&self) -> Result<Vec<ShadowSetting>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &client
+                    .prepare_cached(
+                        "SELECT tenant, number, digest, share, since_ms, set_by FROM plugin_shadows
+                         ORDER BY tenant",
+                    )
+                    .await?,
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ShadowSetting {
+                tenant: r.get(0),
+                number: r.get::<_, i32>(1).max(0) as u32,
+                digest: r.get(2),
+                share: r.get(3),
+                since_ms: r.get::<_, i64>(4).max(0) as u64,
+                by: r.get(5),
+            })
+            .collect())
+    }
+
+    async fn record_shadow_run(&self, run: &ShadowRun) -> Result<()> {
+        let record = serde_json::to_string(run)?;
+        let client = self.client().await?;
+        client
+            .execute(
+                &client
+                    .prepare_cached(
+                        "INSERT INTO shadow_runs (tenant, number, seq, attempt, verdict, record)
+                         VALUES ($1, $2, $3, $4, $5, $6)
+                         ON CONFLICT (tenant, number, seq, attempt)
+                         DO UPDATE SET verdict = excluded.verdict, record = excluded.record",
+                    )
+                    .await?,
+                &[
+                    &run.tenant,
+                    &(run.number as i32),
+                    &run.seq,
+                    &(run.attempt as i32),
+                    &run.verdict,
+                    &record,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn shadow_report(&self, tenant: &str, number: u32, limit: u32) -> Result<ShadowReport> {
+        let client = self.client().await?;
+        let counts = client
+            .query(
+                &client
+                    .prepare_cached(
+                        "SELECT verdict, count(*) FROM shadow_runs
+                         WHERE tenant = $1 AND number = $2 GROUP BY verdict",
+                    )
+                    .await?,
+                &[&tenant, &(number as i32)],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1).max(0) as u64))
+            .collect();
+        let differing = client
+            .query(
+                &client
+                    .prepare_cached(
+                        "SELECT record FROM shadow_runs
+                         WHERE tenant = $1 AND number = $2 AND verdict <> 'same'
+                         ORDER BY seq DESC, attempt DESC LIMIT $3",
+                    )
+                    .await?,
+                &[&tenant, &(number as i32), &(limit as i64)],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                serde_json::from_str::<ShadowRun>(r.get(0))
+                    .context("a stored shadow run is not valid JSON")
+            })
+            .collect::<Result<_>>()?;
+        Ok(ShadowReport { counts, differing })
     }
 
     async fn create_token(&self, info: &TokenInfo, hash: &[u8; 32]) -> Result<()> {
@@ -1862,7 +1995,7 @@ impl Storage for PostgresStorage {
 
 /// The columns [`deploy_record`] reads.
 const DEPLOY_COLUMNS: &str =
-    "tenant, number, kind, digest, size, deployed_by, at_ms, rollback_to, message";
+    "tenant, number, kind, digest, size, deployed_by, at_ms, reactivates, message";
 
 /// A `plugin_deploys` row.
 fn deploy_record(r: &Row) -> DeployRecord {
@@ -1874,7 +2007,7 @@ fn deploy_record(r: &Row) -> DeployRecord {
         size: r.get::<_, i64>(4).max(0) as u64,
         by: r.get(5),
         at_ms: r.get::<_, i64>(6).max(0) as u64,
-        rollback_to: r.get::<_, Option<i32>>(7).map(|v| v.max(0) as u32),
+        reactivates: r.get::<_, Option<i32>>(7).map(|v| v.max(0) as u32),
         message: r.get(8),
     }
 }

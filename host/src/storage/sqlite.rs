@@ -20,7 +20,10 @@ use super::{
     FinishedAttempt, KvConflict, KvEntry, KvWrite, Lease, NewEvent, PublishedConfig,
     PublishedPlugin, Replay, Storage, StoreChange, StoredEvent,
 };
-use super::{DeployAction, DeployKind, DeployRecord, Deployed, JournaledEvent, NewDeploy};
+use super::{
+    DeployAction, DeployKind, DeployRecord, Deployed, JournaledEvent, NewDeploy, ShadowReport,
+    ShadowRun, ShadowSetting,
+};
 use crate::access::{scopes_text, stored_scopes, StoredToken, TokenInfo};
 use crate::config::Durability;
 use crate::now_ms;
@@ -137,7 +140,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
 ];
 
 /// Each tenant's numbered deploy history (a published plugin from before it becomes entry 1),
-/// and merchant tokens, kept as hashes.
+/// merchant tokens (kept as hashes), shadows and what they found.
 const DEPLOYS_AND_TOKENS: &str = r#"
 CREATE TABLE plugin_deploys (
     tenant       TEXT NOT NULL,
@@ -147,7 +150,7 @@ CREATE TABLE plugin_deploys (
     size         INTEGER NOT NULL,
     deployed_by  TEXT NOT NULL,
     at_ms        INTEGER NOT NULL,
-    rollback_to  INTEGER,
+    reactivates  INTEGER,
     message      TEXT,
     PRIMARY KEY (tenant, number)
 ) WITHOUT ROWID;
@@ -165,6 +168,24 @@ CREATE TABLE api_tokens (
     revoked_at_ms    INTEGER
 );
 CREATE INDEX api_tokens_by_tenant ON api_tokens (tenant, created_at_ms);
+CREATE TABLE plugin_shadows (
+    tenant     TEXT PRIMARY KEY,
+    number     INTEGER NOT NULL,
+    digest     TEXT NOT NULL,
+    share      REAL NOT NULL,
+    since_ms   INTEGER NOT NULL,
+    set_by     TEXT NOT NULL
+);
+CREATE TABLE shadow_runs (
+    tenant   TEXT NOT NULL,
+    number   INTEGER NOT NULL,
+    seq      INTEGER NOT NULL,
+    attempt  INTEGER NOT NULL,
+    verdict  TEXT NOT NULL,
+    record   TEXT NOT NULL,
+    PRIMARY KEY (tenant, number, seq, attempt)
+) WITHOUT ROWID;
+CREATE INDEX shadow_runs_by_verdict ON shadow_runs (tenant, number, verdict, seq);
 "#;
 
 /// Plugin components by content, and each tenant's published one.
@@ -1006,11 +1027,120 @@ impl Storage for SqliteStorage {
         let tenant = tenant.to_string();
         self.read(move |c| {
             c.prepare_cached(
-                "SELECT tenant, number, kind, digest, size, deployed_by, at_ms, rollback_to, message
+                "SELECT tenant, number, kind, digest, size, deployed_by, at_ms, reactivates, message
                  FROM plugin_deploys WHERE tenant = ?1 ORDER BY number DESC LIMIT ?2",
             )?
             .query_map(params![tenant, limit], deploy_record)?
             .collect()
+        })
+        .await
+    }
+
+    async fn set_shadow(&self, tenant: &str, setting: Option<ShadowSetting>) -> Result<()> {
+        let tenant = tenant.to_string();
+        let name = tenant.clone();
+        self.write(move |c| {
+            c.prepare_cached("DELETE FROM shadow_runs WHERE tenant = ?1")?
+                .execute(params![tenant])?;
+            c.prepare_cached("DELETE FROM plugin_shadows WHERE tenant = ?1")?
+                .execute(params![tenant])?;
+            if let Some(s) = &setting {
+                c.prepare_cached(
+                    "INSERT INTO plugin_shadows (tenant, number, digest, share, since_ms, set_by)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![
+                    s.tenant,
+                    s.number,
+                    s.digest,
+                    s.share,
+                    s.since_ms as i64,
+                    s.by
+                ])?;
+            }
+            Ok(())
+        })
+        .await?;
+        let _ = self
+            .changes
+            .send(StoreChange::PluginPublished { tenant: name });
+        Ok(())
+    }
+
+    async fn shadows(&self) -> Result<Vec<ShadowSetting>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT tenant, number, digest, share, since_ms, set_by FROM plugin_shadows
+                 ORDER BY tenant",
+            )?
+            .query_map([], |r| {
+                Ok(ShadowSetting {
+                    tenant: r.get(0)?,
+                    number: r.get(1)?,
+                    digest: r.get(2)?,
+                    share: r.get(3)?,
+                    since_ms: r.get::<_, i64>(4)?.max(0) as u64,
+                    by: r.get(5)?,
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    async fn record_shadow_run(&self, run: &ShadowRun) -> Result<()> {
+        let record = serde_json::to_string(run)?;
+        let run = run.clone();
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO shadow_runs (tenant, number, seq, attempt, verdict, record)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (tenant, number, seq, attempt)
+                 DO UPDATE SET verdict = excluded.verdict, record = excluded.record",
+            )?
+            .execute(params![
+                run.tenant,
+                run.number,
+                run.seq,
+                run.attempt,
+                run.verdict,
+                record
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn shadow_report(&self, tenant: &str, number: u32, limit: u32) -> Result<ShadowReport> {
+        let tenant = tenant.to_string();
+        self.read(move |c| {
+            let counts = c
+                .prepare_cached(
+                    "SELECT verdict, COUNT(*) FROM shadow_runs WHERE tenant = ?1 AND number = ?2
+                     GROUP BY verdict",
+                )?
+                .query_map(params![tenant, number], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let differing = c
+                .prepare_cached(
+                    "SELECT record FROM shadow_runs
+                     WHERE tenant = ?1 AND number = ?2 AND verdict <> 'same'
+                     ORDER BY seq DESC, attempt DESC LIMIT ?3",
+                )?
+                .query_map(params![tenant, number, limit], |r| {
+                    let text: String = r.get(0)?;
+                    serde_json::from_str::<ShadowRun>(&text).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            0,
+                            rusqlite::types::Type::Text,
+                            Box::new(e),
+                        )
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(ShadowReport { counts, differing })
         })
         .await
     }
@@ -1482,54 +1612,34 @@ fn deploy_in(c: &Connection, deploy: &NewDeploy, at_ms: u64) -> Result<Deployed>
             "SELECT COALESCE(MAX(number), 0) + 1 FROM plugin_deploys WHERE tenant = ?1",
         )?
         .query_row(params![deploy.tenant], |r| r.get(0))?;
-    let (kind, digest, size, rollback_to, message) = match &deploy.action {
-        DeployAction::Activate(component) => {
+    let kind = deploy.action.kind();
+    let (reactivates, message) = (deploy.action.target(), deploy.action.reason());
+    let (digest, size) = match (&deploy.action, deploy.action.component()) {
+        (_, Some(component)) => {
             let digest = component_digest(component);
             c.prepare_cached(
                 "INSERT INTO plugin_components (digest, component, stored_at_ms) VALUES (?1, ?2, ?3)
                  ON CONFLICT (digest) DO NOTHING",
             )?
             .execute(params![digest, component, at_ms as i64])?;
-            (
-                DeployKind::Deploy,
-                digest,
-                component.len() as u64,
-                None,
-                None,
-            )
+            (digest, component.len() as u64)
         }
-        DeployAction::Rollback { to } => {
+        (DeployAction::Refused { digest, size, .. }, None) => (digest.clone(), *size),
+        (_, None) => {
             let target = c
                 .prepare_cached(
                     "SELECT digest, size FROM plugin_deploys
-                     WHERE tenant = ?1 AND number = ?2 AND kind IN ('deploy', 'rollback')",
+                     WHERE tenant = ?1 AND number = ?2 AND kind <> 'refused'",
                 )?
-                .query_row(params![deploy.tenant, to], |r| {
+                .query_row(params![deploy.tenant, reactivates], |r| {
                     Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
                 })
                 .optional()?;
             let Some((digest, size)) = target else {
                 return Ok(Deployed::NoSuchEntry);
             };
-            (
-                DeployKind::Rollback,
-                digest,
-                size.max(0) as u64,
-                Some(*to),
-                None,
-            )
+            (digest, size.max(0) as u64)
         }
-        DeployAction::Refused {
-            digest,
-            size,
-            reason,
-        } => (
-            DeployKind::Refused,
-            digest.clone(),
-            *size,
-            None,
-            Some(reason.clone()),
-        ),
     };
     if kind.activates() {
         c.prepare_cached(
@@ -1547,12 +1657,12 @@ fn deploy_in(c: &Connection, deploy: &NewDeploy, at_ms: u64) -> Result<Deployed>
         size,
         by: deploy.by.clone(),
         at_ms,
-        rollback_to,
+        reactivates,
         message,
     };
     c.prepare_cached(
         "INSERT INTO plugin_deploys
-             (tenant, number, kind, digest, size, deployed_by, at_ms, rollback_to, message)
+             (tenant, number, kind, digest, size, deployed_by, at_ms, reactivates, message)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
@@ -1563,7 +1673,7 @@ fn deploy_in(c: &Connection, deploy: &NewDeploy, at_ms: u64) -> Result<Deployed>
         record.size as i64,
         record.by,
         record.at_ms as i64,
-        record.rollback_to,
+        record.reactivates,
         record.message,
     ])?;
     Ok(Deployed::Recorded(record))
@@ -1579,7 +1689,7 @@ fn deploy_record(r: &Row) -> rusqlite::Result<DeployRecord> {
         size: r.get::<_, i64>(4)?.max(0) as u64,
         by: r.get(5)?,
         at_ms: r.get::<_, i64>(6)?.max(0) as u64,
-        rollback_to: r.get(7)?,
+        reactivates: r.get(7)?,
         message: r.get(8)?,
     })
 }
