@@ -1508,6 +1508,86 @@ async fn the_console_works_in_a_real_browser() {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
 }
 
+/// The console as a merchant uses it (tests/console/merchant.mjs in Chromium): signed in with
+/// a merchant token it shows that tenant only, deploys by upload, makes an earlier version
+/// active again, stages a version to shadow the active one and shows the shadow's differences.
+/// Screenshots are kept at target/console-merchant-*.png.
+#[tokio::test]
+async fn a_merchant_console_session_sees_one_tenant_deploys_and_shadows() {
+    let driver = common::workspace().join("tests/console");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        driver.join("node_modules/playwright-core").is_dir()
+            && std::path::Path::new(&chromium).exists(),
+        "scripts/test.sh installs playwright-core and Chromium"
+    );
+    let other = misbehave_tenant_named("other", 1).toml();
+    let host = Host::start(&format!("{}\n{other}", misbehave_tenant(1))).await;
+    // An event of the other tenant exists (number 1): the merchant must not see it.
+    let foreign = accepted(
+        host.send("other", "fc", &[JSON, AUTH], misbehaving("o-other", "none"))
+            .await,
+    )
+    .await;
+    assert_eq!(foreign, 1);
+    let created = host.cli(&[
+        "tokens",
+        "create",
+        "--tenant",
+        "rogue",
+        "--scope",
+        "read,replay,deploy",
+        "--name",
+        "console",
+        "--json",
+    ]);
+    assert!(created.status.success());
+    let created: Value = serde_json::from_slice(&created.stdout).unwrap();
+    let shots = common::workspace().join("target/console-merchant");
+    let out = tokio::process::Command::new("node")
+        .arg(driver.join("merchant.mjs"))
+        .args([
+            host.base.as_str(),
+            created["token"].as_str().unwrap(),
+            "other",
+            "/hooks/rogue/fc",
+            TOKEN,
+        ])
+        .arg(plugin("recorder"))
+        .arg(plugin("misbehave"))
+        .arg(&shots)
+        .env("CHROMIUM", &chromium)
+        .output()
+        .await
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // What the browser did reached the host: the history, and the other tenant untouched.
+    let history = host.admin("/admin/tenants/rogue/plugin/versions").await;
+    let kinds: Vec<&str> = history["deploys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["staged", "rollback", "deploy", "deploy"],
+        "{history}"
+    );
+    assert_eq!(history["active"], 3);
+    let others = host.admin("/admin/tenants/other/plugin/versions").await;
+    assert_eq!(others["deploys"], serde_json::json!([]));
+    for step in ["versions", "shadow"] {
+        let png = std::fs::read(format!("{}-{step}.png", shots.display())).expect("screenshot");
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    }
+}
+
 /// An operator sees how long a tenant's events have been waiting (here: its plugin file is
 /// missing, so events are accepted and wait), and the gauge drops to 0 once they are handled.
 #[tokio::test]

@@ -722,7 +722,10 @@ pub async fn staged_versions_shadow_and_are_promoted(store: Arc<dyn Storage>) {
             tenant: "acme".into()
         }
     );
-    assert_eq!(store.shadows().await.unwrap(), std::slice::from_ref(&setting));
+    assert_eq!(
+        store.shadows().await.unwrap(),
+        std::slice::from_ref(&setting)
+    );
     let run = |seq: i64, verdict: &str| super::ShadowRun {
         tenant: "acme".into(),
         number: 2,
