@@ -15,7 +15,7 @@ use crate::{target_dir, workspace, Row};
 const REUSE: u32 = 100;
 
 /// Builds the JavaScript and Python benchmark plugins (pinned tools, incremental).
-fn build_script_plugins() -> Result<()> {
+pub(crate) fn build_script_plugins() -> Result<()> {
     let status = Command::new("bash")
         .arg(workspace().join("scripts/build-script-plugins.sh"))
         .env("CARGO_TARGET_DIR", target_dir())

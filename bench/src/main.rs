@@ -15,6 +15,7 @@ mod backlog;
 mod dispatch;
 mod fairness;
 mod languages;
+mod merchant;
 mod replicas;
 mod tenants;
 
@@ -109,6 +110,16 @@ enum Cmd {
         #[arg(long, default_value_t = 20_000)]
         events: usize,
     },
+    /// Merchant self-service: deploy → serving (Rust, JavaScript), a shadow's cost on the active
+    /// attempts' latency, a backtest's events/s.
+    Merchant {
+        /// Journaled events the backtest runs over.
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        /// Events per shadow-cost phase (sent at 200/s).
+        #[arg(long, default_value_t = 2000)]
+        paced: usize,
+    },
     /// The baseline: a bare axum server answering 200 to every POST (used by `ingest`).
     #[command(hide = true)]
     BareServer,
@@ -149,6 +160,11 @@ fn main() -> Result<()> {
         } => {
             prepare()?;
             print_table(&replicas::replicas(secs, connections, events)?);
+            Ok(())
+        }
+        Cmd::Merchant { events, paced } => {
+            prepare()?;
+            print_table(&merchant::merchant(events, paced)?);
             Ok(())
         }
         Cmd::Languages { events } => {
@@ -363,6 +379,31 @@ async fn send_webhooks_of(
 
 /// Starts a child that prints `<prefix><address>` on stdout once it listens (its stderr
 /// discarded); returns it, killed when dropped, and that address.
+/// Posts one Fincart webhook to the `bench` tenant; the journal sequence of the event.
+async fn send_fincart(client: &reqwest::Client, base: &str, body: String) -> Result<i64> {
+    let r: Value = client
+        .post(format!("{base}/hooks/bench/fincart"))
+        .header("authorization", TOKEN)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?
+        .json()
+        .await?;
+    r["event"].as_i64().context("not accepted")
+}
+
+/// Writes `config` to `dir/hookhost.toml` and starts a release host serving it (warnings only).
+fn serve_host(dir: &std::path::Path, config: &str) -> Result<(Process, String)> {
+    std::fs::write(dir.join("hookhost.toml"), config)?;
+    let mut command = Command::new(hookhost_binary());
+    command
+        .args(["serve", "--config"])
+        .arg(dir.join("hookhost.toml"))
+        .env("RUST_LOG", "warn");
+    spawn_listening(command, "hookhost listening on ")
+}
+
 fn spawn_listening(mut command: Command, prefix: &str) -> Result<(Process, String)> {
     command.stderr(Stdio::null());
     let (child, addr) =
@@ -504,13 +545,7 @@ fn reload(count: usize) -> Result<Vec<Row>> {
         "listen = \"127.0.0.1:0\"\ndatabase = \"bench.db\"\ncache_dir = \"cache\"\n[admin]\ntoken = \"{ADMIN}\"\n\
          [tenants.bench]\nplugin = {live:?}\n[tenants.bench.sources.fincart]\nprovider = \"fincart\"\ntoken = \"{TOKEN}\"\n"
     );
-    std::fs::write(dir.path().join("hookhost.toml"), config)?;
-    let mut command = Command::new(hookhost_binary());
-    command
-        .args(["serve", "--config"])
-        .arg(dir.path().join("hookhost.toml"))
-        .env("RUST_LOG", "warn");
-    let (_host, base) = spawn_listening(command, "hookhost listening on ")?;
+    let (_host, base) = serve_host(dir.path(), &config)?;
     let runtime = tokio::runtime::Runtime::new()?;
     let client = reqwest::Client::new();
     let version = || async {
@@ -531,16 +566,7 @@ fn reload(count: usize) -> Result<Vec<Row>> {
             let body = format!(
                 r#"{{"orderId":"{order}","status":"pending","statusUpdatedDate":1,"action":"Order Status Changed"}}"#
             );
-            let r: Value = client
-                .post(format!("{base}/hooks/bench/fincart"))
-                .header("authorization", TOKEN)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await?
-                .json()
-                .await?;
-            let seq = r["event"].as_i64().context("not accepted")?;
+            let seq = send_fincart(&client, &base, body).await?;
             loop {
                 let e = admin(&client, &base, &format!("/admin/events/{seq}")).await?;
                 if e["state"] == "done" {
@@ -660,13 +686,7 @@ fn ingest(
          [runtime]\ndecommit_batch = {decommit_batch}\n[admin]\ntoken = \"{ADMIN}\"\n\
          [tenants.bench]\nplugin = {plugin:?}\nlimits = {{ kv_max_keys = 100000000 }}\n[tenants.bench.sources.fincart]\nprovider = \"fincart\"\ntoken = \"{TOKEN}\"\n"
     );
-    std::fs::write(dir.path().join("hookhost.toml"), config)?;
-    let mut command = Command::new(hookhost_binary());
-    command
-        .args(["serve", "--config"])
-        .arg(dir.path().join("hookhost.toml"))
-        .env("RUST_LOG", "warn");
-    let (_host, base) = spawn_listening(command, "hookhost listening on ")?;
+    let (_host, base) = serve_host(dir.path(), &config)?;
     let runtime = tokio::runtime::Runtime::new()?;
     let client = reqwest::Client::new();
     runtime.block_on(async {
