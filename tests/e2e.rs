@@ -1763,6 +1763,18 @@ async fn a_refused_host_call_is_explained_in_every_language() {
                 error.contains("http post http://203.0.113.9/notify: denied"),
                 "{lang}: {error}"
             );
+            // Where in the plugin's own code, as the merchant names its files.
+            let place = match *lang {
+                "js" => "at handler (plugins/js/order-sync/app.js:",
+                _ => "File \"app.py\", line ",
+            };
+            assert!(error.contains(place), "{lang}: {error}");
+            for glue in ["hookhost.", "initializer.js", "/0/"] {
+                assert!(
+                    !error.contains(glue),
+                    "{lang}: frames not the merchant's: {error}"
+                );
+            }
         }
         let kv = host.kv(&tenant).await;
         assert!(

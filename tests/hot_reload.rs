@@ -593,9 +593,9 @@ async fn dev_loop_story(lang: &str) {
             "HOOKHOST_COMPONENTIZE_PY",
             target.join("tools/python/bin/componentize-py"),
         )
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(work.path().join("dev.log")).unwrap())
         .spawn()
         .unwrap();
     struct KillOnDrop(std::process::Child);
@@ -629,6 +629,9 @@ async fn dev_loop_story(lang: &str) {
             }
         }
     };
+    // It says that it builds before the (long) first build, then listens.
+    let building = next_line("building ");
+    assert!(building.starts_with("building shop-notes"), "{building}");
     let base = next_line("hookhost listening on ")
         .trim_start_matches("hookhost listening on ")
         .to_string();
@@ -641,9 +644,15 @@ async fn dev_loop_story(lang: &str) {
         .trim_matches('"')
         .to_string();
     assert!(token.len() >= 32 && token != "dev", "{banner}");
-    let first = next_line("reloaded version ");
+    let first = next_line("loaded version ");
+    assert!(
+        first.starts_with("loaded version "),
+        "the first load: {first}"
+    );
     let version = |line: &str| line.split_whitespace().nth(2).unwrap().to_string();
     let v1 = version(&first);
+    let console = next_line("  console ");
+    assert!(console.contains(&format!("{base}/console")), "{console}");
 
     let config = crate_dir.join(".hookhost-dev/hookhost.toml");
     // Idle connections are dropped before the host's header-read timeout closes them (clients
@@ -755,6 +764,9 @@ async fn dev_loop_story(lang: &str) {
     std::fs::write(&logic, source.replace(key, latest)).unwrap();
     let v2 = version(&next_line("reloaded version "));
     assert_ne!(v1, v2);
+    // Sending A-1 again would be a duplicate: it offers to replay it on the new version.
+    let offer = next_line("  replay ");
+    assert!(offer.contains(&format!("--event {seq}")), "{offer}");
     let seq = send("B-2");
     assert_eq!(
         finished(seq).await["attempts_detail"][0]["plugin_version"],
@@ -770,6 +782,16 @@ async fn dev_loop_story(lang: &str) {
     std::fs::write(&app, source.replace(done, broken)).unwrap();
     let failed = next_line("build failed");
     assert!(failed.contains(&v2), "{failed}");
+    // A script's syntax error names the file and line as the merchant wrote them (checked by the
+    // language's own parser before the build tool runs).
+    if lang != "rust" {
+        let location = next_line(if lang == "js" {
+            "app.js:"
+        } else {
+            "File \"app.py\", line "
+        });
+        assert!(!location.contains("/0/"), "{location}");
+    }
     let error = next_line(if lang == "rust" {
         "error"
     } else {
@@ -780,6 +802,63 @@ async fn dev_loop_story(lang: &str) {
     assert_eq!(
         finished(seq).await["attempts_detail"][0]["plugin_version"],
         v2.as_str()
+    );
+    // The admin CLI finds this run's address and token from the dev config alone, and the
+    // failed build is the tenant's error there (and so in the console).
+    let cli = |args: &[&str]| -> String {
+        let out = std::process::Command::new(hookhost)
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env_remove("HOOKHOST_URL")
+            .env_remove("HOOKHOST_ADMIN_TOKEN")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let plugins: Value = serde_json::from_str(&cli(&["plugins", "--json"])).unwrap();
+    let status = &plugins["tenants"][0]["plugin"];
+    assert_eq!(status["version"], v2.as_str(), "{plugins}");
+    let error = status["last_error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("build failed: "), "{plugins}");
+    assert!(!error.contains('\u{1b}'), "no colour codes: {error}");
+    let events = cli(&["events", "--tenant", "dev"]);
+    assert!(events.contains("C-3") && events.contains("A-1"), "{events}");
+    // A log that is not a terminal gets no colour codes.
+    let log = std::fs::read_to_string(work.path().join("dev.log")).unwrap();
+    assert!(log.contains("plugin loaded"), "{log}");
+    assert!(!log.contains('\u{1b}'), "{log}");
+}
+
+/// A taken port is said at once, before any build (a first build takes up to a minute).
+#[test]
+fn dev_says_a_taken_port_before_building() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let plugin = tempfile::tempdir().unwrap();
+    std::fs::write(plugin.path().join("app.py"), "").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookhost"))
+        .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
+        .arg(plugin.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}"))
+            && stderr.contains("--listen"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("building"), "{stdout}");
+    assert!(
+        !plugin.path().join(".venv").exists(),
+        "no tool was installed"
     );
 }
 

@@ -49,6 +49,34 @@ function describe(error) {
   return String(error);
 }
 
+/**
+ * Where an Error was thrown in the plugin's own code (this helper's frames left out), innermost
+ * first, at most 5 lines `  at handler (app.js:12:5)`; "" without a stack (a thrown string).
+ */
+function where(error) {
+  const stack = typeof error?.stack === "string" ? error.stack : "";
+  const frames = stack
+    .split("\n")
+    .map((line) => line.trim())
+    .filter((line) => line.includes("@"))
+    .map((line) => {
+      const at = line.lastIndexOf("@");
+      // SpiderMonkey names an arrow function passed from `handler` `handler<`.
+      const fn = line.slice(0, at).replace(/<+$/, "");
+      return { fn: fn || "<anonymous>", place: sourceName(line.slice(at + 1)) };
+    })
+    // Not this helper's frames, nor componentize-js's generated glue.
+    .filter((frame) => !/(^|\/)(hookhost|initializer)\.js:/.test(frame.place))
+    .slice(0, 5)
+    .map((frame) => `  at ${frame.fn} (${frame.place})`);
+  return frames.length ? "\n" + frames.join("\n") : "";
+}
+
+/** A stack frame's file as the merchant knows it: relative to the project. */
+function sourceName(place) {
+  return place.replace(/^file:\/\//, "").replace(/^\/+/, "");
+}
+
 /** Runs `what`, turning a refused host call into an Error that says which call and why. */
 function call(what, fn) {
   try {
@@ -99,7 +127,7 @@ export function plugin(handle) {
       try {
         outcome = handle(wrapEvent(event));
       } catch (e) {
-        throw describe(e);
+        throw describe(e) + where(e);
       }
       return outcome ?? done();
     },

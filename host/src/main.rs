@@ -1,6 +1,7 @@
 //! The `hookhost` command.
 
-use std::path::PathBuf;
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -243,21 +244,28 @@ enum Command {
         /// The plugin's folder.
         #[arg(default_value = ".")]
         plugin_dir: PathBuf,
-        /// Listen here instead of the dev config's address (127.0.0.1:8080 by default).
+        /// Listen here instead of the dev config's address (127.0.0.1:8787 by default, beside
+        /// `serve`'s 8080).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
     },
 }
 
-/// How to reach a running host's admin API.
+/// How to reach a running host's admin API: `--url` and `--token` (or their variables) win over
+/// `--config`.
 #[derive(clap::Args)]
 struct AdminArgs {
-    /// The host's base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080", env = "HOOKHOST_URL")]
-    url: String,
-    /// The admin token, or a merchant token (`hhk_...`) for its tenant's commands.
+    /// The host's base URL [default: from --config, else http://127.0.0.1:8080].
+    #[arg(long, env = "HOOKHOST_URL")]
+    url: Option<String>,
+    /// The admin token, or a merchant token (`hhk_...`) for its tenant's commands [default: from
+    /// --config].
     #[arg(long, env = "HOOKHOST_ADMIN_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
+    /// The host's config file: its `listen` address and `[admin] token` (for `hookhost dev`'s
+    /// `.hookhost-dev/hookhost.toml`, the running dev host's address and this run's token).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -363,8 +371,10 @@ fn run() -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
     });
+    // Colour only for a terminal: a log redirected to a file gets no escape codes.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if cli.log_json {
         logs.json().init();
@@ -396,7 +406,7 @@ fn run() -> Result<()> {
                 },
                 (None, None) => unreachable!("clap requires --event or --tenant"),
             };
-            let reply = block_on(admin.client().post(&path))?;
+            let reply = block_on(admin.client()?.post(&path))?;
             let seqs: Vec<String> = reply["replayed"]
                 .as_array()
                 .map(|a| a.iter().map(|v| v.to_string()).collect())
@@ -437,11 +447,11 @@ fn run() -> Result<()> {
             if let Some(before) = before {
                 path.push_str(&format!("&before={before}"));
             }
-            let page = block_on(admin.client().get(&path))?;
+            let page = block_on(admin.client()?.get(&path))?;
             print_or_json(&page, json, admin_cli::events_table)
         }
         Command::Event { admin, seq, json } => {
-            let event = block_on(admin.client().get(&format!("/admin/events/{seq}")))?;
+            let event = block_on(admin.client()?.get(&format!("/admin/events/{seq}")))?;
             print_or_json(&event, json, admin_cli::event_detail)
         }
         Command::DeadLetters {
@@ -450,13 +460,13 @@ fn run() -> Result<()> {
             limit,
             json,
         } => {
-            let page = block_on(admin.client().get(&format!(
+            let page = block_on(admin.client()?.get(&format!(
                 "/admin/tenants/{tenant}/dead-letters?limit={limit}"
             )))?;
             print_or_json(&page, json, admin_cli::events_table)
         }
         Command::Plugins { admin, json } => {
-            let tenants = block_on(admin.client().get("/admin/tenants"))?;
+            let tenants = block_on(admin.client()?.get("/admin/tenants"))?;
             print_or_json(&tenants, json, admin_cli::plugins_table)
         }
         Command::Deploy {
@@ -472,7 +482,7 @@ fn run() -> Result<()> {
                 true => format!("/admin/tenants/{tenant}/plugin?activate=false"),
                 false => format!("/admin/tenants/{tenant}/plugin"),
             };
-            let deployed = block_on(admin.client().put(&path, bytes))?;
+            let deployed = block_on(admin.client()?.put(&path, bytes))?;
             print_or_json(&deployed, json, admin_cli::deployed_text)
         }
         Command::Rollback {
@@ -483,7 +493,7 @@ fn run() -> Result<()> {
         } => {
             let body = to.map(|to| serde_json::json!({ "to": to }));
             let path = format!("/admin/tenants/{tenant}/plugin/rollback");
-            let rolled = block_on(admin.client().post_json(&path, body))?;
+            let rolled = block_on(admin.client()?.post_json(&path, body))?;
             print_or_json(&rolled, json, admin_cli::rolled_back_text)
         }
         Command::Versions {
@@ -493,7 +503,7 @@ fn run() -> Result<()> {
             json,
         } => {
             let path = format!("/admin/tenants/{tenant}/plugin/versions?limit={limit}");
-            let history = block_on(admin.client().get(&path))?;
+            let history = block_on(admin.client()?.get(&path))?;
             print_or_json(&history, json, admin_cli::versions_table)
         }
         Command::Tokens { command } => tokens(command),
@@ -512,7 +522,7 @@ fn run() -> Result<()> {
             if let Some(since) = since {
                 path.push_str(&format!("&since_ms={}", parse_since(&since)?));
             }
-            let client = admin.client();
+            let client = admin.client()?;
             let report = block_on(async {
                 let started = client.post_bytes(&path, bytes).await?;
                 let id = started["id"].as_str().unwrap_or_default().to_string();
@@ -637,8 +647,29 @@ fn print_or_json(
 }
 
 impl AdminArgs {
-    fn client(&self) -> admin_cli::AdminClient {
-        admin_cli::AdminClient::new(&self.url, &self.token)
+    fn client(&self) -> Result<admin_cli::AdminClient> {
+        let from_config = match &self.config {
+            Some(path) => Some(hookhost::devloop::session::admin_endpoint(path)?),
+            None => None,
+        };
+        let url = self
+            .url
+            .clone()
+            .or_else(|| from_config.as_ref().map(|e| e.url.clone()))
+            .unwrap_or_else(|| "http://127.0.0.1:8080".into());
+        let token = match (&self.token, &from_config) {
+            (Some(token), _) => token.clone(),
+            (None, Some(endpoint)) => endpoint.token.clone().with_context(|| {
+                format!(
+                    "{} has no [admin] token: pass --token or set HOOKHOST_ADMIN_TOKEN",
+                    self.config.as_deref().unwrap_or(Path::new("")).display()
+                )
+            })?,
+            (None, None) => bail!(
+                "no token: pass --config FILE (the host's config), --token, or set HOOKHOST_ADMIN_TOKEN"
+            ),
+        };
+        Ok(admin_cli::AdminClient::new(&url, &token))
     }
 }
 
@@ -688,7 +719,7 @@ fn shadow(command: ShadowCommand) -> Result<()> {
         } => {
             let body = serde_json::json!({ "version": version, "share": share });
             let path = format!("/admin/tenants/{tenant}/plugin/shadow");
-            block_on(admin.client().put_json(&path, body))?;
+            block_on(admin.client()?.put_json(&path, body))?;
             println!(
                 "v{version} shadows {tenant}'s active version on {:.0}% of its attempts (hookhost shadow status --tenant {tenant})",
                 share * 100.0
@@ -702,14 +733,14 @@ fn shadow(command: ShadowCommand) -> Result<()> {
         } => {
             let status = block_on(
                 admin
-                    .client()
+                    .client()?
                     .get(&format!("/admin/tenants/{tenant}/plugin/shadow")),
             )?;
             print_or_json(&status, json, admin_cli::shadow_text)
         }
         ShadowCommand::Promote { admin, tenant } => {
             let path = format!("/admin/tenants/{tenant}/plugin/shadow/promote");
-            let promoted = block_on(admin.client().post(&path))?;
+            let promoted = block_on(admin.client()?.post(&path))?;
             println!(
                 "promoted: v{} of {tenant} is active as v{}",
                 promoted["deploy"]["reactivates"], promoted["deploy"]["number"]
@@ -718,7 +749,7 @@ fn shadow(command: ShadowCommand) -> Result<()> {
         }
         ShadowCommand::Discard { admin, tenant } => {
             let path = format!("/admin/tenants/{tenant}/plugin/shadow");
-            let discarded = block_on(admin.client().delete(&path))?;
+            let discarded = block_on(admin.client()?.delete(&path))?;
             println!(
                 "discarded the shadow of {tenant} (v{}); the active version is unchanged",
                 discarded["discarded"]["number"]
@@ -746,7 +777,7 @@ fn tokens(command: TokensCommand) -> Result<()> {
                 body["expires_in_secs"] = (ms / 1000).max(1).into();
             }
             let path = format!("/admin/tenants/{tenant}/tokens");
-            let created = block_on(admin.client().post_json(&path, Some(body)))?;
+            let created = block_on(admin.client()?.post_json(&path, Some(body)))?;
             print_or_json(&created, json, admin_cli::token_created_text)
         }
         TokensCommand::List {
@@ -758,11 +789,11 @@ fn tokens(command: TokensCommand) -> Result<()> {
                 Some(tenant) => format!("/admin/tenants/{tenant}/tokens"),
                 None => "/admin/tokens".to_string(),
             };
-            let tokens = block_on(admin.client().get(&path))?;
+            let tokens = block_on(admin.client()?.get(&path))?;
             print_or_json(&tokens, json, admin_cli::tokens_table)
         }
         TokensCommand::Revoke { admin, id } => {
-            let revoked = block_on(admin.client().delete(&format!("/admin/tokens/{id}")))?;
+            let revoked = block_on(admin.client()?.delete(&format!("/admin/tokens/{id}")))?;
             println!(
                 "revoked token {} ({}) of {}",
                 revoked["revoked"]["id"].as_str().unwrap_or_default(),

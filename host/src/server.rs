@@ -42,14 +42,24 @@ async fn open_storage(config: &Config) -> Result<Arc<dyn Storage>> {
 }
 
 pub async fn serve(config: Config) -> Result<()> {
-    serve_with(config, None).await
+    serve_with(config, None, None).await
 }
 
-/// Like [`serve`]; `on_ready` gets the running host's state once it listens (for `hookhost dev`,
-/// which watches the registry to report reloads).
+/// A host that listens: what [`serve_with`] hands its caller.
+pub struct Ready {
+    /// The running host's state.
+    pub state: Arc<AppState>,
+    /// The address it listens on (the real port when the config said port 0).
+    pub addr: std::net::SocketAddr,
+}
+
+/// Like [`serve`], for `hookhost dev`: `listener`, bound by the caller before anything is built
+/// (so a taken port is said at once), instead of binding `listen`; `on_ready` gets the host once
+/// it listens (dev watches the registry to report reloads).
 pub async fn serve_with(
     config: Config,
-    on_ready: Option<tokio::sync::oneshot::Sender<Arc<AppState>>>,
+    listener: Option<std::net::TcpListener>,
+    on_ready: Option<tokio::sync::oneshot::Sender<Ready>>,
 ) -> Result<()> {
     // First: the tenants' metrics register with it as they are built.
     let metrics = crate::telemetry::install()?;
@@ -183,19 +193,28 @@ pub async fn serve_with(
     )));
     state.loopback_host_only = config.loopback_host_only;
     let state = Arc::new(state);
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {}: is another process using it?",
-                config.listen
-            )
-        })?;
+    let listener = match listener {
+        Some(listener) => {
+            listener.set_nonblocking(true)?;
+            tokio::net::TcpListener::from_std(listener)?
+        }
+        None => tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {}: is another process using it?",
+                    config.listen
+                )
+            })?,
+    };
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to find the port when listening on port 0.
     println!("hookhost listening on http://{addr}");
     if let Some(on_ready) = on_ready {
-        let _ = on_ready.send(state.clone());
+        let _ = on_ready.send(Ready {
+            state: state.clone(),
+            addr,
+        });
     }
     tracing::info!(%addr, "listening");
     crate::http::serve_http(

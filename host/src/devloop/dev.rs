@@ -10,6 +10,7 @@
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,15 +33,14 @@ pub struct DevOptions {
     pub listen: Option<SocketAddr>,
 }
 
+/// Where a new dev config listens: beside `hookhost serve`'s 8080 (the demo's), not on it.
+pub const DEV_LISTEN: &str = "127.0.0.1:8787";
+
 /// Builds, serves and rebuilds on change until interrupted.
 pub async fn dev(options: DevOptions) -> Result<()> {
     let dir = std::path::absolute(&options.plugin_dir)?;
     let kind = PluginKind::detect(&dir)?;
     let package = kind.name(&dir);
-    match kind {
-        PluginKind::Rust { .. } => ensure_wasm_target().await,
-        PluginKind::JavaScript | PluginKind::Python => install_tools(&dir, kind.clone()).await?,
-    }
     let state = dir.join(".hookhost-dev");
     std::fs::create_dir_all(&state)
         .with_context(|| format!("cannot create {}", state.display()))?;
@@ -48,13 +48,25 @@ pub async fn dev(options: DevOptions) -> Result<()> {
     if !config_path.exists() {
         let listen = options
             .listen
-            .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("literal"));
+            .unwrap_or_else(|| DEV_LISTEN.parse().expect("literal"));
         std::fs::write(&config_path, dev_config(listen))
             .with_context(|| format!("cannot write {}", config_path.display()))?;
     }
     let mut config = Config::load(&config_path)?;
     if let Some(listen) = options.listen {
         config.listen = listen;
+    }
+    // The port first: a taken one is said now, not after a minute of building.
+    let listener = std::net::TcpListener::bind(config.listen).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {}: {e} (is another `hookhost dev` or `hookhost serve` running?); pass --listen 127.0.0.1:PORT, or change `listen` in {}",
+            config.listen,
+            config_path.display()
+        )
+    })?;
+    match kind {
+        PluginKind::Rust { .. } => ensure_wasm_target().await,
+        PluginKind::JavaScript | PluginKind::Python => install_tools(&dir, kind.clone()).await?,
     }
     // A fresh admin token per run (printed below), and only loopback Host names answered: a web
     // page the developer visits can neither guess the token nor rebind its name to the dev port.
@@ -73,25 +85,37 @@ pub async fn dev(options: DevOptions) -> Result<()> {
         })?;
 
     // The first build before serving, so the host starts with the plugin when it builds.
-    let first = build(&dir, &kind).await;
+    let first = build(&dir, &kind, &package, true).await;
     if let Ok(artifact) = &first.artifact {
         install(artifact, &plugin_path)?;
     }
 
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let mut server = tokio::spawn(crate::server::serve_with(config, Some(ready_tx)));
-    let Ok(app) = ready_rx.await else {
+    let mut server = tokio::spawn(crate::server::serve_with(
+        config,
+        Some(listener),
+        Some(ready_tx),
+    ));
+    let Ok(ready) = ready_rx.await else {
         return server.await.context("the dev host stopped")?;
     };
+    let app = ready.state;
+    let url = super::session::base_url(ready.addr);
+    // The CLI's `--config` finds this run's address and token here.
+    super::session::write(
+        &config_path,
+        &super::session::DevSession {
+            url: url.clone(),
+            admin_token: admin_token.clone(),
+        },
+    )?;
+    let _session = RemoveOnDrop(config_path.clone());
+    let commands = Commands::new(&config_path, &url);
     println!(
         "hookhost dev: plugin {package} serves tenant {DEV_TENANT:?}; config {}, admin token for this run {admin_token:?}",
         config_path.display()
     );
-    println!(
-        "  try: hookhost send fincart --config {} --tenant {DEV_TENANT} --source fincart",
-        config_path.display()
-    );
-    report(&app, &first, &plugin_path).await;
+    report(&app, &first, &plugin_path, &commands, true).await;
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let watched = dir.clone();
@@ -136,19 +160,68 @@ pub async fn dev(options: DevOptions) -> Result<()> {
                 }
                 // Several saves in a row make one build.
                 while rx.try_recv().is_ok() {}
-                let outcome = build(&dir, &kind).await;
+                let outcome = build(&dir, &kind, &package, false).await;
                 if let Ok(artifact) = &outcome.artifact {
                     if let Err(e) = install(artifact, &plugin_path) {
                         println!("cannot install the new build: {e:#}");
                         continue;
                     }
                 }
-                report(&app, &outcome, &plugin_path).await;
+                report(&app, &outcome, &plugin_path, &commands, false).await;
             }
             result = &mut server => return result.context("the dev host stopped")?,
         }
     }
     Ok(())
+}
+
+/// Removes the dev session file when the dev host stops (even on an error).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        super::session::remove(&self.0);
+    }
+}
+
+/// Ready-to-paste commands for this run, printed after each load.
+struct Commands {
+    /// The dev config as the developer would type it (relative to the working folder when
+    /// inside it).
+    config: String,
+    /// The host's base URL.
+    url: String,
+}
+
+impl Commands {
+    fn new(config: &Path, url: &str) -> Commands {
+        let shown = std::env::current_dir()
+            .ok()
+            .and_then(|cwd| config.strip_prefix(cwd).ok().map(Path::to_path_buf))
+            .unwrap_or_else(|| config.to_path_buf());
+        Commands {
+            config: shown.display().to_string(),
+            url: url.to_string(),
+        }
+    }
+
+    /// The lines to print; `latest`: the newest event, offered for a replay on the new version.
+    fn banner(&self, latest: Option<i64>) -> String {
+        let config = &self.config;
+        let mut lines = vec![
+            format!("  console  {}/console  (sign in with this run's admin token)", self.url),
+            format!(
+                "  send     hookhost send fincart --config {config} --tenant {DEV_TENANT} --source fincart"
+            ),
+            format!("  events   hookhost events --config {config} --tenant {DEV_TENANT}"),
+        ];
+        if let Some(seq) = latest {
+            lines.push(format!(
+                "  replay   hookhost replay --config {config} --event {seq}   (the latest event, on this version; sending the same sample again is a duplicate)"
+            ));
+        }
+        lines.join("\n")
+    }
 }
 
 /// A build's result.
@@ -328,12 +401,50 @@ async fn run_tool(dir: &Path, program: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// How often a long build says it is still going.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
 /// Builds the plugin; on success returns the `.wasm` it produced, else the errors as the compiler
-/// printed them.
-async fn build(dir: &Path, kind: &PluginKind) -> BuildOutcome {
-    match kind {
-        PluginKind::Rust { package } => build_crate(dir, package).await,
-        PluginKind::JavaScript | PluginKind::Python => build_script(dir, kind).await,
+/// printed them. Says that it builds, and every [`PROGRESS_EVERY`] that it still does (a first
+/// Rust build compiles the SDK's dependencies: up to a minute).
+async fn build(dir: &Path, kind: &PluginKind, package: &str, first: bool) -> BuildOutcome {
+    let compiled = AtomicUsize::new(0);
+    let started = Instant::now();
+    println!(
+        "building {package}{}",
+        match (kind, first) {
+            (PluginKind::Rust { .. }, true) =>
+                " (a first build also compiles the SDK's dependencies: up to a minute)",
+            (PluginKind::JavaScript, _) => " with componentize-js",
+            (PluginKind::Python, _) => " with componentize-py",
+            _ => "",
+        }
+    );
+    let work = async {
+        match kind {
+            PluginKind::Rust { package } => build_crate(dir, package, &compiled).await,
+            PluginKind::JavaScript | PluginKind::Python => build_script(dir, kind).await,
+        }
+    };
+    tokio::pin!(work);
+    let mut ticks =
+        tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+    loop {
+        tokio::select! {
+            outcome = &mut work => return outcome,
+            _ = ticks.tick() => {
+                let crates = compiled.load(Ordering::Relaxed);
+                println!(
+                    "  still building ({:.0} s{})",
+                    started.elapsed().as_secs_f64(),
+                    match crates {
+                        0 => String::new(),
+                        1 => ", 1 crate compiled".into(),
+                        n => format!(", {n} crates compiled"),
+                    }
+                );
+            }
+        }
     }
 }
 
@@ -358,14 +469,18 @@ async fn build_script(dir: &Path, kind: &PluginKind) -> BuildOutcome {
         }
     };
     let _ = std::fs::remove_file(&out);
-    if let PluginKind::JavaScript = kind {
-        // componentize-js reports a syntax error without saying where; node's parser does.
-        if let Err(errors) = check_js_syntax(dir).await {
-            return BuildOutcome {
-                artifact: Err(errors),
-                took: started.elapsed(),
-            };
-        }
+    // componentize-js reports a syntax error without saying where, and componentize-py only
+    // after its ~10 s build, naming `/0/app.py`: the language's own parser says it at once,
+    // with file, line and caret.
+    let checked = match kind {
+        PluginKind::JavaScript => check_js_syntax(dir).await,
+        _ => check_python_syntax(dir).await,
+    };
+    if let Err(errors) = checked {
+        return BuildOutcome {
+            artifact: Err(errors),
+            took: started.elapsed(),
+        };
     }
     let mut command = match kind {
         PluginKind::JavaScript => {
@@ -427,21 +542,62 @@ async fn build_script(dir: &Path, kind: &PluginKind) -> BuildOutcome {
     BuildOutcome { artifact, took }
 }
 
+/// Compiles the project's own Python files (not `.venv`'s) without running or caching them: the
+/// first syntax error with its file, line and caret.
+async fn check_python_syntax(dir: &Path) -> Result<(), String> {
+    const CHECK: &str = r#"import sys, traceback
+for name in sys.argv[1:]:
+    try:
+        compile(open(name, "rb").read(), name, "exec")
+    except SyntaxError as e:
+        print("".join(traceback.format_exception_only(type(e), e)).rstrip())
+        sys.exit(1)
+"#;
+    let files = own_files(dir, &["py"]);
+    if files.is_empty() {
+        return Ok(());
+    }
+    let checked = tokio::process::Command::new("python3")
+        .args(["-c", CHECK])
+        .args(&files)
+        .current_dir(dir)
+        .output()
+        .await;
+    match checked {
+        Ok(output) if !output.status.success() && !output.stdout.is_empty() => {
+            Err(String::from_utf8_lossy(&output.stdout).trim().to_string())
+        }
+        // No python3, or it failed otherwise: componentize-py will say what is wrong.
+        _ => Ok(()),
+    }
+}
+
+/// The names of the files directly in `dir` with one of `extensions`, sorted.
+fn own_files(dir: &Path, extensions: &[&str]) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<String> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| extensions.contains(&e))
+        })
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    files.sort();
+    files
+}
+
 /// `node --check` on the project's own JavaScript files: the first syntax error with its file,
 /// line and a caret.
 async fn check_js_syntax(dir: &Path) -> Result<(), String> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(());
-    };
-    let mut files: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("js" | "mjs")))
-        .collect();
-    files.sort();
-    for file in files {
+    for name in own_files(dir, &["js", "mjs"]) {
         // Checked as an ES module whatever package.json says (stdin, so the type is explicit).
-        let Ok(source) = std::fs::File::open(&file) else {
+        let Ok(source) = std::fs::File::open(dir.join(&name)) else {
             continue;
         };
         let checked = tokio::process::Command::new("node")
@@ -452,7 +608,6 @@ async fn check_js_syntax(dir: &Path) -> Result<(), String> {
             .await;
         if let Ok(output) = checked {
             if !output.status.success() {
-                let name = file.file_name().unwrap_or_default().to_string_lossy();
                 let text = String::from_utf8_lossy(&output.stderr);
                 let lines: Vec<String> = text
                     .lines()
@@ -467,10 +622,12 @@ async fn check_js_syntax(dir: &Path) -> Result<(), String> {
 }
 
 /// Runs cargo; on success returns the `.wasm` it produced, else its errors as the compiler
-/// printed them.
-async fn build_crate(dir: &Path, package: &str) -> BuildOutcome {
+/// printed them. Reads cargo's messages as they come, counting the crates compiled into
+/// `compiled` (the progress a long first build shows).
+async fn build_crate(dir: &Path, package: &str, compiled: &AtomicUsize) -> BuildOutcome {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _};
     let started = Instant::now();
-    let output = tokio::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
+    let child = tokio::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
         .current_dir(dir)
         .args([
             "build",
@@ -484,25 +641,43 @@ async fn build_crate(dir: &Path, package: &str) -> BuildOutcome {
                 "json"
             },
         ])
-        .output()
-        .await;
-    let took = started.elapsed();
-    let output = match output {
-        Ok(o) => o,
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
         Err(e) => {
             return BuildOutcome {
                 artifact: Err(format!("cannot run cargo: {e}")),
-                took,
+                took: started.elapsed(),
             }
         }
     };
+    let mut stderr = child.stderr.take().expect("piped");
+    let stderr = tokio::spawn(async move {
+        let mut bytes = Vec::new();
+        let _ = stderr.read_to_end(&mut bytes).await;
+        String::from_utf8_lossy(&bytes).into_owned()
+    });
+    let mut messages = Vec::new();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if message["reason"] == "compiler-artifact" {
+            compiled.fetch_add(1, Ordering::Relaxed);
+        }
+        messages.push(message);
+    }
+    let success = child.wait().await.is_ok_and(|s| s.success());
+    let stderr = stderr.await.unwrap_or_default();
+    let took = started.elapsed();
     let mut artifact = None;
     let mut diagnostics = String::new();
     let lib_name = package.replace('-', "_");
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
+    for message in messages {
         match message["reason"].as_str() {
             Some("compiler-message") => {
                 if let Some(text) = message["message"]["rendered"].as_str() {
@@ -521,13 +696,12 @@ async fn build_crate(dir: &Path, package: &str) -> BuildOutcome {
             _ => {}
         }
     }
-    let artifact = match (output.status.success(), artifact) {
+    let artifact = match (success, artifact) {
         (true, Some(path)) => Ok(path),
         (true, None) => Err(format!(
             "cargo built no .wasm for {package}: is it a `cdylib` (`[lib] crate-type = [\"cdylib\"]`)?"
         )),
         (false, _) => {
-            let stderr = String::from_utf8_lossy(&output.stderr);
             let tail: Vec<&str> = stderr
                 .lines()
                 .filter(|l| l.trim_start().starts_with("error"))
@@ -547,8 +721,16 @@ fn install(artifact: &Path, plugin_path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Prints one line about the build and the reload it caused.
-async fn report(app: &Arc<AppState>, outcome: &BuildOutcome, plugin_path: &Path) {
+/// Prints one line about the build and the load it caused (`first`: the run's first build), then
+/// the commands to try it. A failed build is also recorded as the tenant's load error, so
+/// `hookhost plugins` and the console show it.
+async fn report(
+    app: &Arc<AppState>,
+    outcome: &BuildOutcome,
+    plugin_path: &Path,
+    commands: &Commands,
+    first: bool,
+) {
     let serving = || {
         app.registry
             .statuses()
@@ -558,6 +740,10 @@ async fn report(app: &Arc<AppState>, outcome: &BuildOutcome, plugin_path: &Path)
     let artifact = match &outcome.artifact {
         Ok(a) => a,
         Err(errors) => {
+            // Without the terminal's colour codes: the console and the CLI show it.
+            let plain = anstream::adapter::strip_str(errors.trim()).to_string();
+            app.registry
+                .record_build_failure(DEV_TENANT, &format!("build failed: {plain}"));
             println!(
                 "build failed after {:.1} s; {} keeps serving\n{}",
                 outcome.took.as_secs_f64(),
@@ -584,19 +770,30 @@ async fn report(app: &Arc<AppState>, outcome: &BuildOutcome, plugin_path: &Path)
         if let Some(status) = &status {
             if status.version.as_deref() == Some(version.as_str()) {
                 let load_ms = status.load_ms.unwrap_or(0);
-                let unchanged = status.loaded_at_ms.is_some_and(|at| at < since_ms);
+                let unchanged = !first && status.loaded_at_ms.is_some_and(|at| at < since_ms);
                 if unchanged {
                     println!(
                         "built in {:.1} s: unchanged, version {version} keeps serving",
                         outcome.took.as_secs_f64()
                     );
-                } else {
-                    println!(
-                        "reloaded version {version} in {:.1} s (build {:.1} s, load {load_ms} ms)",
-                        (outcome.took + started.elapsed()).as_secs_f64(),
-                        outcome.took.as_secs_f64(),
-                    );
+                    return;
                 }
+                println!(
+                    "{} version {version} in {:.1} s (build {:.1} s, load {load_ms} ms)",
+                    if first { "loaded" } else { "reloaded" },
+                    (outcome.took + started.elapsed()).as_secs_f64(),
+                    outcome.took.as_secs_f64(),
+                );
+                let latest = match first {
+                    true => None,
+                    false => app
+                        .storage
+                        .events(DEV_TENANT, 1, None, &Default::default())
+                        .await
+                        .ok()
+                        .and_then(|events| events.first().map(|e| e.seq)),
+                };
+                println!("{}", commands.banner(latest));
                 return;
             }
             if let Some(failed) =

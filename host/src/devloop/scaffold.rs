@@ -233,7 +233,7 @@ impl Plugin for {Type} {
             return Ok(Outcome::Skipped("the event carries no order id".into()));
         };
         kv::set_json(&key, &record)?;
-        info!("{key} is now {:?}", event.status);
+        info!("{key} is now {}", event.status);
         Ok(Outcome::Done)
     }
 }
@@ -278,7 +278,8 @@ A hookhost plugin: remembers each order's latest status in kv (`order/<id>`).
   build prints the compiler's errors and the previous version keeps serving).
 - `hookhost send fincart --config .hookhost-dev/hookhost.toml --tenant dev --source fincart` —
   sends a signed sample webhook to it (`hookhost send --list` shows every provider's samples);
-  see what it did at `http://127.0.0.1:8080/admin/tenants/dev/events` (token `dev`).
+  see what it did with `hookhost events --config .hookhost-dev/hookhost.toml --tenant dev`, or in
+  the console (`http://127.0.0.1:8787/console`, with the admin token `hookhost dev` prints).
 "#;
 
 const JS_APP: &str = r#"// {name}: remembers each order's latest status in kv (`order/<id>`); events without an order
@@ -355,8 +356,9 @@ A hookhost plugin in JavaScript: remembers each order's latest status in kv (`or
   tenant, and rebuilds and hot-swaps it on every save (a failing build prints the error and the
   previous version keeps serving).
 - `hookhost send fincart --config .hookhost-dev/hookhost.toml --tenant dev --source fincart` —
-  sends a signed sample webhook to it; see what it did at
-  `http://127.0.0.1:8080/admin/tenants/dev/events` (token `dev`).
+  sends a signed sample webhook to it; see what it did with `hookhost events --config
+  .hookhost-dev/hookhost.toml --tenant dev`, or in the console (`http://127.0.0.1:8787/console`,
+  with the admin token `hookhost dev` prints).
 
 `hookhost.js` is hookhost's helper layer (events with plain statuses and `orderKey`, kv JSON,
 `http.postJson`, `config.require`, log); `wit/plugin.wit` is the contract the component is built
@@ -422,8 +424,9 @@ A hookhost plugin in Python: remembers each order's latest status in kv (`order/
   -o plugin.wasm`), serves it in a local host with a `dev` tenant, and rebuilds and hot-swaps it
   on every save (a failing build prints the error and the previous version keeps serving).
 - `hookhost send fincart --config .hookhost-dev/hookhost.toml --tenant dev --source fincart` —
-  sends a signed sample webhook to it; see what it did at
-  `http://127.0.0.1:8080/admin/tenants/dev/events` (token `dev`).
+  sends a signed sample webhook to it; see what it did with `hookhost events --config
+  .hookhost-dev/hookhost.toml --tenant dev`, or in the console (`http://127.0.0.1:8787/console`,
+  with the admin token `hookhost dev` prints).
 
 `hookhost.py` is hookhost's helper layer (events with plain statuses and `order_key`, kv JSON,
 `http.post_json`, `config.require`, log); `wit/plugin.wit` is the contract the component is built

@@ -27,7 +27,7 @@ pub struct SendRequest {
     pub file: Option<PathBuf>,
     /// Extra headers (`Name: value`).
     pub headers: Vec<String>,
-    /// The host's base URL (default: from the config's `listen`).
+    /// The host's base URL (default: the running dev host's, else the config's `listen`).
     pub url: Option<String>,
 }
 
@@ -147,13 +147,11 @@ pub async fn send(request: SendRequest) -> Result<SendReport> {
 
     let base = match &request.url {
         Some(url) => url.trim_end_matches('/').to_string(),
-        None => {
-            let mut addr = config.listen;
-            if addr.ip().is_unspecified() {
-                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            format!("http://{addr}")
-        }
+        // A running dev host's address (it may listen elsewhere than the file says).
+        None => match super::session::read(&request.config)? {
+            Some(session) => session.url,
+            None => super::session::base_url(config.listen),
+        },
     };
     let mut url = format!("{base}/hooks/{}/{}", request.tenant, request.source);
     let shown_url = url.clone();

@@ -227,6 +227,22 @@ impl PluginRegistry {
         });
     }
 
+    /// Records that `hookhost dev` could not build `tenant`'s plugin: shown like a load error
+    /// (`GET /admin/tenants`, the console) until a version loads. Whatever served keeps serving;
+    /// not logged, as dev prints the compiler's errors itself.
+    pub fn record_build_failure(&self, tenant: &str, error: &str) {
+        let mut status = self.status.lock().expect("status lock");
+        let entry = status.entry(tenant.to_string()).or_default();
+        entry.last_error = Some(error.to_string());
+        entry.record(Reload {
+            at_ms: crate::now_ms(),
+            result: ReloadResult::Failed,
+            version: None,
+            load_ms: None,
+            error: Some(error.to_string()),
+        });
+    }
+
     /// Takes `tenant`'s plugin out of service (its file was removed): its events wait, they are
     /// neither failed nor dropped, until a plugin loads again.
     pub fn unload(&self, tenant: &str, path: &std::path::Path) {
