@@ -214,6 +214,11 @@ async fn a_merchant_token_reaches_nothing_of_another_tenant_on_any_route() {
                     .map(|t| t["name"].as_str().unwrap())
                     .collect();
                 assert_eq!(names, ["u"], "{what}");
+                // Nor where the operator keeps its plugin file on the server.
+                assert!(
+                    answer["tenants"][0]["plugin"].get("path").is_none(),
+                    "{what}"
+                );
             }
             Access::AnyCaller => {
                 assert_eq!(status, StatusCode::OK, "{what}");

@@ -880,10 +880,15 @@ async fn tenants(
                 .map(|(name, p)| json!({ "name": name, "provider": p.provider.name() }))
                 .collect();
             sources.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+            let mut plugin = json!(statuses.get(&t.name).cloned().unwrap_or_default());
+            // Where the operator keeps files on the server is not the merchant's business.
+            if let (Caller::Merchant(_), Some(fields)) = (&caller, plugin.as_object_mut()) {
+                fields.remove("path");
+            }
             json!({
                 "name": t.name,
                 "sources": sources,
-                "plugin": statuses.get(&t.name).cloned().unwrap_or_default(),
+                "plugin": plugin,
                 "allowed_hosts": t.allow.entries(),
             })
         })
