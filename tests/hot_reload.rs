@@ -767,6 +767,10 @@ async fn dev_loop_story(lang: &str) {
     // Sending A-1 again would be a duplicate: it offers to replay it on the new version.
     let offer = next_line("  replay ");
     assert!(offer.contains(&format!("--event {seq}")), "{offer}");
+    // A save that changes nothing builds nothing (a script build would make a new version).
+    std::fs::write(&logic, std::fs::read(&logic).unwrap()).unwrap();
+    let unchanged = next_line("sources unchanged");
+    assert!(unchanged.contains(&v2), "{unchanged}");
     let seq = send("B-2");
     assert_eq!(
         finished(seq).await["attempts_detail"][0]["plugin_version"],

@@ -152,6 +152,7 @@ pub async fn dev(options: DevOptions) -> Result<()> {
             .with_context(|| format!("cannot watch {}", sub.display()))?;
     }
 
+    let mut built_sources = first.artifact.is_ok().then_some(first.sources);
     loop {
         tokio::select! {
             changed = rx.recv() => {
@@ -160,7 +161,21 @@ pub async fn dev(options: DevOptions) -> Result<()> {
                 }
                 // Several saves in a row make one build.
                 while rx.try_recv().is_ok() {}
+                let sources = sources_digest(&dir, &kind);
+                if built_sources == Some(sources) {
+                    println!(
+                        "sources unchanged since the last build: {} keeps serving",
+                        app.registry
+                            .statuses()
+                            .get(DEV_TENANT)
+                            .and_then(|s| s.version.clone())
+                            .map(|v| format!("version {v}"))
+                            .unwrap_or_else(|| "its version".into())
+                    );
+                    continue;
+                }
                 let outcome = build(&dir, &kind, &package, false).await;
+                built_sources = outcome.artifact.is_ok().then_some(outcome.sources);
                 if let Ok(artifact) = &outcome.artifact {
                     if let Err(e) = install(artifact, &plugin_path) {
                         println!("cannot install the new build: {e:#}");
@@ -229,6 +244,46 @@ struct BuildOutcome {
     /// The component, or the compiler's errors.
     artifact: Result<PathBuf, String>,
     took: Duration,
+    /// The sources it was built from ([`sources_digest`], taken before the build).
+    sources: [u8; 32],
+}
+
+/// What a build tool did.
+struct Built {
+    /// The component, or the tool's errors.
+    artifact: Result<PathBuf, String>,
+    took: Duration,
+}
+
+/// A digest of the plugin's sources: every file whose change calls for a rebuild, by path and
+/// content. A save that changes nothing (an editor touching the file, an edit undone) builds
+/// nothing: a JavaScript or Python build is not reproducible, so it would make a new version
+/// and pay a full reload.
+fn sources_digest(dir: &Path, kind: &PluginKind) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut files: Vec<PathBuf> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_entry(|e| {
+            e.depth() == 0 || !NOT_SOURCES.contains(&e.file_name().to_string_lossy().as_ref())
+        })
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| e.path().strip_prefix(dir).ok().map(Path::to_path_buf))
+        .filter(|rel| kind.is_source(rel))
+        .collect();
+    files.sort();
+    let mut digest = sha2::Sha256::new();
+    for rel in files {
+        digest.update(rel.to_string_lossy().as_bytes());
+        match std::fs::read(dir.join(&rel)) {
+            Ok(bytes) => {
+                digest.update((bytes.len() as u64).to_le_bytes());
+                digest.update(&bytes);
+            }
+            Err(_) => digest.update(b"\0unreadable"),
+        }
+    }
+    digest.finalize().into()
 }
 
 /// What kind of plugin a folder holds, and so how it is built.
@@ -408,6 +463,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// printed them. Says that it builds, and every [`PROGRESS_EVERY`] that it still does (a first
 /// Rust build compiles the SDK's dependencies: up to a minute).
 async fn build(dir: &Path, kind: &PluginKind, package: &str, first: bool) -> BuildOutcome {
+    let sources = sources_digest(dir, kind);
     let compiled = AtomicUsize::new(0);
     let started = Instant::now();
     println!(
@@ -431,7 +487,7 @@ async fn build(dir: &Path, kind: &PluginKind, package: &str, first: bool) -> Bui
         tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
     loop {
         tokio::select! {
-            outcome = &mut work => return outcome,
+            built = &mut work => return BuildOutcome { artifact: built.artifact, took: built.took, sources },
             _ = ticks.tick() => {
                 let crates = compiled.load(Ordering::Relaxed);
                 println!(
@@ -449,7 +505,7 @@ async fn build(dir: &Path, kind: &PluginKind, package: &str, first: bool) -> Bui
 }
 
 /// Builds `app.js` or `app.py` against the project's `wit` folder into `.hookhost-dev/build/`.
-async fn build_script(dir: &Path, kind: &PluginKind) -> BuildOutcome {
+async fn build_script(dir: &Path, kind: &PluginKind) -> Built {
     let started = Instant::now();
     let out = dir.join(".hookhost-dev/build/plugin.wasm");
     if let Some(parent) = out.parent() {
@@ -458,7 +514,7 @@ async fn build_script(dir: &Path, kind: &PluginKind) -> BuildOutcome {
     let wit = match dir.join("wit").is_dir() {
         true => dir.join("wit"),
         false => {
-            return BuildOutcome {
+            return Built {
                 artifact: Err(format!(
                     "{} has no wit folder: copy hookhost's wit/v0.1.0/plugin.wit into {}/wit",
                     dir.display(),
@@ -477,7 +533,7 @@ async fn build_script(dir: &Path, kind: &PluginKind) -> BuildOutcome {
         _ => check_python_syntax(dir).await,
     };
     if let Err(errors) = checked {
-        return BuildOutcome {
+        return Built {
             artifact: Err(errors),
             took: started.elapsed(),
         };
@@ -539,7 +595,7 @@ async fn build_script(dir: &Path, kind: &PluginKind) -> BuildOutcome {
             Err(text.trim().to_string())
         }
     };
-    BuildOutcome { artifact, took }
+    Built { artifact, took }
 }
 
 /// Compiles the project's own Python files (not `.venv`'s) without running or caching them: the
@@ -624,7 +680,7 @@ async fn check_js_syntax(dir: &Path) -> Result<(), String> {
 /// Runs cargo; on success returns the `.wasm` it produced, else its errors as the compiler
 /// printed them. Reads cargo's messages as they come, counting the crates compiled into
 /// `compiled` (the progress a long first build shows).
-async fn build_crate(dir: &Path, package: &str, compiled: &AtomicUsize) -> BuildOutcome {
+async fn build_crate(dir: &Path, package: &str, compiled: &AtomicUsize) -> Built {
     use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _};
     let started = Instant::now();
     let child = tokio::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
@@ -648,7 +704,7 @@ async fn build_crate(dir: &Path, package: &str, compiled: &AtomicUsize) -> Build
     let mut child = match child {
         Ok(child) => child,
         Err(e) => {
-            return BuildOutcome {
+            return Built {
                 artifact: Err(format!("cannot run cargo: {e}")),
                 took: started.elapsed(),
             }
@@ -709,7 +765,7 @@ async fn build_crate(dir: &Path, package: &str, compiled: &AtomicUsize) -> Build
             Err(format!("{diagnostics}{}", tail.join("\n")))
         }
     };
-    BuildOutcome { artifact, took }
+    Built { artifact, took }
 }
 
 /// Copies the component into place by rename, so the host never sees half a file.
