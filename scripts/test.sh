@@ -19,6 +19,8 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 npm ci --prefix tests/console --no-audit --no-fund --loglevel=error
+# The charting library the console embeds is exactly the pinned npm version.
+bash scripts/vendor-console.sh --check
 if [ -z "${HOOKHOST_TEST_PG_URL:-}" ]; then
   trap 'bash scripts/pg-test-server.sh stop' EXIT
   if pg_env=$(bash scripts/pg-test-server.sh start); then

@@ -1443,9 +1443,13 @@ async fn the_cli_lists_events_dead_letters_and_plugins() {
 }
 
 /// The web console in a real browser (Debian's headless Chromium driven by playwright-core, both
-/// installed by scripts/test.sh): sign in, webhooks appear live, one event opened (payload,
-/// normalized event, attempt), a dead letter replayed from its button, the plugins listed. The
-/// screenshot is kept at target/console-screenshot.png.
+/// installed by scripts/test.sh), as an operator uses it (tests/console/drive.mjs): the
+/// all-tenants overview as the landing page (a tenant whose plugin file is not WebAssembly says
+/// so on one line), search across tenants, a tenant's charts, counters that filter, filters in
+/// the URL, an event opened by its URL with its pretty payload, headers and a copy button, a
+/// selection that survives refreshes, a replay whose outcome is shown, dead letters replayed
+/// after a confirmation with a summary, the keyboard, the banners for an unreachable host and a
+/// revoked token, dark mode and a 420 px screen. Screenshots are kept at target/console-*.png.
 #[tokio::test]
 async fn the_console_works_in_a_real_browser() {
     let driver = common::workspace().join("tests/console");
@@ -1458,7 +1462,16 @@ async fn the_console_works_in_a_real_browser() {
         std::path::Path::new(&chromium).exists(),
         "Chromium is missing: `apt-get install chromium` (scripts/test.sh does)"
     );
-    let host = Host::start(&misbehave_tenant(1)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("corrupt.wasm");
+    std::fs::write(&corrupt, br#"{"this": "is not WebAssembly"}"#).unwrap();
+    let config = format!(
+        "{}\n{}\n{}",
+        misbehave_tenant(1),
+        misbehave_tenant_named("quiet", 1).toml(),
+        TenantToml::new("broken", &corrupt).fincart("fc").toml()
+    );
+    let host = Host::start(&config).await;
     let ok = accepted(
         host.send("rogue", "fc", &[JSON, AUTH], misbehaving("o-ok", "none"))
             .await,
@@ -1469,18 +1482,24 @@ async fn the_console_works_in_a_real_browser() {
             .await,
     )
     .await;
+    let quiet = accepted(
+        host.send("quiet", "fc", &[JSON, AUTH], misbehaving("o-quiet", "none"))
+            .await,
+    )
+    .await;
     host.wait_finished(ok, Duration::from_secs(60)).await;
+    host.wait_finished(quiet, Duration::from_secs(60)).await;
     assert_eq!(
         host.wait_finished(bad, Duration::from_secs(60)).await["state"],
         "dead"
     );
 
-    let screenshot = common::workspace().join("target/console-screenshot.png");
-    let _ = std::fs::remove_file(&screenshot);
+    let shots = common::workspace().join("target/console");
     let out = tokio::process::Command::new("node")
         .arg(driver.join("drive.mjs"))
         .args([&host.base, common::ADMIN_TOKEN, "/hooks/rogue/fc", TOKEN])
-        .arg(&screenshot)
+        .arg(&shots)
+        .args([bad.to_string(), ok.to_string()])
         .env("CHROMIUM", &chromium)
         .output()
         .await
@@ -1493,19 +1512,23 @@ async fn the_console_works_in_a_real_browser() {
     );
     let result: Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(result["replayed"], bad);
-    // The replay clicked in the browser reached the host: a second attempt.
+    // Both replays clicked in the browser reached the host (the one from the event's panel and
+    // the confirmed one of every dead letter): three attempts, each dead, none run twice.
     let replayed = wait_for(
-        "the replayed attempt",
+        "the replayed attempts",
         Duration::from_secs(60),
         async || {
             let e = host.event(bad).await;
-            (e["attempts"].as_u64() == Some(2) && e["state"] == "dead").then_some(e)
+            (e["attempts"].as_u64() == Some(3) && e["state"] == "dead").then_some(e)
         },
     )
     .await;
-    assert_eq!(replayed["attempts_detail"].as_array().unwrap().len(), 2);
-    let png = std::fs::read(&screenshot).expect("screenshot saved");
-    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(replayed["attempts_detail"].as_array().unwrap().len(), 3);
+    for shot in ["overview", "events", "detail", "dead", "dark", "narrow"] {
+        let png = std::fs::read(format!("{}-{shot}.png", shots.display()))
+            .unwrap_or_else(|e| panic!("screenshot {shot}: {e}"));
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    }
 }
 
 /// The console as a merchant uses it (tests/console/merchant.mjs in Chromium): signed in with

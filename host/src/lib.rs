@@ -12,6 +12,7 @@
 //! [`devloop`] (`hookhost send`, `new`, `dev`).
 
 pub mod access;
+pub mod activity;
 pub mod admin_cli;
 pub mod capabilities;
 pub mod cli_text;

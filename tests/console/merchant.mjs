@@ -44,7 +44,7 @@ try {
   if (foreignEvent !== 404) await fail("another tenant's event 1 answered " + foreignEvent);
 
   // Deploy by upload, twice; then make the first active again.
-  await page.click('nav button[data-view="versions"]');
+  await page.click('nav a[data-tab="versions"]');
   await page.setInputFiles("#deploy-file", componentA);
   await page.click("#deploy-form button[type=submit]");
   await waitText("#deploy-result", "deployed v1");
@@ -74,7 +74,7 @@ try {
     });
     if (!r.ok) await fail("a webhook was refused: " + r.status);
   }
-  await page.click('nav button[data-view="shadow"]');
+  await page.click('nav a[data-tab="shadow"]');
   await page.waitForFunction(() => document.querySelectorAll("tr.shadow-run").length >= 3);
   const diff = await text("tr.shadow-run");
   if (!diff.includes("differs") || !diff.includes("kv")) await fail("the shadow's difference: " + diff);
@@ -82,7 +82,7 @@ try {
   await page.screenshot({ path: `${shots}-shadow.png`, fullPage: true });
 
   // The kv browser shows the tenant's keys.
-  await page.click('nav button[data-view="kv"]');
+  await page.click('nav a[data-tab="kv"]');
   await page.waitForSelector("tr.kv-entry");
 
   if (errors.length) await fail("script errors: " + errors.join("; "));

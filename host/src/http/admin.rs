@@ -94,6 +94,9 @@ pub fn routes(state: &Arc<AppState>) -> AdminApi {
     let mut api = routes
         .add(M::GET, "/admin/whoami", AnyCaller, get(whoami))
         .add(M::GET, "/admin/tenants", Merchant(Read), get(tenants))
+        .add(M::GET, "/admin/overview", Merchant(Read), get(overview))
+        .add(M::GET, "/admin/search", Merchant(Read), get(search))
+        .add(M::GET, "/admin/tenants/{tenant}/activity", Merchant(Read), get(activity))
         .add(M::GET, "/admin/tenants/{tenant}/kv", Merchant(Read), get(kv))
         .add(M::GET, "/admin/tenants/{tenant}/events", Merchant(Read), get(events))
         .add(M::GET, "/admin/tenants/{tenant}/counts", Merchant(Read), get(counts))
@@ -942,6 +945,10 @@ struct EventsQuery {
     order: Option<String>,
     since_ms: Option<u64>,
     until_ms: Option<u64>,
+    /// A source of the tenant's.
+    source: Option<String>,
+    /// The provider's event id.
+    event_id: Option<String>,
 }
 
 /// How many of a tenant's events are in each state.
@@ -967,13 +974,176 @@ async fn events(
         .map(str::parse::<EventState>)
         .transpose()
         .map_err(|e| AppError::bad_request(e.to_string()))?;
+    let source = q.source.filter(|s| !s.is_empty());
+    if let Some(source) = &source {
+        if !tenant.sources.contains_key(source) {
+            let mut known: Vec<&str> = tenant.sources.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            return Err(AppError::bad_request(format!(
+                "tenant {:?} has no source {source:?} (it has: {})",
+                tenant.name,
+                known.join(", ")
+            )));
+        }
+    }
+    if let (Some(since), Some(until)) = (q.since_ms, q.until_ms) {
+        if since >= until {
+            return Err(AppError::bad_request(
+                "since_ms must be before until_ms (the range is [since_ms, until_ms))",
+            ));
+        }
+    }
     let filter = EventFilter {
         state: event_state,
         order: q.order.filter(|o| !o.is_empty()),
         since_ms: q.since_ms,
         until_ms: q.until_ms,
+        source,
+        event_id: q.event_id.filter(|id| !id.is_empty()),
     };
     list_events(&state, &tenant, q.limit, q.before, &filter).await
+}
+
+#[derive(Deserialize)]
+struct ActivityQuery {
+    window: Option<String>,
+}
+
+/// The most events one chart reads: a day of a busy tenant is cut (and says so) rather than
+/// making one request read the whole journal.
+const ACTIVITY_EVENTS: u32 = 200_000;
+
+/// A tenant's activity over the last `hour` (by minute) or `day` (by 15 minutes): events received,
+/// attempts by outcome, attempt durations p50/p95 and the backlog's age, as chart series.
+async fn activity(
+    State(state): State<Arc<AppState>>,
+    KnownTenant(tenant): KnownTenant,
+    AdminQuery(q): AdminQuery<ActivityQuery>,
+) -> Result<Json<crate::activity::ActivityChart>, AppError> {
+    let window = q
+        .window
+        .as_deref()
+        .unwrap_or("hour")
+        .parse::<crate::activity::Window>()
+        .map_err(AppError::bad_request)?;
+    Ok(Json(tenant_chart(&state, &tenant.name, window).await?))
+}
+
+async fn tenant_chart(
+    state: &AppState,
+    tenant: &str,
+    window: crate::activity::Window,
+) -> anyhow::Result<crate::activity::ActivityChart> {
+    let now = crate::now_ms();
+    let rows = state
+        .storage
+        .activity(tenant, window.start_ms(now), ACTIVITY_EVENTS)
+        .await?;
+    Ok(crate::activity::chart(&rows, now, window))
+}
+
+/// Every tenant the caller may see at a glance: counts by state, the last hour's traffic and
+/// failures, the backlog's age and the serving plugin (the console's landing page).
+async fn overview(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, AppError> {
+    let statuses = state.registry.statuses();
+    let now = crate::now_ms();
+    let names = visible_tenants(&state, &caller);
+    let mut list = Vec::with_capacity(names.len());
+    for name in names {
+        let counts = state.storage.event_counts(&name).await?;
+        let oldest = state.storage.oldest_unfinished(&name).await?;
+        let hour = tenant_chart(&state, &name, crate::activity::Window::Hour).await?;
+        let status = statuses.get(&name).cloned().unwrap_or_default();
+        list.push(json!({
+            "name": name,
+            "counts": counts,
+            "last_hour": hour.totals,
+            "received_per_minute": hour.totals.received as f64 / 60.0,
+            "oldest_unfinished_age_s": oldest.map(|t| now.saturating_sub(t) as f64 / 1000.0),
+            "plugin": {
+                "version": status.version,
+                "loaded_at_ms": status.loaded_at_ms,
+                "last_error": status.last_error,
+            },
+        }));
+    }
+    Ok(Json(json!({ "tenants": list, "at_ms": now })))
+}
+
+/// The names of the tenants `caller` may see, sorted.
+fn visible_tenants(state: &AppState, caller: &Caller) -> Vec<String> {
+    let mut names: Vec<String> = state
+        .tenants
+        .all()
+        .keys()
+        .filter(|name| caller.sees(name))
+        .cloned()
+        .collect();
+    names.sort();
+    names
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    #[serde(default)]
+    q: String,
+}
+
+/// The most events a search answers with.
+const SEARCH_LIMIT: usize = 50;
+
+/// Finds events by number, provider event id, order id or merchant reference in every tenant the
+/// caller may see, newest first.
+async fn search(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    AdminQuery(q): AdminQuery<SearchQuery>,
+) -> Result<Json<Value>, AppError> {
+    let text = q.q.trim();
+    if text.is_empty() || text.len() > 200 {
+        return Err(AppError::bad_request(
+            "`q` is an event number, event id, order id or merchant reference (1 to 200 characters)",
+        ));
+    }
+    let mut found: Vec<crate::storage::EventSummary> = Vec::new();
+    if let Ok(seq) = text.trim_start_matches('#').parse::<i64>() {
+        if let Some(tenant) = state.storage.event_tenant(seq).await? {
+            if caller.sees(&tenant) {
+                if let Some(detail) = state.storage.event_detail(seq).await? {
+                    found.push(detail.summary);
+                }
+            }
+        }
+    }
+    let names = visible_tenants(&state, &caller);
+    for name in names {
+        for filter in [
+            EventFilter {
+                order: Some(text.to_string()),
+                ..Default::default()
+            },
+            EventFilter {
+                event_id: Some(text.to_string()),
+                ..Default::default()
+            },
+        ] {
+            let events = state
+                .storage
+                .events(&name, SEARCH_LIMIT as u32, None, &filter)
+                .await?;
+            found.extend(events);
+        }
+    }
+    found.sort_by_key(|e| std::cmp::Reverse(e.seq));
+    found.dedup_by_key(|e| e.seq);
+    let more = found.len() > SEARCH_LIMIT;
+    found.truncate(SEARCH_LIMIT);
+    Ok(Json(
+        json!({ "query": text, "events": found, "more": more }),
+    ))
 }
 
 /// A tenant's dead letters, newest first.

@@ -13,6 +13,11 @@ pub const OPENAPI: &str = include_str!("../../api/openapi.json");
 pub const CONSOLE: &str = include_str!("../../console/index.html");
 const CONSOLE_SCRIPT: &str = include_str!("../../console/app.js");
 const CONSOLE_STYLE: &str = include_str!("../../console/app.css");
+/// uPlot (MIT), the charting library, as published on npm: the version pinned in
+/// `host/console/package.json`, copied by `scripts/vendor-console.sh` (which the test script
+/// runs to check the copy is that version's).
+const CHART_SCRIPT: &str = include_str!("../../console/vendor/uPlot.iife.min.js");
+const CHART_STYLE: &str = include_str!("../../console/vendor/uPlot.min.css");
 
 /// The console's Content-Security-Policy: scripts and styles only from the served files (no
 /// inline code, so injected markup cannot run), requests only to this host, no framing.
@@ -49,4 +54,14 @@ pub async fn script() -> Response {
 /// `GET /console/app.css`.
 pub async fn style() -> Response {
     console_file("text/css; charset=utf-8", CONSOLE_STYLE)
+}
+
+/// `GET /console/vendor/uPlot.iife.min.js`.
+pub async fn chart_script() -> Response {
+    console_file("text/javascript; charset=utf-8", CHART_SCRIPT)
+}
+
+/// `GET /console/vendor/uPlot.min.css`.
+pub async fn chart_style() -> Response {
+    console_file("text/css; charset=utf-8", CHART_STYLE)
 }

@@ -61,7 +61,12 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/console", get(console::page))
         .route("/console/", get(console::page))
         .route("/console/app.js", get(console::script))
-        .route("/console/app.css", get(console::style));
+        .route("/console/app.css", get(console::style))
+        .route(
+            "/console/vendor/uPlot.iife.min.js",
+            get(console::chart_script),
+        )
+        .route("/console/vendor/uPlot.min.css", get(console::chart_style));
     if state.sink.is_some() {
         router = router.route(
             "/sink/{name}",

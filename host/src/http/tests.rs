@@ -469,6 +469,110 @@ async fn the_admin_api_lists_filters_and_counts_events() {
     assert!(body["body"].as_str().unwrap().contains("shipped"));
 }
 
+/// The console's navigation: filters by source and event id, a search across tenants by number,
+/// event id, order id or reference, the all-tenants overview and the activity charts; each bad
+/// parameter is a 400 saying what is wrong.
+#[tokio::test]
+async fn the_admin_api_searches_summarizes_and_charts_events() {
+    let app = TestApp::new(TENANTS, |_| {});
+    app.fincart(FINCART_BODY).await;
+    app.fincart(&FINCART_BODY.replace("o-1", "o-2")).await;
+    let (_, _, body) = app.admin(Method::GET, "/admin/events/2").await;
+    let event_id = body["event"]["id"].as_str().unwrap().to_string();
+
+    let seqs = |body: &Value| -> Vec<i64> {
+        body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_i64().unwrap())
+            .collect()
+    };
+    let (_, _, body) = app
+        .admin(Method::GET, "/admin/tenants/t/events?source=fc")
+        .await;
+    assert_eq!(seqs(&body), [2, 1]);
+    let (status, _, body) = app
+        .admin(Method::GET, "/admin/tenants/t/events?source=nope")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no source \"nope\" (it has: fc, g)"),
+        "{body}"
+    );
+    let (_, _, body) = app
+        .admin(
+            Method::GET,
+            &format!("/admin/tenants/t/events?event_id={event_id}"),
+        )
+        .await;
+    assert_eq!(seqs(&body), [2]);
+    let (status, _, body) = app
+        .admin(Method::GET, "/admin/tenants/t/events?since_ms=5&until_ms=5")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    for (q, found) in [
+        ("2", vec![2]),
+        ("%232", vec![2]),
+        ("o-1", vec![1]),
+        ("r-1", vec![2, 1]),
+        (event_id.as_str(), vec![2]),
+        ("nothing", vec![]),
+    ] {
+        let (status, _, body) = app
+            .admin(Method::GET, &format!("/admin/search?q={q}"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{q}: {body}");
+        assert_eq!(seqs(&body), found, "{q}: {body}");
+    }
+    let (status, _, body) = app.admin(Method::GET, "/admin/search?q=%20").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"].as_str().unwrap().contains("event number"),
+        "{body}"
+    );
+
+    let (status, _, body) = app.admin(Method::GET, "/admin/overview").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let t = &body["tenants"][0];
+    assert_eq!(t["name"], "t");
+    assert_eq!(t["counts"]["pending"], 2, "no plugin: both wait");
+    assert_eq!(t["last_hour"]["received"], 2);
+    assert!(t["oldest_unfinished_age_s"].as_f64().unwrap() >= 0.0, "{t}");
+    assert_eq!(t["plugin"]["version"], Value::Null);
+
+    let (status, _, body) = app.admin(Method::GET, "/admin/tenants/t/activity").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["window"], "hour");
+    assert_eq!(body["t"].as_array().unwrap().len(), 60);
+    assert_eq!(
+        body["received"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_u64)
+            .sum::<u64>(),
+        2
+    );
+    assert_eq!(body["totals"]["done"], 0);
+    let (_, _, body) = app
+        .admin(Method::GET, "/admin/tenants/t/activity?window=day")
+        .await;
+    assert_eq!(body["t"].as_array().unwrap().len(), 96);
+    let (status, _, body) = app
+        .admin(Method::GET, "/admin/tenants/t/activity?window=week")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"].as_str().unwrap().contains("`hour` or `day`"),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn metrics_need_their_token_when_one_is_set() {
     let app = TestApp::new(TENANTS, |state| {

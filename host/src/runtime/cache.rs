@@ -34,9 +34,15 @@ pub fn compile_and_cache(
     cached: &Path,
     source: &Path,
 ) -> Result<Component> {
-    let artifact = engine
-        .precompile_component(bytes)
-        .map_err(|e| anyhow!("{e:#}"))
+    let artifact = not_a_component(bytes)
+        .map_or_else(
+            || {
+                engine
+                    .precompile_component(bytes)
+                    .map_err(|e| anyhow!("{e:#}"))
+            },
+            |why| Err(anyhow!(why)),
+        )
         .with_context(|| {
             format!(
                 "plugin {} is not a valid WebAssembly component",
@@ -48,6 +54,48 @@ pub fn compile_and_cache(
     }
     // SAFETY: `artifact` was produced just now by this engine's `precompile_component`.
     unsafe { Component::deserialize(engine, &artifact) }.map_err(|e| anyhow!("{e:#}"))
+}
+
+/// Why `bytes` cannot be a component, said for people, when its header already shows it
+/// (wasmtime's own message prints the magic bytes as multi-line arrays).
+pub fn not_a_component(bytes: &[u8]) -> Option<String> {
+    const MAGIC: &[u8] = b"\0asm";
+    if bytes.len() < 8 {
+        return Some(format!(
+            "the file is {} bytes long: too short to be WebAssembly",
+            bytes.len()
+        ));
+    }
+    if &bytes[..4] != MAGIC {
+        let hex: Vec<String> = bytes[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let text: String = bytes[..8]
+            .iter()
+            .map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    b as char
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        return Some(format!(
+            "the file is not WebAssembly: it starts with {} ({text:?}), not with 00 61 73 6d (\"\\0asm\")",
+            hex.join(" ")
+        ));
+    }
+    match &bytes[4..8] {
+        [1, 0, 0, 0] => Some(
+            "the file is a core WebAssembly module, not a component: build it for \
+             wasm32-wasip2 (`cargo build --target wasm32-wasip2`) or wrap it with \
+             `wasm-tools component new`"
+                .to_string(),
+        ),
+        [_, _, 1, 0] => None,
+        other => Some(format!(
+            "the file is WebAssembly of an unknown version or layer ({other:02x?}): this host \
+             runs components (layer 1)"
+        )),
+    }
 }
 
 /// The precompiled cache holds native code that is loaded without verification (`unsafe`
@@ -124,6 +172,33 @@ mod tests {
             std::os::unix::fs::chown(&cache, Some(65534), None).unwrap();
             let err = check_cache_dir(&cache).unwrap_err().to_string();
             assert!(err.contains("belongs to user 65534"), "{err}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::not_a_component;
+
+    #[test]
+    fn a_file_that_is_not_a_component_is_explained_on_one_line() {
+        let json = not_a_component(br#"{"orderId": 1}"#).unwrap();
+        assert_eq!(
+            json,
+            r#"the file is not WebAssembly: it starts with 7b 22 6f 72 64 65 72 49 ("{\"orderI"), not with 00 61 73 6d ("\0asm")"#
+        );
+        assert!(not_a_component(b"\0asm").unwrap().contains("4 bytes long"));
+        let core = not_a_component(b"\0asm\x01\0\0\0rest").unwrap();
+        assert!(
+            core.contains("core WebAssembly module, not a component"),
+            "{core}"
+        );
+        assert_eq!(not_a_component(b"\0asm\x0d\0\x01\0rest"), None);
+        for message in [json, core] {
+            assert!(
+                !message.contains('\n') && !message.contains('['),
+                "{message}"
+            );
         }
     }
 }

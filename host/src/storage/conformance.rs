@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use super::{ActivityRows, AttemptKind, AttemptSample, EventSpan};
 use super::{
     Appended, AttemptOutcome, AttemptRecord, Claim, ClaimLimit, DeployAction, DeployKind,
     DeployRecord, Deployed, Duty, EventFilter, EventState, FinishResult, FinishedAttempt,
@@ -38,6 +39,7 @@ macro_rules! conformance_tests {
             finish_commits_kv_with_the_outcome_and_counts_keys,
             replay_only_finished_events_with_a_fresh_budget,
             prune_deletes_only_old_finished_events_in_batches,
+            activity_and_filters_by_source_and_event_id,
         );
     };
     (@cases [] $make:expr; $($case:ident,)*) => {
@@ -1270,6 +1272,123 @@ pub async fn replay_only_finished_events_with_a_fresh_budget(store: Arc<dyn Stor
         3,
         "history is kept"
     );
+}
+
+/// The activity charts' rows: the events alive since a time (received, finished or waiting),
+/// their attempts started since then, cut at a limit that says so; and the source and event id
+/// filters of the event list.
+pub async fn activity_and_filters_by_source_and_event_id(store: Arc<dyn Storage>) {
+    let start = now_ms();
+    let first = accepted(&store, event_of("e1", Some("o1"))).await;
+    let second = accepted(&store, event_of("e2", Some("o2"))).await;
+    let waiting = accepted(&store, event_of("e3", Some("o2"))).await;
+    accepted(&store, event_for("other", "x1", Some("o1"))).await;
+    let claims = claim_all(&store).await;
+    assert_eq!(
+        seqs(&claims),
+        [first, second],
+        "o2's second event waits for its head"
+    );
+    let timed = |attempt: u32, duration_us: u64, outcome: AttemptOutcome| AttemptRecord {
+        started_at_ms: now_ms(),
+        duration_us,
+        ..record(attempt, outcome)
+    };
+    let done = FinishedAttempt {
+        record: timed(1, 2_000, AttemptOutcome::Done),
+        ..finished(
+            lease_of(&claims, first),
+            1,
+            AttemptOutcome::Done,
+            EventState::Done,
+        )
+    };
+    store.finish_attempt(done).await.unwrap();
+    let failed = AttemptOutcome::Error {
+        message: "boom".into(),
+    };
+    let dead = FinishedAttempt {
+        record: timed(1, 9_000, failed.clone()),
+        ..finished(lease_of(&claims, second), 1, failed, EventState::Dead)
+    };
+    store.finish_attempt(dead).await.unwrap();
+
+    let rows = store.activity("acme", start, 100).await.unwrap();
+    assert!(!rows.truncated);
+    assert_eq!(rows.events.len(), 3, "{rows:?}");
+    assert_eq!(
+        rows.events
+            .iter()
+            .filter(|e| e.finished_at_ms.is_none())
+            .count(),
+        1,
+        "the waiting one"
+    );
+    assert!(rows.events.iter().all(|e| e.received_at_ms >= start));
+    let mut attempts: Vec<(AttemptKind, u64)> = rows
+        .attempts
+        .iter()
+        .map(|a| (a.kind, a.duration_us))
+        .collect();
+    attempts.sort_by_key(|a| a.1);
+    assert_eq!(
+        attempts,
+        [(AttemptKind::Done, 2_000), (AttemptKind::Error, 9_000)]
+    );
+    assert!(rows
+        .attempts
+        .iter()
+        .all(|a: &AttemptSample| a.started_at_ms >= start));
+
+    // Cut at the limit: the newest events, and it says so.
+    let cut = store.activity("acme", start, 1).await.unwrap();
+    assert!(cut.truncated);
+    assert_eq!(cut.events.len(), 1);
+    assert_eq!(cut.attempts, [], "the newest event has not run");
+    // Since later: only what still waits.
+    let later = store
+        .activity("acme", now_ms() + 60_000, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        later,
+        ActivityRows {
+            events: vec![EventSpan {
+                received_at_ms: later.events[0].received_at_ms,
+                finished_at_ms: None
+            }],
+            attempts: vec![],
+            truncated: false
+        }
+    );
+    assert_eq!(
+        store.activity("nobody", start, 100).await.unwrap(),
+        ActivityRows::default()
+    );
+
+    let list = |filter: EventFilter| {
+        let store = store.clone();
+        async move {
+            store
+                .events("acme", 10, None, &filter)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>()
+        }
+    };
+    let by_source = |source: &str| EventFilter {
+        source: Some(source.into()),
+        ..Default::default()
+    };
+    assert_eq!(list(by_source("fc")).await, [waiting, second, first]);
+    assert_eq!(list(by_source("elsewhere")).await, Vec::<i64>::new());
+    let by_id = EventFilter {
+        event_id: Some("e2".into()),
+        ..Default::default()
+    };
+    assert_eq!(list(by_id).await, [second]);
 }
 
 pub async fn prune_deletes_only_old_finished_events_in_batches(store: Arc<dyn Storage>) {

@@ -14,6 +14,7 @@ use super::{
     FinishResult, FinishedAttempt, KvConflict, KvEntry, KvWrite, Lease, NewEvent, PublishedConfig,
     PublishedPlugin, Replay, Storage, StoreChange, StoredEvent,
 };
+use super::{ActivityRows, AttemptKind, AttemptSample, EventSpan};
 use super::{
     DeployAction, DeployRecord, Deployed, JournaledEvent, NewDeploy, ShadowReport, ShadowRun,
     ShadowSetting,
@@ -175,6 +176,8 @@ impl Row {
             })
             && filter.since_ms.is_none_or(|t| self.new.received_at_ms >= t)
             && filter.until_ms.is_none_or(|t| self.new.received_at_ms < t)
+            && filter.source.as_ref().is_none_or(|s| *s == self.new.source)
+            && filter.event_id.as_ref().is_none_or(|id| *id == event.id)
     }
 }
 
@@ -830,5 +833,36 @@ impl Storage for MemoryStorage {
             body: String::from_utf8_lossy(&row.new.body).into_owned(),
             attempts_detail: row.history.clone(),
         }))
+    }
+
+    async fn activity(&self, tenant: &str, since_ms: u64, limit: u32) -> Result<ActivityRows> {
+        let journal = self.journal();
+        let mut rows = ActivityRows::default();
+        let alive = journal.events.values().rev().filter(|r| {
+            r.new.tenant == tenant
+                && (r.new.received_at_ms >= since_ms
+                    || r.finished_at_ms.is_none_or(|t| t >= since_ms))
+        });
+        for row in alive {
+            if rows.events.len() == limit as usize {
+                rows.truncated = true;
+                break;
+            }
+            rows.events.push(EventSpan {
+                received_at_ms: row.new.received_at_ms,
+                finished_at_ms: row.finished_at_ms,
+            });
+            rows.attempts.extend(
+                row.history
+                    .iter()
+                    .filter(|a| a.started_at_ms >= since_ms)
+                    .map(|a| AttemptSample {
+                        started_at_ms: a.started_at_ms,
+                        duration_us: a.duration_us,
+                        kind: AttemptKind::from(&a.outcome),
+                    }),
+            );
+        }
+        Ok(rows)
     }
 }

@@ -436,6 +436,10 @@ pub struct EventFilter {
     pub since_ms: Option<u64>,
     /// Only events received before this time (ms since the epoch).
     pub until_ms: Option<u64>,
+    /// Only events from this source (a name in the tenant's config).
+    pub source: Option<String>,
+    /// Only the event with this provider event id (`event.id`).
+    pub event_id: Option<String>,
 }
 
 impl EventFilter {
@@ -549,6 +553,76 @@ pub struct EventSummary {
     pub duplicates: u64,
     /// The normalized event.
     pub event: NormalizedEvent,
+}
+
+/// One event's life as the activity charts draw it: when it arrived and, if it has, when it
+/// finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSpan {
+    /// When it was accepted (ms since the epoch).
+    pub received_at_ms: u64,
+    /// When it reached done, skipped or dead; `None` while it waits or runs.
+    pub finished_at_ms: Option<u64>,
+}
+
+/// How an attempt ended, without its details: what the charts count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptKind {
+    /// `done`.
+    Done,
+    /// `skipped`.
+    Skipped,
+    /// `retry-after`.
+    RetryAfter,
+    /// An error, trap, timeout or exhausted memory.
+    Error,
+}
+
+impl AttemptKind {
+    /// The kind of a serialized outcome (`"done"`, `"skipped"`, ...); unknown ones are errors.
+    pub fn of_tag(tag: &str) -> AttemptKind {
+        match tag {
+            "done" => AttemptKind::Done,
+            "skipped" => AttemptKind::Skipped,
+            "retry-after" => AttemptKind::RetryAfter,
+            _ => AttemptKind::Error,
+        }
+    }
+}
+
+impl From<&AttemptOutcome> for AttemptKind {
+    fn from(outcome: &AttemptOutcome) -> AttemptKind {
+        match outcome {
+            AttemptOutcome::Done => AttemptKind::Done,
+            AttemptOutcome::Skipped { .. } => AttemptKind::Skipped,
+            AttemptOutcome::RetryAfter { .. } => AttemptKind::RetryAfter,
+            AttemptOutcome::Error { .. } => AttemptKind::Error,
+        }
+    }
+}
+
+/// One attempt as the activity charts count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptSample {
+    /// When it started (ms since the epoch).
+    pub started_at_ms: u64,
+    /// How long it took, in microseconds.
+    pub duration_us: u64,
+    /// How it ended.
+    pub kind: AttemptKind,
+}
+
+/// What a tenant's activity charts are drawn from: the events alive at some point since a time
+/// (received since, finished since, or not finished), newest first and at most a limit, and their
+/// attempts started since that time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActivityRows {
+    /// The events' spans.
+    pub events: Vec<EventSpan>,
+    /// Their attempts started since the time.
+    pub attempts: Vec<AttemptSample>,
+    /// The limit cut the events (the oldest part of the window is missing).
+    pub truncated: bool,
 }
 
 /// One event with everything known about it.
@@ -746,4 +820,6 @@ pub trait Storage: Send + Sync {
     async fn event_counts(&self, tenant: &str) -> Result<std::collections::BTreeMap<String, u64>>;
     /// One event with its attempts (admin).
     async fn event_detail(&self, seq: i64) -> Result<Option<EventDetail>>;
+    /// What `tenant`'s activity charts since `since_ms` are drawn from, at most `limit` events.
+    async fn activity(&self, tenant: &str, since_ms: u64, limit: u32) -> Result<ActivityRows>;
 }

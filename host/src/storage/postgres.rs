@@ -21,6 +21,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_postgres::{NoTls, Row};
 
+use super::{ActivityRows, AttemptKind, AttemptSample, EventSpan};
 use super::{
     DeployAction, DeployKind, DeployRecord, Deployed, JournaledEvent, NewDeploy, ShadowReport,
     ShadowRun, ShadowSetting,
@@ -1916,6 +1917,8 @@ impl Storage for PostgresStorage {
                                              OR event::jsonb ->> 'merchant_ref' = $5)
                        AND ($6::bigint IS NULL OR received_at_ms >= $6)
                        AND ($7::bigint IS NULL OR received_at_ms < $7)
+                       AND ($8::text IS NULL OR source = $8)
+                       AND ($9::text IS NULL OR event::jsonb ->> 'id' = $9)
                      ORDER BY seq DESC LIMIT $3"
                 ),
                 &[
@@ -1926,6 +1929,8 @@ impl Storage for PostgresStorage {
                     &filter.order,
                     &filter.since_ms.map(|v| v as i64),
                     &filter.until_ms.map(|v| v as i64),
+                    &filter.source,
+                    &filter.event_id,
                 ],
             )
             .await?;
@@ -1990,6 +1995,59 @@ impl Storage for PostgresStorage {
             body: String::from_utf8_lossy(&body).into_owned(),
             attempts_detail: attempts,
         }))
+    }
+
+    async fn activity(&self, tenant: &str, since_ms: u64, limit: u32) -> Result<ActivityRows> {
+        let client = self.client().await?;
+        let since = since_ms as i64;
+        let events = client
+            .query(
+                &client
+                    .prepare_cached(
+                        "SELECT seq, received_at_ms, finished_at_ms FROM events
+                         WHERE tenant = $1
+                           AND (received_at_ms >= $2 OR finished_at_ms IS NULL OR finished_at_ms >= $2)
+                         ORDER BY seq DESC LIMIT $3",
+                    )
+                    .await?,
+                &[&tenant, &since, &(i64::from(limit) + 1)],
+            )
+            .await?;
+        let truncated = events.len() > limit as usize;
+        let events = &events[..events.len().min(limit as usize)];
+        let seqs: Vec<i64> = events.iter().map(|r| r.get(0)).collect();
+        let attempts = client
+            .query(
+                &client
+                    .prepare_cached(
+                        "SELECT (record::jsonb ->> 'started_at_ms')::bigint,
+                                (record::jsonb ->> 'duration_us')::bigint,
+                                record::jsonb ->> 'outcome'
+                         FROM attempts WHERE event_seq = ANY($1)
+                           AND (record::jsonb ->> 'started_at_ms')::bigint >= $2",
+                    )
+                    .await?,
+                &[&seqs, &since],
+            )
+            .await?;
+        Ok(ActivityRows {
+            events: events
+                .iter()
+                .map(|r| EventSpan {
+                    received_at_ms: r.get::<_, i64>(1) as u64,
+                    finished_at_ms: r.get::<_, Option<i64>>(2).map(|v| v as u64),
+                })
+                .collect(),
+            attempts: attempts
+                .iter()
+                .map(|r| AttemptSample {
+                    started_at_ms: r.get::<_, i64>(0) as u64,
+                    duration_us: r.get::<_, i64>(1) as u64,
+                    kind: AttemptKind::of_tag(r.get(2)),
+                })
+                .collect(),
+            truncated,
+        })
     }
 }
 

@@ -20,6 +20,7 @@ use super::{
     FinishedAttempt, KvConflict, KvEntry, KvWrite, Lease, NewEvent, PublishedConfig,
     PublishedPlugin, Replay, Storage, StoreChange, StoredEvent,
 };
+use super::{ActivityRows, AttemptKind, AttemptSample, EventSpan};
 use super::{
     DeployAction, DeployKind, DeployRecord, Deployed, JournaledEvent, NewDeploy, ShadowReport,
     ShadowRun, ShadowSetting,
@@ -1520,6 +1521,8 @@ impl Storage for SqliteStorage {
                                    OR json_extract(event, '$.merchant_ref') = ?5)
                    AND (?6 IS NULL OR received_at_ms >= ?6)
                    AND (?7 IS NULL OR received_at_ms < ?7)
+                   AND (?8 IS NULL OR source = ?8)
+                   AND (?9 IS NULL OR json_extract(event, '$.id') = ?9)
                  ORDER BY seq DESC LIMIT ?3"
             ))?;
             let rows = stmt.query_map(
@@ -1531,6 +1534,8 @@ impl Storage for SqliteStorage {
                     filter.order,
                     filter.since_ms.map(|v| v as i64),
                     filter.until_ms.map(|v| v as i64),
+                    filter.source,
+                    filter.event_id,
                 ],
                 summary,
             )?;
@@ -1599,6 +1604,57 @@ impl Storage for SqliteStorage {
                 body: String::from_utf8_lossy(&body).into_owned(),
                 attempts_detail: attempts,
             }))
+        })
+        .await
+    }
+
+    async fn activity(&self, tenant: &str, since_ms: u64, limit: u32) -> Result<ActivityRows> {
+        let tenant = tenant.to_string();
+        self.read(move |c| {
+            // Newest first through the (tenant, seq) index; the window's events are the newest.
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, received_at_ms, finished_at_ms FROM events
+                 WHERE tenant = ?1
+                   AND (received_at_ms >= ?2 OR finished_at_ms IS NULL OR finished_at_ms >= ?2)
+                 ORDER BY seq DESC LIMIT ?3",
+            )?;
+            let mut rows = ActivityRows::default();
+            let mut seqs = Vec::new();
+            for row in stmt.query_map(params![tenant, since_ms as i64, i64::from(limit) + 1], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                ))
+            })? {
+                let (seq, received_at_ms, finished_at_ms) = row?;
+                if seqs.len() == limit as usize {
+                    rows.truncated = true;
+                    break;
+                }
+                seqs.push(seq);
+                rows.events.push(EventSpan {
+                    received_at_ms,
+                    finished_at_ms,
+                });
+            }
+            let mut stmt = c.prepare_cached(
+                "SELECT json_extract(record, '$.started_at_ms'), json_extract(record, '$.duration_us'),
+                        json_extract(record, '$.outcome')
+                 FROM attempts WHERE event_seq = ?1 AND json_extract(record, '$.started_at_ms') >= ?2",
+            )?;
+            for seq in seqs {
+                for sample in stmt.query_map(params![seq, since_ms as i64], |r| {
+                    Ok(AttemptSample {
+                        started_at_ms: r.get::<_, i64>(0)? as u64,
+                        duration_us: r.get::<_, i64>(1)? as u64,
+                        kind: AttemptKind::of_tag(&r.get::<_, String>(2)?),
+                    })
+                })? {
+                    rows.attempts.push(sample?);
+                }
+            }
+            Ok(rows)
         })
         .await
     }
@@ -1933,8 +1989,9 @@ mod tests {
             .unwrap();
         let (c_tx, c) = oneshot::channel();
         store.enqueue(set("c"), c_tx).await.unwrap();
+        // The second release finds nobody when the job ran once and was dropped: that is fine.
         release.send(()).unwrap();
-        release.send(()).unwrap();
+        let _ = release.send(());
 
         a.await.unwrap().unwrap();
         let failed = b.await.unwrap().unwrap_err().to_string();
