@@ -475,10 +475,35 @@ status = "status"
         file.to_str().unwrap(),
     ]);
     assert!(!ok && stderr.contains("X-Partner"), "{stderr}");
+    // --fresh: the same sample as a new event of the same order (a later update), not a
+    // duplicate; a provider whose id is a delivery header is new on every send already; one
+    // whose id is the order and status says why it cannot be made new.
+    let fincart = ["fincart", "--tenant", "t", "--source", "fincart"];
+    let (ok, stdout, _) = send(&fincart);
+    assert!(ok && stdout.contains("duplicate"), "{stdout}");
+    let (ok, stdout, stderr) = send(&[&fincart[..], &["--fresh"]].concat());
+    assert!(ok && stdout.contains("accepted"), "{stdout}{stderr}");
+    assert!(stderr.contains("fresh: /statusUpdatedDate"), "{stderr}");
+    let (ok, stdout, stderr) =
+        send(&["shopify", "--tenant", "t", "--source", "shopify", "--fresh"]);
+    assert!(ok && stdout.contains("accepted"), "{stdout}{stderr}");
+    assert!(stderr.contains("already a new shopify event"), "{stderr}");
+    let (ok, _, stderr) = send(&[
+        "finchpay",
+        "--tenant",
+        "t",
+        "--source",
+        "finch-query",
+        "--fresh",
+    ]);
+    assert!(
+        !ok && stderr.contains("the same order in the same status is the same event"),
+        "{stderr}"
+    );
 
     // Everything sent reached the plugin, once.
     let events = host.all_events("t").await;
-    assert_eq!(events.len(), cases.len() + 2, "{events:?}");
+    assert_eq!(events.len(), cases.len() + 4, "{events:?}");
     for event in &events {
         let seq = event["seq"].as_i64().unwrap();
         assert_eq!(
@@ -533,7 +558,6 @@ async fn new_then_dev_works_for_a_python_plugin() {
 /// a save that changes the reaction (rebuilt, swapped, the next event runs it) → a broken save
 /// (the error printed, the working version keeps serving).
 async fn dev_loop_story(lang: &str) {
-    use std::io::BufRead;
     let work = tempfile::tempdir().unwrap();
     let crate_dir = work.path().join("shop-notes");
     let hookhost = env!("CARGO_BIN_EXE_hookhost");
@@ -580,55 +604,9 @@ async fn dev_loop_story(lang: &str) {
     // The repository's pinned build tools (installed by the build script), so the test does not
     // install them into the new project again.
     common::script_plugin("js", "order-sync");
-    let mut dev = std::process::Command::new(hookhost)
-        .args(["dev", "--listen", "127.0.0.1:0"])
-        .arg(&crate_dir)
-        .env("CARGO_TARGET_DIR", &target)
-        .env(
-            "HOOKHOST_COMPONENTIZE_JS",
-            common::workspace()
-                .join("tools/js/node_modules/@bytecodealliance/componentize-js/src/cli.js"),
-        )
-        .env(
-            "HOOKHOST_COMPONENTIZE_PY",
-            target.join("tools/python/bin/componentize-py"),
-        )
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(work.path().join("dev.log")).unwrap())
-        .spawn()
-        .unwrap();
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let stdout = dev.stdout.take().unwrap();
-    let _dev = KillOnDrop(dev);
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let next_line = |want: &str| -> String {
-        let mut seen = String::new();
-        loop {
-            match rx.recv_timeout(Duration::from_secs(300)) {
-                Ok(line) if line.contains(want) => return line,
-                Ok(line) => {
-                    seen.push_str(&line);
-                    seen.push('\n');
-                }
-                Err(_) => panic!("no line with {want:?} from hookhost dev; it printed:\n{seen}"),
-            }
-        }
-    };
+    let dev_log = work.path().join("dev.log");
+    let (dev, rx) = start_dev(&crate_dir, &target, &dev_log);
+    let next_line = |want: &str| -> String { line_with(&rx, want) };
     // It says that it builds before the (long) first build, then listens.
     let building = next_line("building ");
     assert!(building.starts_with("building shop-notes"), "{building}");
@@ -834,9 +812,89 @@ async fn dev_loop_story(lang: &str) {
     let events = cli(&["events", "--tenant", "dev"]);
     assert!(events.contains("C-3") && events.contains("A-1"), "{events}");
     // A log that is not a terminal gets no colour codes.
-    let log = std::fs::read_to_string(work.path().join("dev.log")).unwrap();
+    let log = std::fs::read_to_string(&dev_log).unwrap();
     assert!(log.contains("plugin loaded"), "{log}");
     assert!(!log.contains('\u{1b}'), "{log}");
+
+    // Scripts: the sources of a version built before, after a restart, give that version
+    // again, byte for byte (componentize-js and -py do not reproduce their output: the build
+    // is kept by what it was built from).
+    if lang != "rust" {
+        drop(dev);
+        std::fs::write(&app, &source).unwrap();
+        let (_dev, rx) = start_dev(&crate_dir, &target, &work.path().join("dev2.log"));
+        let reused = line_with(&rx, "built before");
+        assert!(reused.contains("the same version"), "{reused}");
+        let again = line_with(&rx, "loaded version ");
+        assert_eq!(version(&again), v2, "{again}");
+    }
+}
+
+/// Kills the dev host when the test ends (or fails).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `hookhost dev` on a free port for the project in `crate_dir`, with the repository's pinned
+/// script build tools; its stdout lines come through the receiver, its log goes to `log`.
+fn start_dev(
+    crate_dir: &std::path::Path,
+    target: &std::path::Path,
+    log: &std::path::Path,
+) -> (KillOnDrop, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    // The repository's pinned build tools (installed by the build script), so the test does not
+    // install them into the new project again.
+    common::script_plugin("js", "order-sync");
+    let mut dev = std::process::Command::new(env!("CARGO_BIN_EXE_hookhost"))
+        .args(["dev", "--listen", "127.0.0.1:0"])
+        .arg(crate_dir)
+        .env("CARGO_TARGET_DIR", target)
+        .env(
+            "HOOKHOST_COMPONENTIZE_JS",
+            common::workspace()
+                .join("tools/js/node_modules/@bytecodealliance/componentize-js/src/cli.js"),
+        )
+        .env(
+            "HOOKHOST_COMPONENTIZE_PY",
+            target.join("tools/python/bin/componentize-py"),
+        )
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = dev.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    (KillOnDrop(dev), rx)
+}
+
+/// The next line from `hookhost dev` containing `want` (the ones before it are skipped).
+fn line_with(rx: &std::sync::mpsc::Receiver<String>, want: &str) -> String {
+    let mut seen = String::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(300)) {
+            Ok(line) if line.contains(want) => return line,
+            Ok(line) => {
+                seen.push_str(&line);
+                seen.push('\n');
+            }
+            Err(_) => panic!("no line with {want:?} from hookhost dev; it printed:\n{seen}"),
+        }
+    }
 }
 
 /// A taken port is said at once, before any build (a first build takes up to a minute).

@@ -221,6 +221,11 @@ enum Command {
         /// List the providers and their shipped samples.
         #[arg(long)]
         list: bool,
+        /// Send it as a new event (not a duplicate of the last one): the field the provider's
+        /// event id is made of changes (a time a little later, an id with a suffix), the order
+        /// and its status stay.
+        #[arg(long)]
+        fresh: bool,
     },
     /// Create a plugin (`--lang rust`: a crate on the guest SDK; `js`, `python`: a project on
     /// the guest helpers) with a working reaction, a native unit test and a README.
@@ -562,6 +567,7 @@ fn run() -> Result<()> {
             headers,
             url,
             list,
+            fresh,
         } => {
             if list {
                 println!("{}", hookhost::devloop::send::list_samples());
@@ -580,10 +586,17 @@ fn run() -> Result<()> {
                     file,
                     headers,
                     url,
+                    fresh,
                 }),
             )?;
             for note in &report.notes {
                 eprintln!("note: {note}");
+            }
+            if let Some(changed) = &report.freshened {
+                eprintln!(
+                    "fresh: {} {} -> {} (a new event of the same order and status)",
+                    changed.field, changed.from, changed.to
+                );
             }
             println!(
                 "POST {}{} -> {}{}: {}",

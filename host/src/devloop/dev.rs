@@ -226,13 +226,13 @@ impl Commands {
         let mut lines = vec![
             format!("  console  {}/console  (sign in with this run's admin token)", self.url),
             format!(
-                "  send     hookhost send fincart --config {config} --tenant {DEV_TENANT} --source fincart"
+                "  send     hookhost send fincart --config {config} --tenant {DEV_TENANT} --source fincart --fresh"
             ),
             format!("  events   hookhost events --config {config} --tenant {DEV_TENANT}"),
         ];
         if let Some(seq) = latest {
             lines.push(format!(
-                "  replay   hookhost replay --config {config} --event {seq}   (the latest event, on this version; sending the same sample again is a duplicate)"
+                "  replay   hookhost replay --config {config} --event {seq}   (the latest event, on this version; the same payload sent again is a duplicate: --fresh makes it new)"
             ));
         }
         lines.join("\n")
@@ -479,7 +479,24 @@ async fn build(dir: &Path, kind: &PluginKind, package: &str, first: bool) -> Bui
     let work = async {
         match kind {
             PluginKind::Rust { package } => build_crate(dir, package, &compiled).await,
-            PluginKind::JavaScript | PluginKind::Python => build_script(dir, kind).await,
+            PluginKind::JavaScript | PluginKind::Python => {
+                let key = script_build_key(dir, kind, &sources);
+                if let Some(kept) = kept_build(dir, &key) {
+                    println!(
+                        "  these sources were built before ({}): the same component, the same version",
+                        kept.strip_prefix(dir).unwrap_or(&kept).display()
+                    );
+                    return Built {
+                        artifact: Ok(kept),
+                        took: started.elapsed(),
+                    };
+                }
+                let built = build_script(dir, kind).await;
+                if let Ok(artifact) = &built.artifact {
+                    keep_build(dir, &key, artifact);
+                }
+                built
+            }
         }
     };
     tokio::pin!(work);
@@ -501,6 +518,63 @@ async fn build(dir: &Path, kind: &PluginKind, package: &str, first: bool) -> Bui
                 );
             }
         }
+    }
+}
+
+/// Where successful script builds are kept, by what they were built from.
+const KEPT_BUILDS: &str = ".hookhost-dev/build/by-sources";
+/// How many kept builds a project keeps (the newest).
+const KEPT_BUILDS_MAX: usize = 8;
+
+/// What a script build's output depends on: the sources, the build tool (its file's size and
+/// time) and this hookhost (its SDK and WIT). componentize-js and componentize-py do not
+/// produce the same bytes twice, so the same key reuses the component built before instead:
+/// the same sources give the same version across saves and restarts, and the host's
+/// precompiled cache answers instead of a full compile.
+fn script_build_key(dir: &Path, kind: &PluginKind, sources: &[u8; 32]) -> String {
+    use sha2::Digest as _;
+    let tool = match kind {
+        PluginKind::JavaScript => componentize_js(dir),
+        _ => componentize_py(dir),
+    };
+    let mut key = sha2::Sha256::new();
+    key.update(sources);
+    key.update(env!("CARGO_PKG_VERSION").as_bytes());
+    key.update(tool.to_string_lossy().as_bytes());
+    if let Ok(meta) = std::fs::metadata(&tool) {
+        key.update(meta.len().to_le_bytes());
+        if let Ok(modified) = meta.modified() {
+            key.update(format!("{modified:?}").as_bytes());
+        }
+    }
+    hex::encode(key.finalize())
+}
+
+/// The component kept for `key`, if there is one.
+fn kept_build(dir: &Path, key: &str) -> Option<PathBuf> {
+    let kept = dir.join(KEPT_BUILDS).join(format!("{key}.wasm"));
+    kept.is_file().then_some(kept)
+}
+
+/// Keeps a successful build under its key (and only the newest few).
+fn keep_build(dir: &Path, key: &str, artifact: &Path) {
+    let folder = dir.join(KEPT_BUILDS);
+    if std::fs::create_dir_all(&folder).is_err()
+        || std::fs::copy(artifact, folder.join(format!("{key}.wasm"))).is_err()
+    {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(&folder) else {
+        return;
+    };
+    let mut kept: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    kept.sort();
+    let excess = kept.len().saturating_sub(KEPT_BUILDS_MAX);
+    for (_, old) in kept.into_iter().take(excess) {
+        let _ = std::fs::remove_file(old);
     }
 }
 

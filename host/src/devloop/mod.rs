@@ -4,6 +4,7 @@
 //! CLI finds a host's admin API from its config file.
 
 pub mod dev;
+pub mod fresh;
 pub mod samples;
 pub mod scaffold;
 pub mod send;

@@ -29,6 +29,9 @@ pub struct SendRequest {
     pub headers: Vec<String>,
     /// The host's base URL (default: the running dev host's, else the config's `listen`).
     pub url: Option<String>,
+    /// Change the payload into a new event of the same order and status ([`super::fresh`]), so
+    /// that it is not a duplicate of the last one sent.
+    pub fresh: bool,
 }
 
 /// What the host answered.
@@ -45,6 +48,8 @@ pub struct SendReport {
     pub body: String,
     /// Warnings for the user (e.g. an IP allow-list).
     pub notes: Vec<String>,
+    /// What `--fresh` changed.
+    pub freshened: Option<super::fresh::Freshened>,
 }
 
 /// The shipped samples as lines `provider  name`.
@@ -129,6 +134,49 @@ pub async fn send(request: SendRequest) -> Result<SendReport> {
             )
         }
     };
+    // Providers whose event id is a delivery header that every send makes anew (Shopify's,
+    // GitHub's, Standard Webhooks') need no change to be new.
+    let fresh_header = sample_headers
+        .iter()
+        .map(|(n, _)| n.clone())
+        .filter(|n| {
+            samples::of(provider).any(|s| {
+                s.headers
+                    .iter()
+                    .any(|(name, value)| name == n && value.contains("{id}"))
+            })
+        })
+        .chain(
+            signing::sign(
+                &source.checks,
+                &body,
+                &sample_headers,
+                crate::now_ms() / 1000,
+            )
+            .map(|s| s.headers.into_iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| n.to_ascii_lowercase().ends_with("-id")),
+        )
+        .next();
+    let mut notes = Vec::new();
+    let (body, freshened) = if request.fresh && fresh_header.is_some() {
+        notes.push(format!(
+            "--fresh: every send is already a new {provider} event (its id is the {} header, new each time)",
+            fresh_header.unwrap_or_default()
+        ));
+        (body, None)
+    } else if request.fresh {
+        let (body, changed) = super::fresh::freshen(
+            &*source.provider,
+            &body,
+            &sample_headers,
+            &signing::random_id()[..8],
+        )?;
+        (body, Some(changed))
+    } else {
+        (body, None)
+    };
     let mut headers: Vec<(String, String)> = sample_headers;
     for h in &request.headers {
         let Some((name, value)) = h.split_once(':') else {
@@ -185,7 +233,8 @@ pub async fn send(request: SendRequest) -> Result<SendReport> {
         status,
         duplicate,
         body,
-        notes: signed.notes,
+        notes: notes.into_iter().chain(signed.notes).collect(),
+        freshened,
     })
 }
 
