@@ -610,6 +610,14 @@ async fn dev_loop_story(lang: &str) {
     // It says that it builds before the (long) first build, then listens.
     let building = next_line("building ");
     assert!(building.starts_with("building shop-notes"), "{building}");
+    // A save during the first build is seen (here one that changes nothing: said once the loop
+    // runs, below).
+    let logic_file = crate_dir.join(match lang {
+        "rust" => "src/lib.rs",
+        "js" => "logic.js",
+        _ => "logic.py",
+    });
+    std::fs::write(&logic_file, std::fs::read(&logic_file).unwrap()).unwrap();
     let base = next_line("hookhost listening on ")
         .trim_start_matches("hookhost listening on ")
         .to_string();
@@ -631,6 +639,11 @@ async fn dev_loop_story(lang: &str) {
     let v1 = version(&first);
     let console = next_line("  console ");
     assert!(console.contains(&format!("{base}/console")), "{console}");
+    let touched = next_line("sources unchanged");
+    assert!(
+        touched.contains(&v1),
+        "the save during the first build: {touched}"
+    );
 
     let config = crate_dir.join(".hookhost-dev/hookhost.toml");
     // Idle connections are dropped before the host's header-read timeout closes them (clients

@@ -29,7 +29,7 @@ function when(ms) { return ms ? absolute.format(new Date(ms)) : "–"; }
 /** "3 min ago", with the absolute time (and zone) on hover. */
 function ago(ms) {
   if (!ms) return "–";
-  return `<time datetime="${new Date(ms).toISOString()}" title="${esc(when(ms))}">${esc(relative(ms))}</time>`;
+  return `<time data-ms="${ms}" datetime="${new Date(ms).toISOString()}" title="${esc(when(ms))}">${esc(relative(ms))}</time>`;
 }
 function relative(ms) {
   const s = Math.round((Date.now() - ms) / 1000);
@@ -192,12 +192,18 @@ $("tenant").addEventListener("change", () => {
 
 let refreshing = false;
 let chartsAt = 0;
+let overviewAt = 0;
+const OVERVIEW_REFRESH_MS = 10000;
 async function refresh(full) {
   if (!token || refreshing) return;
   refreshing = true;
   try {
     const r = route;
-    if (r.view === "overview") await showOverview();
+    // The overview reads every tenant's last hour: every 10 s is enough for a glance.
+    if (r.view === "overview" && (full || Date.now() - overviewAt > OVERVIEW_REFRESH_MS)) {
+      overviewAt = Date.now();
+      await showOverview();
+    }
     if (r.view === "search") await showSearch();
     if (r.view === "plugins") await showPlugins();
     if (r.tenant) {
@@ -227,11 +233,14 @@ function syncRows(tbody, rows, empty) {
   const existing = new Map([...tbody.querySelectorAll("tr[data-key]")].map((tr) => [tr.dataset.key, tr]));
   tbody.querySelectorAll("tr:not([data-key])").forEach((tr) => tr.remove());
   const wanted = [];
-  for (const { key, html, href } of rows) {
+  for (const { key, html: fullHtml, href } of rows) {
+    // A relative time ("9 s ago") changes every refresh: it is not a change of the row (the
+    // times are brought up to date in place below).
+    const html = fullHtml.replace(/(<time[^>]*>)[^<]*(<\/time>)/g, "$1$2");
     let tr = existing.get(key);
     if (!tr || tr.dataset.html !== html) {
       const fresh = document.createElement("tr");
-      fresh.dataset.key = key; fresh.dataset.html = html; fresh.innerHTML = html;
+      fresh.dataset.key = key; fresh.dataset.html = html; fresh.innerHTML = fullHtml;
       if (href) { fresh.dataset.href = href; fresh.tabIndex = 0; fresh.className = "row"; }
       if (tr) { const focused = tr.contains(document.activeElement); tr.replaceWith(fresh); if (focused) fresh.focus(); }
       tr = fresh;
@@ -244,6 +253,10 @@ function syncRows(tbody, rows, empty) {
   for (const tr of wanted) {
     if (tr === at) at = at.nextElementSibling; else tbody.insertBefore(tr, at);
   }
+  tbody.querySelectorAll("time[data-ms]").forEach((t) => {
+    const text = relative(Number(t.dataset.ms));
+    if (t.textContent !== text) t.textContent = text;
+  });
   const emptyRow = `<tr><td colspan="12" class="empty">${empty}</td></tr>`;
   if (!rows.length && tbody.dataset.empty !== emptyRow) tbody.innerHTML = emptyRow;
   tbody.dataset.empty = rows.length ? "" : emptyRow;

@@ -143,17 +143,20 @@ try {
   await expect(copied === raw, "the clipboard holds: " + copied);
 
   // A selection in the payload survives the 2 s refreshes (nothing is redrawn in place of it).
-  await page.evaluate(() => {
+  await page.evaluate((seq) => {
+    document.querySelector(`#events tr[data-key="${seq}"]`).kept = true;
     const pre = document.getElementById("raw");
     pre.dataset.marker = "kept";
     const range = document.createRange();
     range.selectNodeContents(pre);
     getSelection().removeAllRanges();
     getSelection().addRange(range);
-  });
+  }, doneSeq);
   await page.waitForTimeout(4500);
-  const kept = await page.evaluate(() => [getSelection().toString().length, document.getElementById("raw").dataset.marker]);
+  const kept = await page.evaluate((seq) => [getSelection().toString().length, document.getElementById("raw").dataset.marker,
+    document.querySelector(`#events tr[data-key="${seq}"]`).kept], doneSeq);
   await expect(kept[0] > 10 && kept[1] === "kept", "the selection was lost across refreshes: " + kept);
+  await expect(kept[2] === true, "an unchanged row was redrawn by a refresh (its relative time should update in place)");
   await page.evaluate(() => getSelection().removeAllRanges());
 
   // Replay from the event's panel: the outcome is shown when the new attempt has finished.
@@ -209,7 +212,8 @@ try {
   await waitText("#plugins", "not WebAssembly");
 
   // The host cannot be reached: a banner says so (and since when), and goes when it is back.
-  await page.click('nav a[data-tab="overview"]');
+  await page.click('nav a[data-tab="events"]');
+  await page.waitForSelector(`#events tr[data-key="${doneSeq}"]`);
   await page.route("**/admin/**", (r) => r.abort());
   await waitText("#banner", "Cannot reach hookhost");
   await expect(await page.isVisible("#banner"), "no banner while unreachable");

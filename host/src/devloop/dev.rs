@@ -84,39 +84,8 @@ pub async fn dev(options: DevOptions) -> Result<()> {
             )
         })?;
 
-    // The first build before serving, so the host starts with the plugin when it builds.
-    let first = build(&dir, &kind, &package, true).await;
-    if let Ok(artifact) = &first.artifact {
-        install(artifact, &plugin_path)?;
-    }
-
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let mut server = tokio::spawn(crate::server::serve_with(
-        config,
-        Some(listener),
-        Some(ready_tx),
-    ));
-    let Ok(ready) = ready_rx.await else {
-        return server.await.context("the dev host stopped")?;
-    };
-    let app = ready.state;
-    let url = super::session::base_url(ready.addr);
-    // The CLI's `--config` finds this run's address and token here.
-    super::session::write(
-        &config_path,
-        &super::session::DevSession {
-            url: url.clone(),
-            admin_token: admin_token.clone(),
-        },
-    )?;
-    let _session = RemoveOnDrop(config_path.clone());
-    let commands = Commands::new(&config_path, &url);
-    println!(
-        "hookhost dev: plugin {package} serves tenant {DEV_TENANT:?}; config {}, admin token for this run {admin_token:?}",
-        config_path.display()
-    );
-    report(&app, &first, &plugin_path, &commands, true).await;
-
+    // Watching starts before the first build: a save made while it runs (a first Rust build
+    // takes up to a minute) or just after it is not missed.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let watched = dir.clone();
     let kind_for_watch = kind.clone();
@@ -151,6 +120,39 @@ pub async fn dev(options: DevOptions) -> Result<()> {
             .watch(&sub, RecursiveMode::Recursive)
             .with_context(|| format!("cannot watch {}", sub.display()))?;
     }
+
+    // The first build before serving, so the host starts with the plugin when it builds.
+    let first = build(&dir, &kind, &package, true).await;
+    if let Ok(artifact) = &first.artifact {
+        install(artifact, &plugin_path)?;
+    }
+
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let mut server = tokio::spawn(crate::server::serve_with(
+        config,
+        Some(listener),
+        Some(ready_tx),
+    ));
+    let Ok(ready) = ready_rx.await else {
+        return server.await.context("the dev host stopped")?;
+    };
+    let app = ready.state;
+    let url = super::session::base_url(ready.addr);
+    // The CLI's `--config` finds this run's address and token here.
+    super::session::write(
+        &config_path,
+        &super::session::DevSession {
+            url: url.clone(),
+            admin_token: admin_token.clone(),
+        },
+    )?;
+    let _session = RemoveOnDrop(config_path.clone());
+    let commands = Commands::new(&config_path, &url);
+    println!(
+        "hookhost dev: plugin {package} serves tenant {DEV_TENANT:?}; config {}, admin token for this run {admin_token:?}",
+        config_path.display()
+    );
+    report(&app, &first, &plugin_path, &commands, true).await;
 
     let mut built_sources = first.artifact.is_ok().then_some(first.sources);
     loop {

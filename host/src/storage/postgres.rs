@@ -2004,9 +2004,17 @@ impl Storage for PostgresStorage {
             .query(
                 &client
                     .prepare_cached(
+                        // As in SQLite: after the newest event received before the window,
+                        // the unfinished ones, those finished in the window; by index each.
                         "SELECT seq, received_at_ms, finished_at_ms FROM events
-                         WHERE tenant = $1
-                           AND (received_at_ms >= $2 OR finished_at_ms IS NULL OR finished_at_ms >= $2)
+                         WHERE tenant = $1 AND seq > COALESCE((SELECT seq FROM events
+                             WHERE tenant = $1 AND received_at_ms < $2 ORDER BY seq DESC LIMIT 1), -1)
+                         UNION
+                         SELECT seq, received_at_ms, finished_at_ms FROM events
+                         WHERE tenant = $1 AND state IN ('pending', 'running')
+                         UNION
+                         SELECT seq, received_at_ms, finished_at_ms FROM events
+                         WHERE finished_at_ms >= $2 AND tenant = $1
                          ORDER BY seq DESC LIMIT $3",
                     )
                     .await?,

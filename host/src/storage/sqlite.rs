@@ -1611,11 +1611,20 @@ impl Storage for SqliteStorage {
     async fn activity(&self, tenant: &str, since_ms: u64, limit: u32) -> Result<ActivityRows> {
         let tenant = tenant.to_string();
         self.read(move |c| {
-            // Newest first through the (tenant, seq) index; the window's events are the newest.
+            // The events alive in the window without reading the tenant's history: those after
+            // the newest one received before the window (an index walk back through the
+            // window), the unfinished ones (state index) and those finished in the window
+            // (finish index).
             let mut stmt = c.prepare_cached(
                 "SELECT seq, received_at_ms, finished_at_ms FROM events
-                 WHERE tenant = ?1
-                   AND (received_at_ms >= ?2 OR finished_at_ms IS NULL OR finished_at_ms >= ?2)
+                 WHERE tenant = ?1 AND seq > COALESCE((SELECT seq FROM events
+                     WHERE tenant = ?1 AND received_at_ms < ?2 ORDER BY seq DESC LIMIT 1), -1)
+                 UNION
+                 SELECT seq, received_at_ms, finished_at_ms FROM events
+                 WHERE tenant = ?1 AND state IN ('pending', 'running')
+                 UNION
+                 SELECT seq, received_at_ms, finished_at_ms FROM events
+                 WHERE finished_at_ms >= ?2 AND tenant = ?1
                  ORDER BY seq DESC LIMIT ?3",
             )?;
             let mut rows = ActivityRows::default();
