@@ -479,3 +479,49 @@ async fn an_oversized_upload_is_refused_with_a_json_413_and_stores_nothing() {
     );
     assert!(app.state.storage.deploys("t", 10).await.unwrap().is_empty());
 }
+
+/// A JSON body that does not parse is a 400 showing the shape the route takes, on every route
+/// that takes one; where an empty body has a meaning (a rollback to the version before), it is
+/// not refused.
+#[tokio::test]
+async fn a_malformed_json_body_is_a_400_showing_the_shape_it_should_have() {
+    let app = TestApp::new(&tenants(), |_| {});
+    let cases: [(Method, &str, &[u8], &str); 3] = [
+        (
+            Method::PUT,
+            "/admin/tenants/t/plugin/shadow",
+            br#"{"version": 1}"#,
+            r#"{"version": <deploy number>, "share": <0 to 1>}: missing field `share`"#,
+        ),
+        (
+            Method::POST,
+            "/admin/tenants/t/plugin/rollback",
+            br#"{"to": "x"}"#,
+            r#"empty or {"to": <deploy number>}: invalid type"#,
+        ),
+        (
+            Method::POST,
+            "/admin/tenants/t/tokens",
+            b"not json",
+            r#"{"name": .., "scopes": ["read", "replay", "deploy"], "expires_in_secs": ..}: expected"#,
+        ),
+    ];
+    for (method, path, body, shape) in cases {
+        let (status, answer) = call_as(&app, ADMIN_TOKEN, &method, path, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {path}: {answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(
+            error.starts_with(&format!("the body must be {shape}")),
+            "{method} {path}: {error}"
+        );
+    }
+    let (status, answer) = call_as(
+        &app,
+        ADMIN_TOKEN,
+        &Method::POST,
+        "/admin/tenants/t/plugin/rollback",
+        b"  ",
+    )
+    .await;
+    assert_ne!(status, StatusCode::BAD_REQUEST, "{answer}");
+}

@@ -224,6 +224,10 @@ struct DeployQuery {
     activate: Option<bool>,
 }
 
+impl RequestBody for ShadowRequest {
+    const SHAPE: &'static str = r#"{"version": <deploy number>, "share": <0 to 1>}"#;
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ShadowRequest {
@@ -245,13 +249,8 @@ async fn set_shadow(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     KnownTenant(tenant): KnownTenant,
-    body: axum::body::Bytes,
+    JsonBody(request): JsonBody<ShadowRequest>,
 ) -> Result<Json<Value>, AppError> {
-    let request: ShadowRequest = serde_json::from_slice(&body).map_err(|e| {
-        AppError::bad_request(format!(
-            "the body must be {{\"version\": <deploy number>, \"share\": <0 to 1>}}: {e}"
-        ))
-    })?;
     if !(request.share > 0.0 && request.share <= 1.0) {
         return Err(AppError::bad_request(
             "share is a fraction of live attempts: more than 0, at most 1",
@@ -512,6 +511,14 @@ async fn plugin_versions(
     })))
 }
 
+impl RequestBody for RollbackRequest {
+    const SHAPE: &'static str = r#"empty or {"to": <deploy number>}"#;
+
+    fn when_empty() -> Option<RollbackRequest> {
+        Some(RollbackRequest::default())
+    }
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RollbackRequest {
@@ -526,17 +533,8 @@ async fn rollback_plugin(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     KnownTenant(tenant): KnownTenant,
-    body: axum::body::Bytes,
+    JsonBody(request): JsonBody<RollbackRequest>,
 ) -> Result<Json<Value>, AppError> {
-    let request: RollbackRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RollbackRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            AppError::bad_request(format!(
-                "the body must be empty or {{\"to\": <deploy number>}}: {e}"
-            ))
-        })?
-    };
     let loader = plugin_loader(&state)?;
     let _one_at_a_time = state.deploy_locks.lock(&tenant.name).await;
     let history = state.storage.deploys(&tenant.name, u32::MAX).await?;
@@ -711,6 +709,11 @@ async fn whoami(Extension(caller): Extension<Caller>) -> Json<Value> {
     })
 }
 
+impl RequestBody for NewTokenRequest {
+    const SHAPE: &'static str =
+        r#"{"name": .., "scopes": ["read", "replay", "deploy"], "expires_in_secs": ..}"#;
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewTokenRequest {
@@ -733,13 +736,8 @@ enum ScopesField {
 async fn create_token(
     State(state): State<Arc<AppState>>,
     KnownTenant(tenant): KnownTenant,
-    body: axum::body::Bytes,
+    JsonBody(request): JsonBody<NewTokenRequest>,
 ) -> Result<Response, AppError> {
-    let request: NewTokenRequest = serde_json::from_slice(&body).map_err(|e| {
-        AppError::bad_request(format!(
-            "the body must be {{\"name\": .., \"scopes\": [\"read\", \"replay\", \"deploy\"], \"expires_in_secs\": ..}}: {e}"
-        ))
-    })?;
     let name = request.name.trim().to_string();
     if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
         return Err(AppError::bad_request(
@@ -845,6 +843,42 @@ impl<T: DeserializeOwned + Send> FromRequestParts<Arc<AppState>> for AdminQuery<
             .await
             .map(|q| AdminQuery(q.0))
             .map_err(|e| AppError::bad_request(e.body_text()))
+    }
+}
+
+/// A JSON request body and how the API describes it when it is wrong.
+trait RequestBody: DeserializeOwned {
+    /// The shape a 400 shows (`the body must be SHAPE: what serde found`).
+    const SHAPE: &'static str;
+
+    /// What an empty body means, where one is allowed.
+    fn when_empty() -> Option<Self> {
+        None
+    }
+}
+
+/// A JSON body, refused with the API's JSON error naming the expected shape (not axum's
+/// plain-text rejection).
+struct JsonBody<T>(T);
+
+impl<T: RequestBody + Send> axum::extract::FromRequest<Arc<AppState>> for JsonBody<T> {
+    type Rejection = AppError;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|e| AppError::new(e.status(), e.body_text()))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            if let Some(empty) = T::when_empty() {
+                return Ok(JsonBody(empty));
+            }
+        }
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| AppError::bad_request(format!("the body must be {}: {e}", T::SHAPE)))
     }
 }
 
