@@ -45,6 +45,13 @@ const send = async (order, misbehave) => {
   if (!r.ok) await fail(`the webhook for ${order} was refused: ${r.status}`);
   return (await r.json()).event;
 };
+/** Waits for `n` of the console's refreshes (its "updated HH:MM:SS" line changes each time). */
+const refreshes = async (n) => {
+  for (let i = 0; i < n; i++) {
+    const before = await page.textContent("#updated");
+    await page.waitForFunction((b) => document.querySelector("#updated").textContent !== b, before);
+  }
+};
 const noSideways = async (what) => {
   const [scroll, width] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
   await expect(scroll <= width, `${what}: the page is ${scroll} px wide on a ${width} px screen`);
@@ -152,7 +159,7 @@ try {
     getSelection().removeAllRanges();
     getSelection().addRange(range);
   }, doneSeq);
-  await page.waitForTimeout(4500);
+  await refreshes(2);
   const kept = await page.evaluate((seq) => [getSelection().toString().length, document.getElementById("raw").dataset.marker,
     document.querySelector(`#events tr[data-key="${seq}"]`).kept], doneSeq);
   await expect(kept[0] > 10 && kept[1] === "kept", "the selection was lost across refreshes: " + kept);
@@ -195,7 +202,8 @@ try {
   await page.waitForSelector("#confirm[open]");
   await waitText("#confirm-text", "Replay every dead letter of rogue (1)");
   await page.click('#confirm button[value="cancel"]');
-  await page.waitForTimeout(300);
+  await page.waitForSelector("#confirm", { state: "hidden" });
+  await refreshes(1);
   await expect((await api(`/admin/events/${deadSeq}`)).attempts === 2, "a cancelled replay replayed");
   await page.click("#replay-all");
   await page.waitForSelector("#confirm[open]");

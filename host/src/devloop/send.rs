@@ -134,36 +134,20 @@ pub async fn send(request: SendRequest) -> Result<SendReport> {
             )
         }
     };
-    // Providers whose event id is a delivery header that every send makes anew (Shopify's,
-    // GitHub's, Standard Webhooks') need no change to be new.
-    let fresh_header = sample_headers
-        .iter()
-        .map(|(n, _)| n.clone())
-        .filter(|n| {
-            samples::of(provider).any(|s| {
-                s.headers
-                    .iter()
-                    .any(|(name, value)| name == n && value.contains("{id}"))
-            })
-        })
-        .chain(
-            signing::sign(
-                &source.checks,
-                &body,
-                &sample_headers,
-                crate::now_ms() / 1000,
-            )
-            .map(|s| s.headers.into_iter().map(|(n, _)| n).collect::<Vec<_>>())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|n| n.to_ascii_lowercase().ends_with("-id")),
-        )
-        .next();
     let mut notes = Vec::new();
-    let (body, freshened) = if request.fresh && fresh_header.is_some() {
+    let renewed = match request.fresh {
+        true => renewed_header(
+            &source.checks,
+            &body,
+            &sample_headers,
+            &sample_name,
+            provider,
+        ),
+        false => None,
+    };
+    let (body, freshened) = if let Some(header) = renewed {
         notes.push(format!(
-            "--fresh: every send is already a new {provider} event (its id is the {} header, new each time)",
-            fresh_header.unwrap_or_default()
+            "--fresh: every send is already a new {provider} event (its id is the {header} header, new each time)"
         ));
         (body, None)
     } else if request.fresh {
@@ -235,6 +219,31 @@ pub async fn send(request: SendRequest) -> Result<SendReport> {
         body,
         notes: notes.into_iter().chain(signed.notes).collect(),
         freshened,
+    })
+}
+
+/// The header that makes every send a new event by itself, if there is one: a sample header
+/// filled with a fresh id (Shopify's, GitHub's delivery ids) or an id header the signing scheme
+/// adds (Standard Webhooks' `webhook-id`). Signs once to see (only for `--fresh`).
+fn renewed_header(
+    checks: &[providers::AuthCheck],
+    body: &[u8],
+    sample_headers: &[(String, String)],
+    sample_name: &Option<String>,
+    provider: &str,
+) -> Option<String> {
+    let from_sample = samples::of(provider)
+        .filter(|s| Some(s.name) == sample_name.as_deref())
+        .flat_map(|s| s.headers.iter())
+        .find(|(_, value)| value.contains("{id}"))
+        .map(|(name, _)| name.to_string());
+    from_sample.or_else(|| {
+        signing::sign(checks, body, sample_headers, crate::now_ms() / 1000)
+            .ok()?
+            .headers
+            .into_iter()
+            .map(|(name, _)| name)
+            .find(|name| name.to_ascii_lowercase().ends_with("-id"))
     })
 }
 
